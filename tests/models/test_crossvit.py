@@ -1,0 +1,109 @@
+import pytest
+import timm
+import torch
+
+from crossvit.models import CrossViT, build_model
+from crossvit.models.fusion import FUSIONS
+
+RELEASED = {
+    "crossvit_tiny": "crossvit_tiny_240",
+    "crossvit_small": "crossvit_small_240",
+    "crossvit_base": "crossvit_base_240",
+    "crossvit_9": "crossvit_9_240",
+    "crossvit_15": "crossvit_15_240",
+    "crossvit_18": "crossvit_18_240",
+    "crossvit_9_dagger": "crossvit_9_dagger_240",
+    "crossvit_15_dagger": "crossvit_15_dagger_240",
+    "crossvit_18_dagger": "crossvit_18_dagger_240",
+    "crossvit_15_dagger_384": "crossvit_15_dagger_408",
+    "crossvit_18_dagger_384": "crossvit_18_dagger_408",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RELEASED)
+def test_released_models_match_timm(name):
+    """timm's model with random weights and ours loaded from its state_dict give the same logits."""
+    torch.manual_seed(0)
+    ref = timm.create_model(RELEASED[name], pretrained=False).eval()
+    ours = build_model(name).eval()
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 3, ours.input_size, ours.input_size)
+    with torch.no_grad():
+        diff = (ours(x) - ref(x)).abs().max().item()
+    assert diff <= 1e-4
+
+
+def test_every_fusion_keeps_shapes_and_averages_heads(fusion_name):
+    model = build_model("crossvit_micro_28", fusion=fusion_name).eval()
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        xs = model._embed(x)
+        fused = model.blocks[0](xs)
+        branches = model.forward_branches(x)
+        logits = model(x)
+    assert [t.shape for t in fused] == [t.shape for t in xs] == [(3, 50, 64), (3, 17, 128)]
+    assert torch.allclose(logits, torch.stack(branches).mean(0), atol=1e-6)
+    assert logits.shape == (3, 10)
+
+
+# REACHES[fusion][part of branch 1] = the parts of branch 0's output it reaches (paper section 3.3).
+REACHES = {
+    "none": {"cls": set(), "patches": set()},
+    "class_token": {"cls": {"cls"}, "patches": set()},
+    "pairwise": {"cls": {"cls"}, "patches": {"patches"}},
+    "cross_attention": {"cls": set(), "patches": {"cls"}},
+    "all_attention": {"cls": {"cls", "patches"}, "patches": {"cls", "patches"}},
+}
+
+
+@pytest.mark.parametrize("source", ["cls", "patches"])
+def test_fusions_route_information_as_the_paper_defines(fusion_name, source):
+    torch.manual_seed(0)
+    block = build_model("crossvit_micro_28", fusion=fusion_name).blocks[0].eval()
+    xs = [torch.randn(2, 50, 64), torch.randn(2, 17, 128)]
+    moved = xs[1].clone()
+    part = slice(0, 1) if source == "cls" else slice(1, None)
+    moved[:, part] += torch.randn_like(moved[:, part])
+    with torch.no_grad():
+        before, after = block.fuse(xs)[0], block.fuse([xs[0], moved])[0]
+    for target, sl in (("cls", slice(0, 1)), ("patches", slice(1, None))):
+        changed = (before[:, sl] - after[:, sl]).abs().max().item() > 1e-5
+        assert changed == (target in REACHES[fusion_name][source]), (target, source)
+
+
+def test_any_number_of_branches(fusion_name):
+    model = CrossViT(img_size=[32, 32, 32], patch_size=[4, 8, 16], in_chans=1, num_classes=5,
+                     embed_dim=[32, 64, 96], depth=[[1, 1, 1], [0, 1, 2]], num_heads=[2, 2, 3],
+                     mlp_ratio=[2, 2, 2], fusion=fusion_name)
+    out = model.forward_branches(torch.randn(2, 1, 32, 32))
+    assert len(out) == 3 and all(o.shape == (2, 5) for o in out)
+
+
+def test_fusion_knobs_come_from_config():
+    base = build_model("crossvit_micro_28", fusion="cross_attention")
+    deeper = build_model("crossvit_micro_28", fusion="cross_attention", fusion_args={"layers": 2})
+    assert "blocks.0.fusion.0.attn.wq.weight" in base.state_dict()
+    assert "blocks.0.fusion.0.1.mlp.fc1.weight" in deeper.state_dict()
+    wide = build_model("crossvit_micro_28", fusion="all_attention", fusion_args={"width": 96, "layers": 2})
+    assert wide.blocks[0].fusion[1].attn.qkv.in_features == 96
+
+
+def test_no_weight_decay_names_parameters():
+    model = build_model("crossvit_micro_28")
+    names = dict(model.named_parameters())
+    assert model.no_weight_decay() == {"cls_token_0", "cls_token_1", "pos_embed_0", "pos_embed_1"}
+    assert model.no_weight_decay() <= set(names)
+
+
+def test_registry_has_the_five_fusions():
+    assert set(FUSIONS) == {"none", "all_attention", "class_token", "pairwise", "cross_attention"}
+
+
+def test_compiles_without_graph_breaks(fusion_name):
+    torch._dynamo.reset()
+    model = build_model("crossvit_micro_28", fusion=fusion_name)
+    explain = torch._dynamo.explain(model)(torch.randn(2, 1, 28, 28))
+    assert explain.graph_break_count == 0, explain.break_reasons
+    assert explain.graph_count == 1
