@@ -1,4 +1,8 @@
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,3 +18,37 @@ FUSION_NAMES = ["none", "all_attention", "class_token", "pairwise", "cross_atten
 @pytest.fixture(params=FUSION_NAMES)
 def fusion_name(request) -> str:
     return request.param
+
+
+ROOT = Path(__file__).resolve().parents[1]
+QUIET = ["trainer.enable_progress_bar=false", "~callbacks.progress_bar", "trainer.enable_model_summary=false"]
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def run_script(
+    script: str, *overrides: str, check: bool = True, timeout: int = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """Run src/<script> as a user would, in a subprocess; on failure the assertion shows its output."""
+    cmd = [sys.executable, str(ROOT / "src" / script), *overrides]
+    proc = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})},
+    )
+    if check:
+        assert proc.returncode == 0, (
+            f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+        )
+    return proc
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+needs_fmnist = pytest.mark.skipif(
+    not FMNIST.is_dir(), reason="Fashion-MNIST not installed (make setup does it)"
+)

@@ -27,7 +27,9 @@ def read_checkpoint(path: str | Path) -> dict:
         head = f.read(4)
     # torch.save writes a zip archive; very old checkpoints are a bare pickle (protocol byte 0x80).
     if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):
-        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch.save archive nor a pickle)")
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (neither a torch.save archive nor a pickle)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -44,15 +46,19 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def extract_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:
     """The model weights of any supported checkpoint, in timm's key layout."""
-    if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):  # Lightning: ClassificationModule.model
+    if "state_dict" in obj and isinstance(
+        obj["state_dict"], Mapping
+    ):  # Lightning: ClassificationModule.model
         sd = {k.removeprefix("model."): v for k, v in obj["state_dict"].items() if k.startswith("model.")}
     elif "model" in obj and isinstance(obj["model"], Mapping):  # official main.py training checkpoint
         sd = dict(obj["model"])
     else:
         sd = dict(obj)
     if not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise CheckpointError("checkpoint holds no state_dict of tensors (expected a state_dict, {'model': ...} "
-                              "or a Lightning checkpoint)")
+        raise CheckpointError(
+            "checkpoint holds no state_dict of tensors (expected a state_dict, {'model': ...} "
+            "or a Lightning checkpoint)"
+        )
     sd = {k.removeprefix("module."): v for k, v in sd.items()}  # saved from a DDP-wrapped model
     # The official release keeps per-branch tokens in ParameterLists (cls_token.0); timm names them cls_token_0.
     return {re.sub(r"^(cls_token|pos_embed)\.(\d+)$", r"\1_\2", k): v for k, v in sd.items()}
@@ -70,7 +76,9 @@ def _summarise(keys: Iterable[str], limit: int = 6) -> str:
     return ", ".join(parts)
 
 
-def load_pretrained(model: nn.Module, checkpoint: str | Path | StateDict, new_head: bool = False) -> nn.Module:
+def load_pretrained(
+    model: nn.Module, checkpoint: str | Path | StateDict, new_head: bool = False
+) -> nn.Module:
     """Load `checkpoint` (path or state_dict) into `model` strictly, or raise CheckpointError saying what differs.
 
     `new_head=True` keeps the model's freshly initialised heads (fine-tuning to another class count).
@@ -98,10 +106,13 @@ def load_pretrained(model: nn.Module, checkpoint: str | Path | StateDict, new_he
                 f"{own[mismatched[0]].shape[0]}; to fine-tune with a new head, pass new_head=True "
                 f"(on the command line: +init.new_head=true)"
             )
-        shapes = "; ".join(f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-                           for k in mismatched[:5])
+        shapes = "; ".join(
+            f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:5]
+        )
         more = f" (and {len(mismatched) - 5} more)" if len(mismatched) > 5 else ""
-        raise CheckpointError(f"checkpoint shapes differ from the model's in {len(mismatched)} tensors: "
-                              f"{shapes}{more}. Choose the model= the checkpoint was trained with.")
+        raise CheckpointError(
+            f"checkpoint shapes differ from the model's in {len(mismatched)} tensors: "
+            f"{shapes}{more}. Choose the model= the checkpoint was trained with."
+        )
     model.load_state_dict(sd, strict=True)
     return model

@@ -74,9 +74,17 @@ def test_fusions_route_information_as_the_paper_defines(fusion_name, source):
 
 
 def test_any_number_of_branches(fusion_name):
-    model = CrossViT(img_size=[32, 32, 32], patch_size=[4, 8, 16], in_chans=1, num_classes=5,
-                     embed_dim=[32, 64, 96], depth=[[1, 1, 1], [0, 1, 2]], num_heads=[2, 2, 3],
-                     mlp_ratio=[2, 2, 2], fusion=fusion_name)
+    model = CrossViT(
+        img_size=[32, 32, 32],
+        patch_size=[4, 8, 16],
+        in_chans=1,
+        num_classes=5,
+        embed_dim=[32, 64, 96],
+        depth=[[1, 1, 1], [0, 1, 2]],
+        num_heads=[2, 2, 3],
+        mlp_ratio=[2, 2, 2],
+        fusion=fusion_name,
+    )
     out = model.forward_branches(torch.randn(2, 1, 32, 32))
     assert len(out) == 3 and all(o.shape == (2, 5) for o in out)
 

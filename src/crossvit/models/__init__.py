@@ -12,8 +12,16 @@ from crossvit import CONF_DIR
 from .crossvit import CrossViT
 from .fusion import FUSIONS, MultiScaleBlock, get_fusion, register_fusion
 
-__all__ = ["CrossViT", "FUSIONS", "MultiScaleBlock", "build_model", "create_model", "get_fusion", "load_config",
-           "register_fusion"]
+__all__ = [
+    "CrossViT",
+    "FUSIONS",
+    "MultiScaleBlock",
+    "build_model",
+    "create_model",
+    "get_fusion",
+    "load_config",
+    "register_fusion",
+]
 
 
 def load_config(group: str, name: str) -> DictConfig:
@@ -33,8 +41,9 @@ def create_model(model: Mapping[str, Any], fusion: Mapping[str, Any]) -> CrossVi
     return CrossViT(**model, fusion=name, fusion_args=fusion)
 
 
-def build_model(name: str, fusion: str = "cross_attention", fusion_args: Mapping[str, Any] | None = None,
-                **overrides: Any) -> CrossViT:
+def build_model(
+    name: str, fusion: str = "cross_attention", fusion_args: Mapping[str, Any] | None = None, **overrides: Any
+) -> CrossViT:
     """Compose conf/model/<name>.yaml with conf/fusion/<fusion>.yaml; keyword overrides replace model keys.
 
     >>> build_model("crossvit_9", fusion="pairwise", num_classes=10)
@@ -42,7 +51,8 @@ def build_model(name: str, fusion: str = "cross_attention", fusion_args: Mapping
     model_cfg = load_config("model", name)
     unknown = set(overrides) - set(model_cfg)
     if unknown:
-        raise ValueError(f"build_model got {sorted(unknown)}, which are not keys of model/{name}.yaml: "
-                         f"{sorted(model_cfg)}")
+        raise ValueError(
+            f"build_model got {sorted(unknown)}, which are not keys of model/{name}.yaml: {sorted(model_cfg)}"
+        )
     fusion_cfg = OmegaConf.merge(load_config("fusion", fusion), fusion_args or {})
     return create_model(OmegaConf.merge(model_cfg, overrides), fusion_cfg)

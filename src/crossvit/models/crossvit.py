@@ -70,7 +70,7 @@ def _check_architecture(
 class CrossViT(nn.Module):
     """Dual- (or multi-) branch ViT. Branch i embeds the image at `img_size[i]` with `patch_size[i]` patches.
 
-    The input is given at the largest `img_size`; other branches get a bicubic resize. Logits are the mean of the
+    The input is given at `img_size[0]` (the S-branch); other branches get a bicubic resize. Logits are the mean of the
     branch heads' logits (`forward_branches` returns them one by one).
     """
 
@@ -99,7 +99,7 @@ class CrossViT(nn.Module):
         fusion_args = dict(fusion_args or {})
         self.num_branches = len(patch_size)
         self.img_size = [int(s) for s in img_size]
-        self.input_size = max(self.img_size)
+        self.input_size = self.img_size[0]
         self.patch_size = [int(p) for p in patch_size]
         self.embed_dim = [int(d) for d in embed_dim]
         self.num_classes = num_classes
@@ -124,11 +124,20 @@ class CrossViT(nn.Module):
         self.blocks = nn.ModuleList()
         for k, enc in enumerate(depth):
             start = sum(enc_depths[:k])
-            self.blocks.append(fusion_cls(
-                self.embed_dim, enc, num_heads, mlp_ratio, dpr[start:start + enc_depths[k]],
-                qkv_bias=qkv_bias, proj_drop=proj_drop_rate, attn_drop=attn_drop_rate, norm_layer=norm_layer,
-                **fusion_args,
-            ))
+            self.blocks.append(
+                fusion_cls(
+                    self.embed_dim,
+                    enc,
+                    num_heads,
+                    mlp_ratio,
+                    dpr[start : start + enc_depths[k]],
+                    qkv_bias=qkv_bias,
+                    proj_drop=proj_drop_rate,
+                    attn_drop=attn_drop_rate,
+                    norm_layer=norm_layer,
+                    **fusion_args,
+                )
+            )
 
         self.norm = nn.ModuleList(norm_layer(d) for d in self.embed_dim)
         self.head_drop = nn.Dropout(drop_rate)
@@ -157,7 +166,11 @@ class CrossViT(nn.Module):
         xs = []
         for i, patch_embed in enumerate(self.patch_embed):
             size = self.img_size[i]
-            x_i = x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+            x_i = (
+                x
+                if x.shape[-1] == size
+                else F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
+            )
             tokens = patch_embed(x_i)
             cls = getattr(self, f"cls_token_{i}").expand(tokens.shape[0], -1, -1)
             xs.append(self.pos_drop(torch.cat((cls, tokens), dim=1) + getattr(self, f"pos_embed_{i}")))
@@ -168,7 +181,7 @@ class CrossViT(nn.Module):
         if x.shape[-2:] != (self.input_size, self.input_size):
             raise ValueError(
                 f"input is {tuple(x.shape[-2:])} but the model expects {self.input_size}x{self.input_size} "
-                f"(model.img_size={self.img_size}); resize the data to max(model.img_size)"
+                f"(model.img_size[0] of {self.img_size}); resize the data to it"
             )
         xs = self._embed(x)
         for block in self.blocks:

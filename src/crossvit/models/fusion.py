@@ -57,16 +57,30 @@ class MultiScaleBlock(nn.Module):
         self.embed_dim = list(embed_dim)
         self.num_heads = list(num_heads)
         self.blocks = nn.ModuleList(
-            nn.Sequential(*[
-                Block(dim, heads, ratio, qkv_bias=qkv_bias, proj_drop=proj_drop, attn_drop=attn_drop,
-                      drop_path=drop_path[i], norm_layer=norm_layer)
-                for i in range(d)
-            ])
+            nn.Sequential(
+                *[
+                    Block(
+                        dim,
+                        heads,
+                        ratio,
+                        qkv_bias=qkv_bias,
+                        proj_drop=proj_drop,
+                        attn_drop=attn_drop,
+                        drop_path=drop_path[i],
+                        norm_layer=norm_layer,
+                    )
+                    for i in range(d)
+                ]
+            )
             for dim, d, heads, ratio in zip(embed_dim, depth, num_heads, mlp_ratio)
         )
         # What the fusion layers need to build themselves like the branch blocks.
-        self._layer_args = dict(qkv_bias=qkv_bias, proj_drop=proj_drop, attn_drop=attn_drop,
-                                drop_path=drop_path[-1] if len(drop_path) else 0.0)
+        self._layer_args = dict(
+            qkv_bias=qkv_bias,
+            proj_drop=proj_drop,
+            attn_drop=attn_drop,
+            drop_path=drop_path[-1] if len(drop_path) else 0.0,
+        )
         self._norm_layer = norm_layer
 
     def fuse(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -95,10 +109,12 @@ class _CommonWidthFusion(MultiScaleBlock):
         super().__init__(*args, **kwargs)
         self.width = width or max(self.embed_dim)
         self.projs = nn.ModuleList(
-            nn.Identity() if d == self.width else projection(d, self.width, self._norm_layer) for d in self.embed_dim
+            nn.Identity() if d == self.width else projection(d, self.width, self._norm_layer)
+            for d in self.embed_dim
         )
         self.revert_projs = nn.ModuleList(
-            nn.Identity() if d == self.width else projection(self.width, d, self._norm_layer) for d in self.embed_dim
+            nn.Identity() if d == self.width else projection(self.width, d, self._norm_layer)
+            for d in self.embed_dim
         )
 
     def fuse_cls(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -148,14 +164,17 @@ class PairwiseFusion(_CommonWidthFusion):
 class AllAttentionFusion(_CommonWidthFusion):
     """All tokens of all branches, projected to the common width, go through shared self-attention layers."""
 
-    def __init__(self, *args, layers: int = 1, heads: int | None = None, layer_mlp_ratio: float = 2.0,
-                 **kwargs) -> None:
+    def __init__(
+        self, *args, layers: int = 1, heads: int | None = None, layer_mlp_ratio: float = 2.0, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         heads = heads or self.num_heads[self.embed_dim.index(max(self.embed_dim))]
-        self.fusion = nn.Sequential(*[
-            Block(self.width, heads, layer_mlp_ratio, norm_layer=self._norm_layer, **self._layer_args)
-            for _ in range(layers)
-        ])
+        self.fusion = nn.Sequential(
+            *[
+                Block(self.width, heads, layer_mlp_ratio, norm_layer=self._norm_layer, **self._layer_args)
+                for _ in range(layers)
+            ]
+        )
 
     def fuse(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         lengths = [x.shape[1] for x in xs]
@@ -172,23 +191,34 @@ class CrossAttentionFusion(MultiScaleBlock):
     MLP; `layers=L >= 1` stacks L layers with MLPs, each re-reading branch j's patches.
     """
 
-    def __init__(self, *args, layers: int = 0, heads: Sequence[int] | None = None,
-                 layer_mlp_ratio: float = 1.0, **kwargs) -> None:
+    def __init__(
+        self,
+        *args,
+        layers: int = 0,
+        heads: Sequence[int] | None = None,
+        layer_mlp_ratio: float = 1.0,
+        **kwargs,
+    ) -> None:
         super().__init__(*args, **kwargs)
         dims, n = self.embed_dim, len(self.embed_dim)
         heads = list(heads or self.num_heads)
         self.projs = nn.ModuleList(projection(dims[i], dims[(i + 1) % n], self._norm_layer) for i in range(n))
 
         def layer(j: int, mlp_ratio: float) -> CrossAttentionBlock:
-            return CrossAttentionBlock(dims[j], heads[j], mlp_ratio, norm_layer=self._norm_layer, **self._layer_args)
+            return CrossAttentionBlock(
+                dims[j], heads[j], mlp_ratio, norm_layer=self._norm_layer, **self._layer_args
+            )
 
         # layers=0 keeps the released key layout: fusion.i.attn..., not fusion.i.0.attn...
         self.fusion = nn.ModuleList(
-            layer((i + 1) % n, 0.0) if layers == 0
+            layer((i + 1) % n, 0.0)
+            if layers == 0
             else nn.Sequential(*[layer((i + 1) % n, layer_mlp_ratio) for _ in range(layers)])
             for i in range(n)
         )
-        self.revert_projs = nn.ModuleList(projection(dims[(i + 1) % n], dims[i], self._norm_layer) for i in range(n))
+        self.revert_projs = nn.ModuleList(
+            projection(dims[(i + 1) % n], dims[i], self._norm_layer) for i in range(n)
+        )
 
     def fuse(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         out = []

@@ -45,8 +45,9 @@ def projection(in_dim: int, out_dim: int, norm_layer: Callable[[int], nn.Module]
 class CrossAttention(nn.Module):
     """Multi-head attention whose only query is the first (CLS) token; keys and values are all tokens."""
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = False, attn_drop: float = 0.0,
-                 proj_drop: float = 0.0) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, qkv_bias: bool = False, attn_drop: float = 0.0, proj_drop: float = 0.0
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.wq = nn.Linear(dim, dim, bias=qkv_bias)
@@ -72,12 +73,22 @@ class CrossAttentionBlock(nn.Module):
     The released models use one such block without MLP (official `has_mlp=False`).
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 0.0, qkv_bias: bool = False,
-                 proj_drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0,
-                 norm_layer: Callable[[int], nn.Module] = nn.LayerNorm) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        mlp_ratio: float = 0.0,
+        qkv_bias: bool = False,
+        proj_drop: float = 0.0,
+        attn_drop: float = 0.0,
+        drop_path: float = 0.0,
+        norm_layer: Callable[[int], nn.Module] = nn.LayerNorm,
+    ) -> None:
         super().__init__()
         self.norm1 = norm_layer(dim)
-        self.attn = CrossAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop)
+        self.attn = CrossAttention(
+            dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop
+        )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.has_mlp = mlp_ratio > 0
         if self.has_mlp:

@@ -1,0 +1,152 @@
+"""ImageNet-layout folders (root/train/<class>/*, root/val/<class>/*) with the paper's timm augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch.distributed as dist
+from PIL import Image
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
+from timm.data.distributed_sampler import RepeatAugSampler
+from torch.utils.data import DataLoader, DistributedSampler
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+
+class RepeatAugDistributedSampler(RepeatAugSampler, DistributedSampler):
+    """timm's repeated-augmentation sampler. Also a DistributedSampler, so Lightning does not wrap it in another."""
+
+
+def load_image(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except Exception as e:
+        raise RuntimeError(
+            f"{path} is not a readable image ({e}); remove it, or set data.skip_corrupt=true"
+        ) from None
+
+
+def _is_readable(path: str) -> bool:
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except Exception:
+        return False
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """Train on root/train, validate and test on root/val (ImageNet's public split)."""
+
+    def __init__(
+        self,
+        root: str,
+        img_size: int,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        batch_size: int = 256,
+        eval_batch_size: int | None = None,
+        num_workers: int = 8,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+        auto_augment: str | None = "rand-m9-mstd0.5-inc1",
+        color_jitter: float = 0.4,
+        re_prob: float = 0.25,
+        re_mode: str = "pixel",
+        interpolation: str = "bicubic",
+        crop_pct: float = 224 / 256,
+        mean: tuple[float, ...] = IMAGENET_DEFAULT_MEAN,
+        std: tuple[float, ...] = IMAGENET_DEFAULT_STD,
+        repeated_aug: bool = False,
+        skip_corrupt: bool = False,
+    ) -> None:
+        super().__init__()
+        if in_chans != 3:
+            raise ValueError(
+                f"data.in_chans={in_chans}: image_folder decodes images as RGB; set data.in_chans=3"
+            )
+        self.root = Path(root)
+        self.num_classes = num_classes
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.loader_args = dict(
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            persistent_workers=persistent_workers and num_workers > 0,
+        )
+        self.train_transform = create_transform(
+            img_size,
+            is_training=True,
+            auto_augment=auto_augment,
+            color_jitter=color_jitter,
+            re_prob=re_prob,
+            re_mode=re_mode,
+            interpolation=interpolation,
+            mean=mean,
+            std=std,
+        )
+        # Resize the short side to img_size / crop_pct, then centre-crop img_size (the paper's 256/224 rule).
+        self.eval_transform = create_transform(
+            img_size, is_training=False, interpolation=interpolation, crop_pct=crop_pct, mean=mean, std=std
+        )
+        self.repeated_aug = repeated_aug
+        self.skip_corrupt = skip_corrupt
+        self.train_set = self.val_set = None
+
+    def _folder(self, split: str, transform) -> ImageFolder:
+        path = self.root / split
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"data.root={self.root} has no {split}/ folder; image_folder expects root/train/<class>/*.jpg and "
+                f"root/val/<class>/*.jpg (ImageNet's layout)"
+            )
+        ds = ImageFolder(
+            str(path),
+            transform=transform,
+            loader=load_image,
+            is_valid_file=lambda p: p.lower().endswith(IMG_EXTENSIONS),
+        )
+        if self.skip_corrupt:
+            good = [(p, c) for p, c in ds.samples if _is_readable(p)]
+            if len(good) < len(ds.samples):
+                print(f"data.skip_corrupt: skipped {len(ds.samples) - len(good)} unreadable files in {path}")
+            ds.samples = ds.imgs = good
+            ds.targets = [c for _, c in good]
+        return ds
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.train_set = self._folder("train", self.train_transform)
+        self.val_set = self._folder("val", self.eval_transform)
+        if self.train_set.classes != self.val_set.classes:
+            only_train = sorted(set(self.train_set.classes) - set(self.val_set.classes))[:5]
+            only_val = sorted(set(self.val_set.classes) - set(self.train_set.classes))[:5]
+            raise ValueError(
+                f"{self.root}/train and {self.root}/val hold different class folders (only in train: "
+                f"{only_train}, only in val: {only_val}); both need the same classes"
+            )
+        if len(self.train_set.classes) != self.num_classes:
+            raise ValueError(
+                f"data.num_classes={self.num_classes} but {self.root}/train has "
+                f"{len(self.train_set.classes)} class folders; set data.num_classes="
+                f"{len(self.train_set.classes)}"
+            )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.repeated_aug and dist.is_available() and dist.is_initialized():
+            sampler = RepeatAugDistributedSampler(
+                self.train_set, num_replicas=dist.get_world_size(), rank=dist.get_rank(), shuffle=True
+            )
+            return DataLoader(
+                self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args
+            )
+        return DataLoader(self.train_set, self.batch_size, shuffle=True, drop_last=True, **self.loader_args)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_set, self.eval_batch_size, **self.loader_args)
+
+    def test_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

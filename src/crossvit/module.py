@@ -1,0 +1,157 @@
+"""ClassificationModule: trains any conf/model x conf/fusion CrossViT with the paper's (DeiT) recipe."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from timm.utils import ModelEmaV3
+from torchmetrics.classification import MulticlassAccuracy
+
+from crossvit.models import create_model
+from crossvit.weights import load_pretrained
+
+
+class ClassificationModule(L.LightningModule):
+    """Cross-entropy classification around a CrossViT built from plain `model` and `fusion` config dicts.
+
+    The configs are saved as hyper-parameters, so a checkpoint rebuilds its own architecture.
+    """
+
+    def __init__(
+        self,
+        model: dict[str, Any],
+        fusion: dict[str, Any],
+        lr: float = 5e-4,
+        batch_size: int = 256,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        warmup_epochs: float = 5,
+        warmup_lr: float = 1e-6,
+        min_lr: float = 1e-5,
+        label_smoothing: float = 0.1,
+        mixup: float = 0.0,
+        cutmix: float = 0.0,
+        mixup_switch_prob: float = 0.5,
+        ema_decay: float | None = None,
+        compile: bool = False,
+        pretrained: str | None = None,
+        new_head: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = create_model(model, fusion)
+        if pretrained:
+            load_pretrained(self.model, pretrained, new_head=new_head)
+        # A compiled function, not a compiled module, so state_dict keys stay `model.*`.
+        self.forward_branches = (
+            torch.compile(self.model.forward_branches) if compile else self.model.forward_branches
+        )
+        self.num_classes = self.model.num_classes
+        self.mixup = None
+        if mixup > 0 or cutmix > 0:
+            self.mixup = Mixup(
+                mixup_alpha=mixup,
+                cutmix_alpha=cutmix,
+                switch_prob=mixup_switch_prob,
+                label_smoothing=label_smoothing,
+                num_classes=self.num_classes,
+            )
+        self.soft_loss = SoftTargetCrossEntropy()
+        # The optimizer only sees self.model; the EMA copy is checkpointed with it as `ema.module.*`.
+        self.ema = ModelEmaV3(self.model, decay=ema_decay) if ema_decay else None
+        self.metrics = torch.nn.ModuleDict({stage: self._stage_metrics() for stage in ("val", "test")})
+
+    def _stage_metrics(self) -> torch.nn.ModuleDict:
+        metrics = {"acc": MulticlassAccuracy(self.num_classes, average="micro")}
+        if self.num_classes >= 5:
+            metrics["acc_top5"] = MulticlassAccuracy(self.num_classes, top_k=5, average="micro")
+        for i in range(self.model.num_branches):
+            metrics[f"acc_branch{i}"] = MulticlassAccuracy(self.num_classes, average="micro")
+        if self.hparams.ema_decay:
+            metrics["acc_ema"] = MulticlassAccuracy(self.num_classes, average="micro")
+        return torch.nn.ModuleDict(metrics)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack(self.forward_branches(x)).mean(0)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.mixup is not None:
+            x, soft = self.mixup(x, y)
+            loss = self.soft_loss(self(x), soft)
+        else:
+            loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step} (epoch {self.current_epoch});"
+                f" training stopped, the last checkpoint holds the last good weights. Lower optim.lr or set "
+                f"trainer.gradient_clip_val."
+            )
+        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update(self.model, step=self.global_step)
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
+        x, y = batch
+        branches = self.forward_branches(x)
+        logits = torch.stack(branches).mean(0)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
+        metrics = self.metrics[stage]
+        metrics["acc"].update(logits, y)
+        if "acc_top5" in metrics:
+            metrics["acc_top5"].update(logits, y)
+        for i, branch in enumerate(branches):
+            metrics[f"acc_branch{i}"].update(branch, y)
+        if self.ema is not None:
+            metrics["acc_ema"].update(self.ema.module(x), y)
+        for name, metric in metrics.items():
+            self.log(f"{stage}/{name}", metric, prog_bar=name == "acc")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        # The official rule: lr scales with the global batch, lr = base_lr * global_batch / 512.
+        global_batch = hp.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
+        lr = hp.lr * global_batch / 512
+        optimizer = create_optimizer_v2(
+            self.model,
+            opt="adamw",
+            lr=lr,
+            weight_decay=hp.weight_decay,
+            betas=tuple(hp.betas),
+            eps=hp.eps,
+            fused=self.device.type == "cuda" or None,
+        )
+        total = self.trainer.estimated_stepping_batches
+        steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+        scheduler = CosineLRScheduler(
+            optimizer,
+            t_initial=total,
+            lr_min=hp.min_lr,
+            warmup_t=int(math.ceil(hp.warmup_epochs * steps_per_epoch)),
+            warmup_lr_init=hp.warmup_lr,
+            warmup_prefix=True,
+            t_in_epochs=False,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler: CosineLRScheduler, metric: Any) -> None:
+        # timm schedulers step by update count, not by Lightning's scheduler.step().
+        scheduler.step_update(num_updates=self.global_step)

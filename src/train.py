@@ -1,0 +1,57 @@
+"""Fit, then test the best checkpoint: `python src/train.py [model=...] [fusion=...] [key=value ...]`.
+
+Writes metrics.json into the run directory and returns the monitored metric (for Hydra sweepers).
+"""
+
+from __future__ import annotations
+
+import time
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from crossvit.module import ClassificationModule
+from crossvit.report import write_metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="train")
+def main(cfg: DictConfig) -> float:
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
+    datamodule = instantiate(cfg.data)
+    module = ClassificationModule(
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        fusion=OmegaConf.to_container(cfg.fusion, resolve=True),
+        **OmegaConf.to_container(cfg.optim, resolve=True),
+        compile=cfg.compile,
+        pretrained=cfg.pretrained,
+        new_head=cfg.new_head,
+    )
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    for logger in loggers:
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    fit_time = time.perf_counter() - start
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    metrics = {}
+    for stage in (trainer.validate, trainer.test):
+        metrics.update(stage(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)[0])
+    metrics.update(
+        fit_time_s=round(fit_time, 1),
+        epochs=trainer.current_epoch,
+        best_ckpt=best,
+        params_m=round(sum(p.numel() for p in module.model.parameters()) / 1e6, 4),
+    )
+    if trainer.is_global_zero:
+        write_metrics(metrics, run_dir)
+    return metrics[cfg.monitor]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+import lightning as L
+import pytest
+import torch
+
+from crossvit.data import SyntheticDataModule
+from crossvit.models import load_config
+from crossvit.module import ClassificationModule
+
+MODEL = dict(
+    load_config("model", "crossvit_micro_28"),
+    in_chans=3,
+    embed_dim=[32, 64],
+    num_heads=[2, 2],
+    depth=[[1, 1]],
+)
+FUSION = {"name": "cross_attention"}
+
+
+class LrRecorder(L.Callback):
+    def __init__(self):
+        self.lrs = []
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+
+def fit(module, epochs=2, batch_size=16, **trainer_args):
+    data = SyntheticDataModule(
+        img_size=28,
+        in_chans=3,
+        num_classes=10,
+        size=16 * 10 + 32,
+        test_size=32,
+        batch_size=batch_size,
+        hflip=0.0,
+    )
+    recorder = LrRecorder()
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[recorder],
+        **trainer_args,
+    )
+    trainer.fit(module, datamodule=data)
+    return trainer, recorder.lrs
+
+
+def test_lr_scales_with_global_batch_and_follows_warmup_then_cosine():
+    module = ClassificationModule(
+        MODEL, FUSION, lr=5e-4, batch_size=16, warmup_epochs=1, warmup_lr=1e-6, min_lr=1e-5
+    )
+    trainer, lrs = fit(module, epochs=4, accumulate_grad_batches=2)
+    peak = 5e-4 * 16 * 2 / 512  # batch 16 x 2 accumulated
+    steps_per_epoch = 5  # 10 batches / 2 accumulated
+    updates = lrs[::2]  # the lr changes once per optimizer step
+    assert updates[0] == pytest.approx(1e-6)
+    assert updates[1] == pytest.approx(1e-6 + (peak - 1e-6) / steps_per_epoch, rel=1e-3)
+    assert max(updates) == pytest.approx(peak, rel=1e-3)
+    warm = updates[: steps_per_epoch + 1]
+    assert warm == sorted(warm)
+    cosine = updates[steps_per_epoch:]
+    assert cosine == sorted(cosine, reverse=True) and cosine[-1] > 1e-5
+
+
+def test_no_weight_decay_on_tokens_norms_and_biases():
+    module = ClassificationModule(MODEL, FUSION)
+    trainer, _ = fit(module, epochs=1)
+    groups = trainer.optimizers[0].param_groups
+    names = {id(p): n for n, p in module.model.named_parameters()}
+    no_decay = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}
+    decay = {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert {
+        "cls_token_0",
+        "pos_embed_1",
+        "norm.0.weight",
+        "head.0.bias",
+        "blocks.0.projs.0.0.weight",
+    } <= no_decay
+    assert all(n.endswith("weight") and "norm" not in n for n in decay)
+    assert "blocks.0.fusion.0.attn.wq.weight" in decay
+    assert len(no_decay) + len(decay) == len(names)
+
+
+def test_mixup_ema_and_branch_metrics():
+    module = ClassificationModule(MODEL, FUSION, mixup=0.8, cutmix=1.0, ema_decay=0.9)
+    before = module.ema.module.head[0].weight.clone()
+    trainer, _ = fit(module, epochs=1)
+    assert not torch.equal(before, module.ema.module.head[0].weight)  # the EMA follows training
+    metrics = trainer.validate(module, datamodule=trainer.datamodule, verbose=False)[0]
+    assert {"val/acc", "val/acc_ema", "val/acc_branch0", "val/acc_branch1", "val/acc_top5"} <= set(metrics)
+    assert any(k.startswith("ema.module.") for k in module.state_dict())
+
+
+def test_non_finite_loss_names_the_step():
+    module = ClassificationModule(MODEL, FUSION, lr=1e30, warmup_epochs=0)
+    with pytest.raises(FloatingPointError, match=r"non-finite training loss .* at global step \d+"):
+        fit(module, epochs=3)

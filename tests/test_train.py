@@ -1,0 +1,92 @@
+"""src/train.py and src/eval.py, run as a user runs them."""
+
+import pytest
+from conftest import QUIET, needs_fmnist, read_metrics, run_script
+
+SMALL = ["model.embed_dim=[32,64]", "model.num_heads=[2,2]", "model.depth=[[1,1],[1,1]]"]
+
+
+def test_fast_dev_run_of_every_fusion(tmp_path):
+    fusions = "none,all_attention,class_token,pairwise,cross_attention"
+    run_script(
+        "train.py",
+        "-m",
+        f"fusion={fusions}",
+        "data=synthetic",
+        "+trainer.fast_dev_run=true",
+        f"hydra.sweep.dir={tmp_path}",
+        *SMALL,
+        *QUIET,
+    )
+    for job in range(5):
+        metrics = read_metrics(tmp_path / str(job))
+        assert 0.0 <= metrics["test/acc"] <= 1.0
+        assert {"val/acc", "val/acc_branch0", "val/acc_branch1", "test/acc_top5"} <= set(metrics)
+    configs = [(tmp_path / str(j) / ".hydra" / "config.yaml").read_text() for j in range(5)]
+    assert [f"name: {f}" in c for f, c in zip(fusions.split(","), configs)] == [True] * 5
+
+
+@needs_fmnist
+def test_eval_reproduces_train_test_accuracy(tmp_path):
+    run_script(
+        "train.py",
+        f"hydra.run.dir={tmp_path / 'train'}",
+        "trainer.max_epochs=1",
+        "+trainer.limit_train_batches=30",
+        *SMALL,
+        *QUIET,
+    )
+    trained = read_metrics(tmp_path / "train")
+    assert trained["test/acc"] > 0.3  # 30 steps already learn Fashion-MNIST well beyond chance (0.1)
+    run_script(
+        "eval.py", f"ckpt_path={trained['best_ckpt']}", f"hydra.run.dir={tmp_path / 'eval'}", *QUIET[:1]
+    )
+    evaluated = read_metrics(tmp_path / "eval")
+    for key in ("test/acc", "test/acc_branch0", "test/acc_branch1", "val/acc"):
+        assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
+
+
+def test_wandb_offline_writes_its_run(tmp_path):
+    run_script(
+        "train.py",
+        "data=synthetic",
+        "logger=wandb",
+        "trainer.max_epochs=1",
+        f"hydra.run.dir={tmp_path}",
+        *SMALL,
+        *QUIET,
+        env={"WANDB_MODE": "offline"},
+    )
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and any(runs[0].glob("run-*.wandb"))
+
+
+def test_image_folder_trains_on_real_jpegs(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("val", 4)):
+        for c, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+            folder = tmp_path / "data" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(rng.normal(colour, 40, (40, 40, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
+    run_script(
+        "train.py",
+        "data=image_folder",
+        f"data.root={tmp_path / 'data'}",
+        "data.num_classes=2",
+        "data.num_workers=0",
+        "data.batch_size=8",
+        "data.persistent_workers=false",
+        "trainer.max_epochs=2",
+        "model.img_size=[32,32]",
+        "model.patch_size=[4,8]",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        *SMALL,
+        *QUIET,
+    )
+    metrics = read_metrics(tmp_path / "run")
+    assert metrics["test/acc"] >= 0.5 and metrics["epochs"] == 2
