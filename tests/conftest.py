@@ -49,6 +49,4 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-needs_fmnist = pytest.mark.skipif(
-    not FMNIST.is_dir(), reason="Fashion-MNIST not installed (make setup does it)"
-)
+needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST not installed (make setup does it)")

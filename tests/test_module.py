@@ -50,9 +50,7 @@ def fit(module, epochs=2, batch_size=16, **trainer_args):
 
 
 def test_lr_scales_with_global_batch_and_follows_warmup_then_cosine():
-    module = ClassificationModule(
-        MODEL, FUSION, lr=5e-4, batch_size=16, warmup_epochs=1, warmup_lr=1e-6, min_lr=1e-5
-    )
+    module = ClassificationModule(MODEL, FUSION, lr=5e-4, batch_size=16, warmup_epochs=1, warmup_lr=1e-6, min_lr=1e-5)
     trainer, lrs = fit(module, epochs=4, accumulate_grad_batches=2)
     peak = 5e-4 * 16 * 2 / 512  # batch 16 x 2 accumulated
     steps_per_epoch = 5  # 10 batches / 2 accumulated

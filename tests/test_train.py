@@ -38,9 +38,7 @@ def test_eval_reproduces_train_test_accuracy(tmp_path):
     )
     trained = read_metrics(tmp_path / "train")
     assert trained["test/acc"] > 0.3  # 30 steps already learn Fashion-MNIST well beyond chance (0.1)
-    run_script(
-        "eval.py", f"ckpt_path={trained['best_ckpt']}", f"hydra.run.dir={tmp_path / 'eval'}", *QUIET[:1]
-    )
+    run_script("eval.py", f"ckpt_path={trained['best_ckpt']}", f"hydra.run.dir={tmp_path / 'eval'}", *QUIET[:1])
     evaluated = read_metrics(tmp_path / "eval")
     for key in ("test/acc", "test/acc_branch0", "test/acc_branch1", "val/acc"):
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key

@@ -14,9 +14,7 @@ def timm_state():
 
 def _official(sd):
     """The IBM release names the per-branch tokens cls_token.0 / pos_embed.0."""
-    return {
-        k.replace("cls_token_", "cls_token.").replace("pos_embed_", "pos_embed."): v for k, v in sd.items()
-    }
+    return {k.replace("cls_token_", "cls_token.").replace("pos_embed_", "pos_embed."): v for k, v in sd.items()}
 
 
 @pytest.mark.parametrize("layout", ["timm", "official_release", "official_training", "lightning", "ddp"])
@@ -32,9 +30,7 @@ def test_loads_every_checkpoint_layout(tmp_path, timm_state, layout):
     torch.save(obj, path)
     model = load_pretrained(build_model("crossvit_9"), path)
     assert torch.equal(model.cls_token_1, timm_state["cls_token_1"])
-    assert torch.equal(
-        model.blocks[2].fusion[1].attn.wq.weight, timm_state["blocks.2.fusion.1.attn.wq.weight"]
-    )
+    assert torch.equal(model.blocks[2].fusion[1].attn.wq.weight, timm_state["blocks.2.fusion.1.attn.wq.weight"])
 
 
 def test_other_architecture_is_summarised(timm_state):

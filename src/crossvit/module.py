@@ -52,9 +52,7 @@ class ClassificationModule(L.LightningModule):
         if pretrained:
             load_pretrained(self.model, pretrained, new_head=new_head)
         # A compiled function, not a compiled module, so state_dict keys stay `model.*`.
-        self.forward_branches = (
-            torch.compile(self.model.forward_branches) if compile else self.model.forward_branches
-        )
+        self.forward_branches = torch.compile(self.model.forward_branches) if compile else self.model.forward_branches
         self.num_classes = self.model.num_classes
         self.mixup = None
         if mixup > 0 or cutmix > 0:
@@ -92,8 +90,8 @@ class ClassificationModule(L.LightningModule):
             loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at global step {self.global_step} (epoch {self.current_epoch});"
-                f" training stopped, the last checkpoint holds the last good weights. Lower optim.lr or set "
+                f"non-finite training loss ({loss.item()}) at global step {self.global_step} "
+                f"(epoch {self.current_epoch}); training stopped, the last checkpoint holds the last good weights. Lower optim.lr or set "
                 f"trainer.gradient_clip_val."
             )
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)

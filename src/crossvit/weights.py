@@ -27,9 +27,7 @@ def read_checkpoint(path: str | Path) -> dict:
         head = f.read(4)
     # torch.save writes a zip archive; very old checkpoints are a bare pickle (protocol byte 0x80).
     if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):
-        raise CheckpointError(
-            f"{path} is not a PyTorch checkpoint (neither a torch.save archive nor a pickle)"
-        )
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch.save archive nor a pickle)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -46,9 +44,7 @@ def read_checkpoint(path: str | Path) -> dict:
 
 def extract_state_dict(obj: Mapping) -> dict[str, torch.Tensor]:
     """The model weights of any supported checkpoint, in timm's key layout."""
-    if "state_dict" in obj and isinstance(
-        obj["state_dict"], Mapping
-    ):  # Lightning: ClassificationModule.model
+    if "state_dict" in obj and isinstance(obj["state_dict"], Mapping):  # Lightning: ClassificationModule.model
         sd = {k.removeprefix("model."): v for k, v in obj["state_dict"].items() if k.startswith("model.")}
     elif "model" in obj and isinstance(obj["model"], Mapping):  # official main.py training checkpoint
         sd = dict(obj["model"])
@@ -76,9 +72,7 @@ def _summarise(keys: Iterable[str], limit: int = 6) -> str:
     return ", ".join(parts)
 
 
-def load_pretrained(
-    model: nn.Module, checkpoint: str | Path | StateDict, new_head: bool = False
-) -> nn.Module:
+def load_pretrained(model: nn.Module, checkpoint: str | Path | StateDict, new_head: bool = False) -> nn.Module:
     """Load `checkpoint` (path or state_dict) into `model` strictly, or raise CheckpointError saying what differs.
 
     `new_head=True` keeps the model's freshly initialised heads (fine-tuning to another class count).

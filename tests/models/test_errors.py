@@ -4,16 +4,12 @@ from crossvit.models import build_model
 
 
 def test_patch_size_must_divide_image():
-    with pytest.raises(
-        ValueError, match=r"model.patch_size\[0\]=14 does not divide model.img_size\[0\]=240; choose"
-    ):
+    with pytest.raises(ValueError, match=r"model.patch_size\[0\]=14 does not divide model.img_size\[0\]=240; choose"):
         build_model("crossvit_9", patch_size=[14, 16])
 
 
 def test_width_must_divide_by_heads():
-    with pytest.raises(
-        ValueError, match=r"model.embed_dim\[1\]=256 is not divisible by model.num_heads\[1\]=5"
-    ):
+    with pytest.raises(ValueError, match=r"model.embed_dim\[1\]=256 is not divisible by model.num_heads\[1\]=5"):
         build_model("crossvit_9", num_heads=[4, 5])
 
 

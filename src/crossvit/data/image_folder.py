@@ -23,9 +23,7 @@ def load_image(path: str) -> Image.Image:
         with Image.open(path) as img:
             return img.convert("RGB")
     except Exception as e:
-        raise RuntimeError(
-            f"{path} is not a readable image ({e}); remove it, or set data.skip_corrupt=true"
-        ) from None
+        raise RuntimeError(f"{path} is not a readable image ({e}); remove it, or set data.skip_corrupt=true") from None
 
 
 def _is_readable(path: str) -> bool:
@@ -64,9 +62,7 @@ class ImageFolderDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if in_chans != 3:
-            raise ValueError(
-                f"data.in_chans={in_chans}: image_folder decodes images as RGB; set data.in_chans=3"
-            )
+            raise ValueError(f"data.in_chans={in_chans}: image_folder decodes images as RGB; set data.in_chans=3")
         self.root = Path(root)
         self.num_classes = num_classes
         self.batch_size = batch_size
@@ -140,9 +136,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             sampler = RepeatAugDistributedSampler(
                 self.train_set, num_replicas=dist.get_world_size(), rank=dist.get_rank(), shuffle=True
             )
-            return DataLoader(
-                self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args
-            )
+            return DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args)
         return DataLoader(self.train_set, self.batch_size, shuffle=True, drop_last=True, **self.loader_args)
 
     def val_dataloader(self) -> DataLoader:

@@ -79,9 +79,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.test_set = TensorDataset(x_test, y_test)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set, self.batch_size, shuffle=self.shuffle, drop_last=True, **self.loader_args
-        )
+        return DataLoader(self.train_set, self.batch_size, shuffle=self.shuffle, drop_last=True, **self.loader_args)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, self.eval_batch_size, **self.loader_args)
@@ -93,9 +91,7 @@ class InMemoryDataModule(L.LightningDataModule):
         x, y = batch
         x = x.float()
         if x.shape[-1] != self.img_size:
-            x = F.interpolate(
-                x, size=(self.img_size, self.img_size), mode=self.interpolation, align_corners=False
-            )
+            x = F.interpolate(x, size=(self.img_size, self.img_size), mode=self.interpolation, align_corners=False)
         x = (x - self.mean.to(x.device)) / self.std.to(x.device)
         if self.trainer is not None and self.trainer.training and self.hflip > 0:
             flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.hflip

@@ -18,8 +18,6 @@ class SyntheticDataModule(InMemoryDataModule):
     def load(self):
         g = torch.Generator().manual_seed(self.seed)
         n = self.size + self.test_size
-        x = torch.randint(
-            0, 256, (n, self.in_chans, self.img_size, self.img_size), dtype=torch.uint8, generator=g
-        )
+        x = torch.randint(0, 256, (n, self.in_chans, self.img_size, self.img_size), dtype=torch.uint8, generator=g)
         y = torch.randint(0, self.num_classes, (n,), generator=g)
         return x[: self.size], y[: self.size], x[self.size :], y[self.size :]

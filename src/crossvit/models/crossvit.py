@@ -166,11 +166,7 @@ class CrossViT(nn.Module):
         xs = []
         for i, patch_embed in enumerate(self.patch_embed):
             size = self.img_size[i]
-            x_i = (
-                x
-                if x.shape[-1] == size
-                else F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
-            )
+            x_i = x if x.shape[-1] == size else F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
             tokens = patch_embed(x_i)
             cls = getattr(self, f"cls_token_{i}").expand(tokens.shape[0], -1, -1)
             xs.append(self.pos_drop(torch.cat((cls, tokens), dim=1) + getattr(self, f"pos_embed_{i}")))

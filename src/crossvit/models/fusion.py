@@ -109,12 +109,10 @@ class _CommonWidthFusion(MultiScaleBlock):
         super().__init__(*args, **kwargs)
         self.width = width or max(self.embed_dim)
         self.projs = nn.ModuleList(
-            nn.Identity() if d == self.width else projection(d, self.width, self._norm_layer)
-            for d in self.embed_dim
+            nn.Identity() if d == self.width else projection(d, self.width, self._norm_layer) for d in self.embed_dim
         )
         self.revert_projs = nn.ModuleList(
-            nn.Identity() if d == self.width else projection(self.width, d, self._norm_layer)
-            for d in self.embed_dim
+            nn.Identity() if d == self.width else projection(self.width, d, self._norm_layer) for d in self.embed_dim
         )
 
     def fuse_cls(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -205,9 +203,7 @@ class CrossAttentionFusion(MultiScaleBlock):
         self.projs = nn.ModuleList(projection(dims[i], dims[(i + 1) % n], self._norm_layer) for i in range(n))
 
         def layer(j: int, mlp_ratio: float) -> CrossAttentionBlock:
-            return CrossAttentionBlock(
-                dims[j], heads[j], mlp_ratio, norm_layer=self._norm_layer, **self._layer_args
-            )
+            return CrossAttentionBlock(dims[j], heads[j], mlp_ratio, norm_layer=self._norm_layer, **self._layer_args)
 
         # layers=0 keeps the released key layout: fusion.i.attn..., not fusion.i.0.attn...
         self.fusion = nn.ModuleList(
@@ -216,9 +212,7 @@ class CrossAttentionFusion(MultiScaleBlock):
             else nn.Sequential(*[layer((i + 1) % n, layer_mlp_ratio) for _ in range(layers)])
             for i in range(n)
         )
-        self.revert_projs = nn.ModuleList(
-            projection(dims[(i + 1) % n], dims[i], self._norm_layer) for i in range(n)
-        )
+        self.revert_projs = nn.ModuleList(projection(dims[(i + 1) % n], dims[i], self._norm_layer) for i in range(n))
 
     def fuse(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
         out = []
