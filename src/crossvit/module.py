@@ -91,8 +91,8 @@ class ClassificationModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"non-finite training loss ({loss.item()}) at global step {self.global_step} "
-                f"(epoch {self.current_epoch}); training stopped, the last checkpoint holds the last good weights. Lower optim.lr or set "
-                f"trainer.gradient_clip_val."
+                f"(epoch {self.current_epoch}); training stopped, the last checkpoint holds the last good weights. "
+                f"Lower optim.lr or set trainer.gradient_clip_val."
             )
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         return loss
