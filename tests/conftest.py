@@ -50,3 +50,24 @@ def read_metrics(run_dir: Path) -> dict:
 
 
 needs_fmnist = pytest.mark.skipif(not FMNIST.is_dir(), reason="Fashion-MNIST not installed (make setup does it)")
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory) -> Path:
+    """A real 2 fusions x 2 seeds sweep of tiny models on synthetic data, made once per test session."""
+    sweep = tmp_path_factory.mktemp("sweep")
+    run_script(
+        "train.py",
+        "-m",
+        "fusion=none,cross_attention",
+        "seed=0,1",
+        "data=synthetic",
+        "data.in_chans=1",
+        "data.size=192",
+        "trainer.max_epochs=1",
+        "model.embed_dim=[32,64]",
+        "model.num_heads=[2,2]",
+        f"hydra.sweep.dir={sweep}",
+        *QUIET,
+    )
+    return sweep

@@ -57,6 +57,14 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The CLS query's softmax weights over all tokens, [B, heads, N] (for analysis; forward uses SDPA)."""
+        B, N, C = x.shape
+        h = self.num_heads
+        q = self.wq(x[:, :1]).view(B, 1, h, C // h).transpose(1, 2)
+        k = self.wk(x).view(B, N, h, C // h).transpose(1, 2)
+        return ((q @ k.transpose(-2, -1)) * (C // h) ** -0.5).softmax(-1).squeeze(2)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         h = self.num_heads

@@ -1,0 +1,23 @@
+"""The fusion comparison of a finished sweep: `python src/report.py multirun/train/<date>`.
+
+Writes fusion_comparison.md, .csv and .png (accuracy vs FLOPs) into that directory and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from crossvit.report import report, to_markdown
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("sweep_dir", help="directory of a `python src/train.py -m ...` sweep")
+    args = parser.parse_args()
+    table = report(args.sweep_dir)
+    print(to_markdown(table))
+    print(f"wrote fusion_comparison.md, .csv and .png into {args.sweep_dir}")
+
+
+if __name__ == "__main__":
+    main()
