@@ -9,6 +9,7 @@ from __future__ import annotations
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from crossvit.module import ClassificationModule
@@ -41,6 +42,9 @@ def main(cfg: DictConfig) -> float:
     metrics["ckpt_path"] = str(cfg.ckpt_path)
     if trainer.is_global_zero:
         write_metrics(metrics, run_dir)
+    for logger in loggers:  # a sweep runs its jobs in one process: each job closes its own W&B run
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
     return metrics["test/acc"]
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import lightning as L
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 
 class InMemoryDataModule(L.LightningDataModule):
@@ -79,6 +80,10 @@ class InMemoryDataModule(L.LightningDataModule):
         self.test_set = TensorDataset(x_test, y_test)
 
     def train_dataloader(self) -> DataLoader:
+        if dist.is_available() and dist.is_initialized():
+            # Lightning's own sampler would always shuffle; this one honours data.shuffle.
+            sampler = DistributedSampler(self.train_set, shuffle=self.shuffle, drop_last=True)
+            return DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args)
         return DataLoader(self.train_set, self.batch_size, shuffle=self.shuffle, drop_last=True, **self.loader_args)
 
     def val_dataloader(self) -> DataLoader:
