@@ -39,6 +39,7 @@ def main(cfg: DictConfig) -> float:
     start = time.perf_counter()
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     fit_time = time.perf_counter() - start
+    throughput = trainer.callback_metrics.get("train/img_s")
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     metrics = {}
     for stage in (trainer.validate, trainer.test):
@@ -49,6 +50,8 @@ def main(cfg: DictConfig) -> float:
         best_ckpt=best,
         params_m=round(sum(p.numel() for p in module.model.parameters()) / 1e6, 4),
     )
+    if throughput is not None:  # images/s of the last training epoch (crossvit.callbacks.TrainThroughput)
+        metrics["train_img_s"] = round(float(throughput), 1)
     if trainer.is_global_zero:
         write_metrics(metrics, run_dir)
     for logger in loggers:  # a sweep runs its jobs in one process: each job closes its own W&B run
