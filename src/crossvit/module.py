@@ -51,13 +51,12 @@ class ClassificationModule(L.LightningModule):
         self.model = create_model(model, fusion)
         if pretrained:
             load_pretrained(self.model, pretrained, new_head=new_head)
-        # A compiled function, not a compiled module, so state_dict keys stay `model.*`. A string is a
-        # torch.compile mode: "reduce-overhead" replays CUDA graphs, which pays for small models.
-        self.forward_branches = self.model.forward_branches
+        # Training compiles a function, not the module, so state_dict keys stay `model.*`. A string is a
+        # torch.compile mode: "reduce-overhead" replays CUDA graphs, which pays for small models. Evaluation stays
+        # eager: its last batches change shape and each new shape would compile again.
+        self.train_branches = self.model.forward_branches
         if compile:
-            self.forward_branches = torch.compile(
-                self.forward_branches, mode=compile if isinstance(compile, str) else None
-            )
+            self.train_branches = torch.compile(self.train_branches, mode=compile if isinstance(compile, str) else None)
         self.num_classes = self.model.num_classes
         self.mixup = None
         if mixup > 0 or cutmix > 0:
@@ -85,15 +84,16 @@ class ClassificationModule(L.LightningModule):
         return torch.nn.ModuleDict(metrics)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack(self.forward_branches(x)).mean(0)
+        return torch.stack(self.model.forward_branches(x)).mean(0)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         if self.mixup is not None:
             x, soft = self.mixup(x, y)
-            loss = self.soft_loss(self(x), soft)
+            loss = self.soft_loss(torch.stack(self.train_branches(x)).mean(0), soft)
         else:
-            loss = F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
+            logits = torch.stack(self.train_branches(x)).mean(0)
+            loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         # Recorded on the device and checked only every few steps and before any checkpoint: an `if` on a GPU
         # value every step would stall the CPU until the GPU catches up.
         bad = ~torch.isfinite(loss.detach())
@@ -124,7 +124,7 @@ class ClassificationModule(L.LightningModule):
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         x, y = batch
-        branches = self.forward_branches(x)
+        branches = self.model.forward_branches(x)
         logits = torch.stack(branches).mean(0)
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
         metrics = self.metrics[stage]

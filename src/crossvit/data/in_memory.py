@@ -13,7 +13,7 @@ class BatchedTensorDataset(TensorDataset):
     """Gathers a whole batch with one index per tensor instead of stacking single items (10x less CPU)."""
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        idx = torch.as_tensor(indices)
+        idx = torch.as_tensor(indices, device=self.tensors[0].device)
         return tuple(t[idx] for t in self.tensors)
 
 
@@ -45,6 +45,7 @@ class InMemoryDataModule(L.LightningDataModule):
         std: tuple[float, ...] = (0.5,),
         val_size: int = 5000,
         split_seed: int = 0,
+        on_device: bool = False,
     ) -> None:
         super().__init__()
         self.img_size = img_size
@@ -65,6 +66,9 @@ class InMemoryDataModule(L.LightningDataModule):
         self.std = torch.tensor(std).view(1, -1, 1, 1) * 255
         self.val_size = val_size
         self.split_seed = split_seed
+        self.on_device = on_device
+        if on_device:  # batches are gathered where the data lives: nothing to pin or copy
+            self.loader_args["pin_memory"] = False
         self.train_set = self.val_set = self.test_set = None
 
     def load(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -86,6 +90,9 @@ class InMemoryDataModule(L.LightningDataModule):
                 f"set data.num_classes={int(y.max()) + 1}"
             )
         # A fixed held-out slice of the training set is the validation set; the official test split stays unseen.
+        if self.on_device and self.trainer is not None:
+            device = self.trainer.strategy.root_device
+            x, y, x_test, y_test = (t.to(device) for t in (x, y, x_test, y_test))
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size], order[self.val_size :]
         self.train_set = BatchedTensorDataset(x[train], y[train])
