@@ -6,12 +6,16 @@ and fusion=. Writes metrics.json (val/* and test/*) into the run directory.
 
 from __future__ import annotations
 
+import sys
+
 import hydra
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from crossvit.errors import ConfigError
 from crossvit.module import ClassificationModule
 from crossvit.report import write_metrics
 from crossvit.weights import read_checkpoint
@@ -19,6 +23,17 @@ from crossvit.weights import read_checkpoint
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
+    try:
+        return run(cfg)
+    except (ConfigError, InstantiationException) as e:
+        error = e.__cause__ if isinstance(e, InstantiationException) else e
+        if not isinstance(error, ConfigError):
+            raise
+        print(f"error: {error}", file=sys.stderr)  # a bad key or file: the message says which and the fix
+        sys.exit(2)
+
+
+def run(cfg: DictConfig) -> float:
     L.seed_everything(cfg.seed, workers=True)
     run_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
     checkpoint = read_checkpoint(cfg.ckpt_path)

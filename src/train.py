@@ -5,20 +5,35 @@ Writes metrics.json into the run directory and returns the monitored metric (for
 
 from __future__ import annotations
 
+import sys
 import time
 
 import hydra
 import lightning as L
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from crossvit.errors import ConfigError
 from crossvit.module import ClassificationModule
 from crossvit.report import write_metrics
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
+    try:
+        return run(cfg)
+    except (ConfigError, InstantiationException) as e:
+        error = e.__cause__ if isinstance(e, InstantiationException) else e
+        if not isinstance(error, ConfigError):
+            raise
+        print(f"error: {error}", file=sys.stderr)  # a bad key or file: the message says which and the fix
+        sys.exit(2)
+
+
+def run(cfg: DictConfig) -> float:
     L.seed_everything(cfg.seed, workers=True)
     run_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
     datamodule = instantiate(cfg.data)
@@ -37,7 +52,11 @@ def main(cfg: DictConfig) -> float:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    except SIGTERMException:  # preempted: crossvit.callbacks.PreemptionCheckpoint saved checkpoints/last.ckpt
+        print(f"stopped by SIGTERM; resume with: python src/train.py ... hydra.run.dir={run_dir} ckpt_path=last")
+        return float("nan")
     fit_time = time.perf_counter() - start
     throughput = trainer.callback_metrics.get("train/img_s")
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

@@ -6,6 +6,8 @@ import time
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 
 class TrainThroughput(L.Callback):
@@ -37,3 +39,17 @@ class TrainThroughput(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self.start is not None and self.images:
             module.log("train/img_s", self.images / (self._now(module) - self.start), rank_zero_only=True)
+
+
+class PreemptionCheckpoint(L.Callback):
+    """On SIGTERM (a cluster preempting the job), save checkpoints/last.ckpt where training stood.
+
+    Lightning turns SIGTERM into a SIGTERMException; other exceptions (a diverged loss) save nothing, so the last
+    good checkpoint survives them.
+    """
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException) and trainer.checkpoint_callback is not None:
+            path = f"{trainer.checkpoint_callback.dirpath}/last.ckpt"
+            trainer.save_checkpoint(path)
+            rank_zero_info(f"SIGTERM: saved {path} at global step {trainer.global_step}")

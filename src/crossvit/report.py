@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from crossvit.errors import ConfigError
 from crossvit.flops import Cost, count
 from crossvit.models import create_model
 
@@ -55,7 +56,7 @@ def collect_runs(sweep_dir: str | Path) -> pd.DataFrame:
             }
         )
     if not rows:
-        raise FileNotFoundError(
+        raise ConfigError(
             f"{sweep_dir} holds no <job>/{METRICS_FILE}; pass the directory of a finished "
             f"`python src/train.py -m ...` sweep (its jobs are its numbered subfolders)"
         )

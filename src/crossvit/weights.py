@@ -11,10 +11,12 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from crossvit.errors import ConfigError
+
 StateDict = Mapping[str, torch.Tensor]
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ConfigError):
     """A checkpoint that cannot be loaded into the model; the message says why and what to do."""
 
 
@@ -98,7 +100,7 @@ def load_pretrained(model: nn.Module, checkpoint: str | Path | StateDict, new_he
             raise CheckpointError(
                 f"checkpoint heads predict {sd[mismatched[0]].shape[0]} classes but the model has "
                 f"{own[mismatched[0]].shape[0]}; to fine-tune with a new head, pass new_head=True "
-                f"(on the command line: +init.new_head=true)"
+                f"(on the command line: new_head=true)"
             )
         shapes = "; ".join(
             f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in mismatched[:5]

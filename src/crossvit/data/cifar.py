@@ -6,13 +6,15 @@ from pathlib import Path
 
 import torch
 
+from crossvit.errors import ConfigError
+
 from .in_memory import InMemoryDataModule
 
 
 class CIFARDataModule(InMemoryDataModule):
     def __init__(self, root: str, num_classes: int = 10, download: bool = False, **kwargs) -> None:
         if num_classes not in (10, 100):
-            raise ValueError(f"data.num_classes={num_classes}: CIFAR has 10 or 100 classes")
+            raise ConfigError(f"data.num_classes={num_classes}: CIFAR has 10 or 100 classes")
         kwargs.setdefault("mean", (0.4914, 0.4822, 0.4465) if num_classes == 10 else (0.5071, 0.4865, 0.4409))
         kwargs.setdefault("std", (0.2470, 0.2435, 0.2616) if num_classes == 10 else (0.2673, 0.2564, 0.2762))
         super().__init__(num_classes=num_classes, **kwargs)
@@ -26,7 +28,7 @@ class CIFARDataModule(InMemoryDataModule):
         try:
             return cls(str(self.root), train=train, download=self.download)
         except RuntimeError as e:
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"data.root={self.root} holds no CIFAR-{self.num_classes} ({e}); set data.download=true to fetch "
                 f"it with torchvision, or point data.root at the folder that holds cifar-*-batches-py"
             ) from None

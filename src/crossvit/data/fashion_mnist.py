@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from crossvit.errors import ConfigError
+
 from .in_memory import InMemoryDataModule
 
 DEBIAN_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -24,7 +26,7 @@ def read_idx(path: Path) -> np.ndarray:
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     ndim = raw[3]
     if raw[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+        raise ConfigError(f"{path} is not an IDX file of unsigned bytes")
     shape = np.frombuffer(raw, ">u4", count=ndim, offset=4)
     return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
@@ -58,7 +60,7 @@ class FashionMNISTDataModule(InMemoryDataModule):
         paths = {key: _find(self.root, stem) for key, stem in FILES.items()}
         missing = [FILES[k] for k, p in paths.items() if p is None]
         if missing:
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"data.root={self.root} holds no Fashion-MNIST files {missing}. Install them with "
                 f"`make data` (Debian's dataset-fashion-mnist, into {DEBIAN_ROOT}), fetch them once with "
                 f"data.download=true, or point data.root at a folder with the four IDX files."

@@ -13,6 +13,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from crossvit.errors import ConfigError
+
 
 class RepeatAugDistributedSampler(RepeatAugSampler, DistributedSampler):
     """timm's repeated-augmentation sampler. Also a DistributedSampler, so Lightning does not wrap it in another."""
@@ -23,7 +25,7 @@ def load_image(path: str) -> Image.Image:
         with Image.open(path) as img:
             return img.convert("RGB")
     except Exception as e:
-        raise RuntimeError(f"{path} is not a readable image ({e}); remove it, or set data.skip_corrupt=true") from None
+        raise ConfigError(f"{path} is not a readable image ({e}); remove it, or set data.skip_corrupt=true") from None
 
 
 def _is_readable(path: str) -> bool:
@@ -62,7 +64,7 @@ class ImageFolderDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if in_chans != 3:
-            raise ValueError(f"data.in_chans={in_chans}: image_folder decodes images as RGB; set data.in_chans=3")
+            raise ConfigError(f"data.in_chans={in_chans}: image_folder decodes images as RGB; set data.in_chans=3")
         self.root = Path(root)
         self.num_classes = num_classes
         self.batch_size = batch_size
@@ -94,7 +96,7 @@ class ImageFolderDataModule(L.LightningDataModule):
     def _folder(self, split: str, transform) -> ImageFolder:
         path = self.root / split
         if not path.is_dir():
-            raise FileNotFoundError(
+            raise ConfigError(
                 f"data.root={self.root} has no {split}/ folder; image_folder expects root/train/<class>/*.jpg and "
                 f"root/val/<class>/*.jpg (ImageNet's layout)"
             )
@@ -120,12 +122,12 @@ class ImageFolderDataModule(L.LightningDataModule):
         if self.train_set.classes != self.val_set.classes:
             only_train = sorted(set(self.train_set.classes) - set(self.val_set.classes))[:5]
             only_val = sorted(set(self.val_set.classes) - set(self.train_set.classes))[:5]
-            raise ValueError(
+            raise ConfigError(
                 f"{self.root}/train and {self.root}/val hold different class folders (only in train: "
                 f"{only_train}, only in val: {only_val}); both need the same classes"
             )
         if len(self.train_set.classes) != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"data.num_classes={self.num_classes} but {self.root}/train has "
                 f"{len(self.train_set.classes)} class folders; set data.num_classes="
                 f"{len(self.train_set.classes)}"

@@ -8,6 +8,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
+from crossvit.errors import ConfigError
+
 
 class BatchedTensorDataset(TensorDataset):
     """Gathers a whole batch with one index per tensor instead of stacking single items (10x less CPU)."""
@@ -80,12 +82,12 @@ class InMemoryDataModule(L.LightningDataModule):
             return
         x, y, x_test, y_test = self.load()
         if x.shape[1] != self.in_chans:
-            raise ValueError(
+            raise ConfigError(
                 f"data.in_chans={self.in_chans} but the images have {x.shape[1]} channels; "
                 f"set data.in_chans={x.shape[1]}"
             )
         if int(y.max()) >= self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"data.num_classes={self.num_classes} but the labels go up to {int(y.max())}; "
                 f"set data.num_classes={int(y.max()) + 1}"
             )
@@ -100,11 +102,19 @@ class InMemoryDataModule(L.LightningDataModule):
         self.test_set = BatchedTensorDataset(x_test, y_test)
 
     def train_dataloader(self) -> DataLoader:
-        if dist.is_available() and dist.is_initialized():
-            # Lightning's own sampler would always shuffle; this one honours data.shuffle.
-            sampler = DistributedSampler(self.train_set, shuffle=self.shuffle, drop_last=True)
-            return DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args)
-        return DataLoader(self.train_set, self.batch_size, shuffle=self.shuffle, drop_last=True, **self.loader_args)
+        # A DistributedSampler also for one process: its order depends only on (seed, epoch), so a run resumed from
+        # a checkpoint sees the batches an uninterrupted run would, and it honours data.shuffle under DDP (the
+        # sampler Lightning would inject always shuffles). Lightning calls its set_epoch.
+        distributed = dist.is_available() and dist.is_initialized()
+        sampler = DistributedSampler(
+            self.train_set,
+            num_replicas=dist.get_world_size() if distributed else 1,
+            rank=dist.get_rank() if distributed else 0,
+            shuffle=self.shuffle,
+            seed=self.split_seed,
+            drop_last=True,
+        )
+        return DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, self.eval_batch_size, **self.loader_args)

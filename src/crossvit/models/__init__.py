@@ -8,6 +8,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from crossvit import CONF_DIR
+from crossvit.errors import ConfigError
 
 from .crossvit import CrossViT
 from .fusion import FUSIONS, MultiScaleBlock, get_fusion, register_fusion
@@ -29,7 +30,7 @@ def load_config(group: str, name: str) -> DictConfig:
     path = CONF_DIR / group / f"{name}.yaml"
     if not path.is_file():
         names = sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-        raise ValueError(f"{group}={name!r} has no file {path}; choose one of {names}")
+        raise ConfigError(f"{group}={name!r} has no file {path}; choose one of {names}")
     return OmegaConf.load(path)
 
 
@@ -51,7 +52,7 @@ def build_model(
     model_cfg = load_config("model", name)
     unknown = set(overrides) - set(model_cfg)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"build_model got {sorted(unknown)}, which are not keys of model/{name}.yaml: {sorted(model_cfg)}"
         )
     fusion_cfg = OmegaConf.merge(load_config("fusion", fusion), fusion_args or {})

@@ -7,6 +7,7 @@ release), so their checkpoints load with `strict=True`; the code itself handles 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -16,7 +17,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
-from .fusion import get_fusion
+from crossvit.errors import ConfigError
+
+from .fusion import MultiScaleBlock, get_fusion
 from .layers import MULTI_CONV_STEMS, PatchEmbed
 
 
@@ -34,15 +37,15 @@ def _check_architecture(
     per_branch = dict(img_size=img_size, embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio)
     for key, value in per_branch.items():
         if len(value) != n:
-            raise ValueError(
+            raise ConfigError(
                 f"model.{key} has {len(value)} entries but model.patch_size has {n}: every per-branch list needs "
                 f"one entry per branch"
             )
     if not depth:
-        raise ValueError("model.depth is empty: give at least one multi-scale encoder, e.g. [[1, 4]]")
+        raise ConfigError("model.depth is empty: give at least one multi-scale encoder, e.g. [[1, 4]]")
     for k, enc in enumerate(depth):
         if len(enc) != n:
-            raise ValueError(
+            raise ConfigError(
                 f"model.depth[{k}]={list(enc)} has {len(enc)} entries but there are {n} branches: give one "
                 f"transformer depth per branch"
             )
@@ -50,18 +53,18 @@ def _check_architecture(
         img, p, d, h = img_size[i], patch_size[i], embed_dim[i], num_heads[i]
         if img % p:
             divisors = [q for q in range(2, img) if img % q == 0 and abs(q - p) <= p]
-            raise ValueError(
+            raise ConfigError(
                 f"model.patch_size[{i}]={p} does not divide model.img_size[{i}]={img}; choose a divisor such as "
                 f"{' or '.join(map(str, divisors[:3])) or 1}"
             )
         if d % h:
             heads = [q for q in range(1, d + 1) if d % q == 0 and abs(q - h) <= h]
-            raise ValueError(
+            raise ConfigError(
                 f"model.embed_dim[{i}]={d} is not divisible by model.num_heads[{i}]={h}; choose heads such as "
                 f"{' or '.join(map(str, heads[-3:]))}"
             )
         if multi_conv and p not in MULTI_CONV_STEMS:
-            raise ValueError(
+            raise ConfigError(
                 f"model.multi_conv=true has a conv stem for patch sizes {sorted(MULTI_CONV_STEMS)} only, but "
                 f"model.patch_size[{i}]={p}; set model.multi_conv=false or use one of those patch sizes"
             )
@@ -97,6 +100,13 @@ class CrossViT(nn.Module):
         _check_architecture(img_size, patch_size, embed_dim, depth, num_heads, mlp_ratio, multi_conv)
         fusion_cls = get_fusion(fusion)
         fusion_args = dict(fusion_args or {})
+        knobs = [
+            k for c in fusion_cls.__mro__ if "__init__" in vars(c) for k in inspect.signature(c.__init__).parameters
+        ]
+        knobs = sorted(set(knobs) - set(inspect.signature(MultiScaleBlock.__init__).parameters) - {"args", "kwargs"})
+        unknown = sorted(set(fusion_args) - set(knobs))
+        if unknown:
+            raise ConfigError(f"fusion.{unknown[0]} is not a setting of fusion={fusion}; its settings are {knobs}")
         self.num_branches = len(patch_size)
         self.img_size = [int(s) for s in img_size]
         self.input_size = self.img_size[0]
@@ -175,7 +185,7 @@ class CrossViT(nn.Module):
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-branch normalised tokens [B, 1 + N_i, D_i] after the last multi-scale encoder."""
         if x.shape[-2:] != (self.input_size, self.input_size):
-            raise ValueError(
+            raise ConfigError(
                 f"input is {tuple(x.shape[-2:])} but the model expects {self.input_size}x{self.input_size} "
                 f"(model.img_size[0] of {self.img_size}); resize the data to it"
             )

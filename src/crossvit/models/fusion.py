@@ -19,6 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
+from crossvit.errors import ConfigError
+
 from .layers import CrossAttentionBlock, projection
 
 FUSIONS: dict[str, type[MultiScaleBlock]] = {}
@@ -34,7 +36,7 @@ def register_fusion(name: str) -> Callable[[type[MultiScaleBlock]], type[MultiSc
 
 def get_fusion(name: str) -> type[MultiScaleBlock]:
     if name not in FUSIONS:
-        raise ValueError(f"fusion.name={name!r} is not a fusion; choose one of {sorted(FUSIONS)}")
+        raise ConfigError(f"fusion.name={name!r} is not a fusion; choose one of {sorted(FUSIONS)}")
     return FUSIONS[name]
 
 

@@ -1,0 +1,124 @@
+"""Bad input gets a short error naming the key or file and the fix, and a non-zero exit (docs/reliability.md)."""
+
+import pytest
+import timm
+import torch
+from conftest import QUIET, run_script
+from PIL import Image
+
+
+def fails(script, *overrides, stdout=False):
+    quiet = QUIET if script == "train.py" else QUIET[:1]  # eval.yaml has no callbacks group
+    proc = run_script(script, *overrides, *quiet, check=False)
+    assert proc.returncode != 0
+    return (proc.stderr, proc.stdout) if stdout else proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("group", "valid"),
+    [("model", "crossvit_18"), ("fusion", "cross_attention"), ("data", "image_folder"), ("trainer", "ddp")],
+)
+def test_unknown_names_list_the_valid_ones(group, valid):
+    err = fails("train.py", f"{group}=nonsense")
+    assert f"Could not find '{group}/nonsense'" in err and "Available options" in err and valid in err
+
+
+def test_impossible_architectures(tmp_path):
+    err = fails("train.py", "model.patch_size=[5,7]", f"hydra.run.dir={tmp_path}")
+    assert "error: model.patch_size[0]=5 does not divide model.img_size[0]=28; choose a divisor" in err
+    assert "Traceback" not in err
+    err = fails("train.py", "model.num_heads=[3,4]", f"hydra.run.dir={tmp_path}")
+    assert "error: model.embed_dim[0]=64 is not divisible by model.num_heads[0]=3" in err
+
+
+def test_missing_dataset_root_says_how_to_get_it(tmp_path):
+    err = fails("train.py", f"data.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path}")
+    assert f"data.root={tmp_path / 'none'} holds no Fashion-MNIST" in err and "make data" in err
+    assert "data.download=true" in err
+
+
+def _folder(root, classes_val=("a", "b")):
+    for split, classes in (("train", ("a", "b")), ("val", classes_val)):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.new("RGB", (32, 32), (40 * i, 90, 200)).save(root / split / c / f"{i}.jpg")
+
+
+IMAGE_FOLDER = [
+    "data=image_folder",
+    "data.num_classes=2",
+    "data.num_workers=0",
+    "data.batch_size=4",
+    "data.persistent_workers=false",
+    "model.img_size=[32,32]",
+    "model.patch_size=[4,8]",
+    "model.embed_dim=[32,64]",
+    "model.num_heads=[2,2]",
+    "trainer.max_epochs=1",
+]
+
+
+def test_image_folder_with_a_corrupt_file(tmp_path):
+    _folder(tmp_path / "data")
+    bad = tmp_path / "data" / "train" / "a" / "broken.jpg"
+    bad.write_text("not a jpeg")
+    err = fails("train.py", *IMAGE_FOLDER, f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'r1'}")
+    assert f"error: {bad} is not a readable image" in err and "data.skip_corrupt=true" in err
+    proc = run_script(
+        "train.py",
+        *IMAGE_FOLDER,
+        f"data.root={tmp_path / 'data'}",
+        "data.skip_corrupt=true",
+        f"hydra.run.dir={tmp_path / 'r2'}",
+        *QUIET,
+    )
+    assert "skipped 1 unreadable files" in proc.stdout
+
+
+def test_image_folder_with_different_classes(tmp_path):
+    _folder(tmp_path / "data", classes_val=("a", "c"))
+    err = fails("train.py", *IMAGE_FOLDER, f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path}")
+    assert "hold different class folders (only in train: ['b'], only in val: ['c'])" in err
+
+
+@pytest.fixture(scope="module")
+def timm_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("w") / "crossvit_9.pth"
+    torch.save(timm.create_model("crossvit_9_240", pretrained=False).state_dict(), path)
+    return path
+
+
+def test_checkpoint_of_another_architecture(tmp_path, timm_file):
+    err = fails(
+        "eval.py",
+        f"ckpt_path={timm_file}",
+        "model=crossvit_9",
+        "fusion=class_token",
+        "data=synthetic",
+        f"hydra.run.dir={tmp_path}",
+    )
+    assert "error: checkpoint does not fit this architecture" in err and "blocks.0.fusion" in err
+    assert len(err.strip().splitlines()[-1]) < 1000
+
+
+def test_checkpoint_head_of_another_class_count(tmp_path, timm_file):
+    err = fails("eval.py", f"ckpt_path={timm_file}", "model=crossvit_9", "data=synthetic", f"hydra.run.dir={tmp_path}")
+    assert "checkpoint heads predict 1000 classes but the model has 10; to fine-tune with a new head" in err
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("ran",))
+
+
+def test_not_a_checkpoint_and_a_pickle_that_runs_code(tmp_path):
+    junk = tmp_path / "notes.ckpt"
+    junk.write_text("hello")
+    err = fails("eval.py", f"ckpt_path={junk}", f"hydra.run.dir={tmp_path}")
+    assert f"error: {junk} is not a PyTorch checkpoint" in err
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": _Evil()}, evil)
+    err, out = fails("eval.py", f"ckpt_path={evil}", f"hydra.run.dir={tmp_path}", stdout=True)
+    assert "would run code when unpickled, so it was refused" in err
+    assert "ran" not in out.split()  # the payload never executed

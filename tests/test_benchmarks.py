@@ -1,0 +1,23 @@
+import json
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_throughput_smoke_runs_ours_and_timm(tmp_path):
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    speed = [r for r in rows if "train_img_s" in r]
+    assert {r["impl"] for r in speed} == {"ours", "timm"} and all(r["train_img_s"] > 0 for r in speed)
+    (check,) = [r for r in rows if "logits_rel_diff_vs_timm" in r]
+    assert check["logits_rel_diff_vs_timm"] < 1e-5  # fp32 on the CPU
+    assert "| crossvit_tiny | cross_attention | ours | eager |" in proc.stdout
