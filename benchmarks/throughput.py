@@ -25,18 +25,7 @@ from timm.optim import create_optimizer_v2
 
 from crossvit.flops import count
 from crossvit.models import build_model
-
-TIMM_NAMES = {
-    "crossvit_tiny": "crossvit_tiny_240",
-    "crossvit_small": "crossvit_small_240",
-    "crossvit_base": "crossvit_base_240",
-    "crossvit_9": "crossvit_9_240",
-    "crossvit_15": "crossvit_15_240",
-    "crossvit_18": "crossvit_18_240",
-    "crossvit_9_dagger": "crossvit_9_dagger_240",
-    "crossvit_15_dagger": "crossvit_15_dagger_240",
-    "crossvit_18_dagger": "crossvit_18_dagger_240",
-}
+from crossvit.weights import TIMM_NAMES
 
 
 def _sync(device: torch.device) -> None:

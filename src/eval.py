@@ -6,16 +6,13 @@ and fusion=. Writes metrics.json (val/* and test/*) into the run directory.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 import lightning as L
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from crossvit.errors import ConfigError
+from crossvit.errors import exit_on_config_error
 from crossvit.module import ClassificationModule
 from crossvit.report import write_metrics
 from crossvit.weights import read_checkpoint
@@ -23,14 +20,8 @@ from crossvit.weights import read_checkpoint
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
 def main(cfg: DictConfig) -> float:
-    try:
+    with exit_on_config_error():  # a bad key or file: one line that says which and the fix
         return run(cfg)
-    except (ConfigError, InstantiationException) as e:
-        error = e.__cause__ if isinstance(e, InstantiationException) else e
-        if not isinstance(error, ConfigError):
-            raise
-        print(f"error: {error}", file=sys.stderr)  # a bad key or file: the message says which and the fix
-        sys.exit(2)
 
 
 def run(cfg: DictConfig) -> float:

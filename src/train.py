@@ -5,32 +5,24 @@ Writes metrics.json into the run directory and returns the monitored metric (for
 
 from __future__ import annotations
 
-import sys
 import time
 
 import hydra
 import lightning as L
-from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from crossvit.errors import ConfigError
+from crossvit.errors import exit_on_config_error
 from crossvit.module import ClassificationModule
 from crossvit.report import write_metrics
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float:
-    try:
+    with exit_on_config_error():  # a bad key or file: one line that says which and the fix
         return run(cfg)
-    except (ConfigError, InstantiationException) as e:
-        error = e.__cause__ if isinstance(e, InstantiationException) else e
-        if not isinstance(error, ConfigError):
-            raise
-        print(f"error: {error}", file=sys.stderr)  # a bad key or file: the message says which and the fix
-        sys.exit(2)
 
 
 def run(cfg: DictConfig) -> float:

@@ -15,6 +15,21 @@ from crossvit.errors import ConfigError
 
 StateDict = Mapping[str, torch.Tensor]
 
+# timm's name of each released model in conf/model/ (timm renamed *_224 -> *_240 and *_384 -> *_408).
+TIMM_NAMES = {
+    "crossvit_tiny": "crossvit_tiny_240",
+    "crossvit_small": "crossvit_small_240",
+    "crossvit_base": "crossvit_base_240",
+    "crossvit_9": "crossvit_9_240",
+    "crossvit_15": "crossvit_15_240",
+    "crossvit_18": "crossvit_18_240",
+    "crossvit_9_dagger": "crossvit_9_dagger_240",
+    "crossvit_15_dagger": "crossvit_15_dagger_240",
+    "crossvit_18_dagger": "crossvit_18_dagger_240",
+    "crossvit_15_dagger_384": "crossvit_15_dagger_408",
+    "crossvit_18_dagger_384": "crossvit_18_dagger_408",
+}
+
 
 class CheckpointError(ConfigError):
     """A checkpoint that cannot be loaded into the model; the message says why and what to do."""

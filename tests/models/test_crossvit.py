@@ -4,20 +4,9 @@ import torch
 
 from crossvit.models import CrossViT, build_model
 from crossvit.models.fusion import FUSIONS
+from crossvit.weights import TIMM_NAMES
 
-RELEASED = {
-    "crossvit_tiny": "crossvit_tiny_240",
-    "crossvit_small": "crossvit_small_240",
-    "crossvit_base": "crossvit_base_240",
-    "crossvit_9": "crossvit_9_240",
-    "crossvit_15": "crossvit_15_240",
-    "crossvit_18": "crossvit_18_240",
-    "crossvit_9_dagger": "crossvit_9_dagger_240",
-    "crossvit_15_dagger": "crossvit_15_dagger_240",
-    "crossvit_18_dagger": "crossvit_18_dagger_240",
-    "crossvit_15_dagger_384": "crossvit_15_dagger_408",
-    "crossvit_18_dagger_384": "crossvit_18_dagger_408",
-}
+RELEASED = TIMM_NAMES
 
 
 @pytest.mark.slow
