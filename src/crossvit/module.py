@@ -68,8 +68,9 @@ class ClassificationModule(L.LightningModule):
                 num_classes=self.num_classes,
             )
         self.soft_loss = SoftTargetCrossEntropy()
-        # The optimizer only sees self.model; the EMA copy is checkpointed with it as `ema.module.*`.
-        self.ema = ModelEmaV3(self.model, decay=ema_decay) if ema_decay else None
+        # The optimizer only sees self.model; the EMA copy is checkpointed with it as `ema.module.*`. Its weights
+        # need no gradients: DDP would otherwise wait for gradients they never get and stop at the first step.
+        self.ema = ModelEmaV3(self.model, decay=ema_decay).requires_grad_(False) if ema_decay else None
         self.metrics = torch.nn.ModuleDict({stage: self._stage_metrics() for stage in ("val", "test")})
         self.register_buffer("first_bad_step", torch.tensor(-1), persistent=False)
 
@@ -89,10 +90,11 @@ class ClassificationModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
         if self.mixup is not None:
-            x, soft = self.mixup(x, y)
-            loss = self.soft_loss(torch.stack(self.train_branches(x)).mean(0), soft)
+            x, y = self.mixup(x, y)  # y becomes soft, label-smoothed targets
+        logits = torch.stack(self.train_branches(x)).mean(0)
+        if self.mixup is not None:
+            loss = self.soft_loss(logits, y)
         else:
-            logits = torch.stack(self.train_branches(x)).mean(0)
             loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         # Recorded on the device and checked only every few steps and before any checkpoint: an `if` on a GPU
         # value every step would stall the CPU until the GPU catches up.
