@@ -9,12 +9,11 @@ from __future__ import annotations
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from crossvit.errors import exit_on_config_error
 from crossvit.module import ClassificationModule
-from crossvit.report import write_metrics
+from crossvit.report import close_loggers, log_config, write_metrics
 from crossvit.weights import read_checkpoint
 
 
@@ -42,15 +41,14 @@ def run(cfg: DictConfig) -> float:
     datamodule = instantiate(cfg.data)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False)
+    log_config(loggers, cfg)
     metrics = {}
     for stage in (trainer.validate, trainer.test):
         metrics.update(stage(module, datamodule=datamodule, verbose=False)[0])
     metrics["ckpt_path"] = str(cfg.ckpt_path)
     if trainer.is_global_zero:
         write_metrics(metrics, run_dir)
-    for logger in loggers:  # a sweep runs its jobs in one process: each job closes its own W&B run
-        if isinstance(logger, WandbLogger):
-            logger.experiment.finish()
+    close_loggers(loggers)
     return metrics["test/acc"]
 
 

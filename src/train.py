@@ -5,18 +5,19 @@ Writes metrics.json into the run directory and returns the monitored metric (for
 
 from __future__ import annotations
 
+import os
 import time
 
 import hydra
 import lightning as L
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from crossvit.errors import exit_on_config_error
 from crossvit.module import ClassificationModule
-from crossvit.report import write_metrics
+from crossvit.report import close_loggers, log_config, write_metrics
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
@@ -27,7 +28,10 @@ def main(cfg: DictConfig) -> float:
 
 def run(cfg: DictConfig) -> float:
     L.seed_everything(cfg.seed, workers=True)
-    run_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
+    hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # read by conf/hydra/default.yaml in the DDP ranks Lightning starts
+        os.environ.setdefault("CROSSVIT_SWEEP_DIR", str(hydra_cfg.sweep.dir))  # ranks share the cwd
     datamodule = instantiate(cfg.data)
     module = ClassificationModule(
         model=OmegaConf.to_container(cfg.model, resolve=True),
@@ -40,8 +44,7 @@ def run(cfg: DictConfig) -> float:
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
-    for logger in loggers:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+    log_config(loggers, cfg)
 
     start = time.perf_counter()
     try:
@@ -65,9 +68,7 @@ def run(cfg: DictConfig) -> float:
         metrics["train_img_s"] = round(float(throughput), 1)
     if trainer.is_global_zero:
         write_metrics(metrics, run_dir)
-    for logger in loggers:  # a sweep runs its jobs in one process: each job closes its own W&B run
-        if isinstance(logger, WandbLogger):
-            logger.experiment.finish()
+    close_loggers(loggers)
     return metrics[cfg.monitor]
 
 

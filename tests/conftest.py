@@ -26,13 +26,18 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 
 def run_script(
-    script: str, *overrides: str, check: bool = True, timeout: int = 600, env: dict | None = None
+    script: str,
+    *overrides: str,
+    check: bool = True,
+    timeout: int = 600,
+    env: dict | None = None,
+    cwd: Path = ROOT,
 ) -> subprocess.CompletedProcess:
     """Run src/<script> as a user would, in a subprocess; on failure the assertion shows its output."""
     cmd = [sys.executable, str(ROOT / "src" / script), *overrides]
     proc = subprocess.run(
         cmd,
-        cwd=ROOT,
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,

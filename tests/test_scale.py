@@ -48,6 +48,32 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     assert list((run / "csv").glob("*.csv")) == [run / "csv" / "metrics.csv"]
 
 
+@pytest.mark.slow
+def test_a_sweep_of_ddp_jobs_writes_one_sweep_directory(tmp_path):
+    """Lightning starts rank 1 by re-running the command, so it replays the sweep beside rank 0; it must resolve
+    rank 0's sweep directory (the default, with ${now}), not one of its own seconds later."""
+    run_script(
+        "train.py",
+        "-m",
+        "fusion=none,class_token",
+        "trainer=ddp_cpu",
+        "data=synthetic",
+        "data.size=192",
+        "data.test_size=64",
+        "trainer.max_epochs=1",
+        "model.embed_dim=[32,64]",
+        "model.num_heads=[2,2]",
+        "model.depth=[[1,1]]",
+        *QUIET,
+        cwd=tmp_path,
+    )
+    (sweep,) = (tmp_path / "multirun" / "train").iterdir()
+    for job, fusion in (("0", "none"), ("1", "class_token")):
+        assert "test/acc" in read_metrics(sweep / job)
+        assert f"name: {fusion}" in (sweep / job / ".hydra" / "config.yaml").read_text()
+        assert (sweep / job / "train_ddp_process_1.log").exists()  # rank 1 ran this same job
+
+
 def test_sweep_jobs_share_a_wandb_group(tmp_path):
     run_script(
         "train.py",

@@ -15,7 +15,8 @@ class ConfigError(ValueError):
 def exit_on_config_error() -> Iterator[None]:
     """Print a ConfigError as one line and exit with status 2; other exceptions pass through untouched.
 
-    A ConfigError raised inside a wrapper (hydra.utils.instantiate re-raises as InstantiationException) counts too.
+    A ConfigError raised inside a wrapper (hydra.utils.instantiate re-raises as InstantiationException) or in a
+    DataLoader worker counts too.
     """
     try:
         yield
@@ -23,5 +24,8 @@ def exit_on_config_error() -> Iterator[None]:
         error = e if isinstance(e, ConfigError) else e.__cause__
         if not isinstance(error, ConfigError):
             raise
-        print(f"error: {error}", file=sys.stderr)
+        message = str(error)
+        if "Original Traceback" in message:  # raised in a DataLoader worker: the message carries its traceback
+            message = message.rstrip().splitlines()[-1].partition(f"{ConfigError.__name__}: ")[2] or message
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from omegaconf import OmegaConf
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
@@ -29,6 +30,27 @@ def write_metrics(metrics: dict[str, Any], run_dir: str | Path) -> Path:
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     Console().print(table)
     return path
+
+
+def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
+    """Log the resolved config as every logger's hyper-parameters; a W&B run that cannot start says how to fix it."""
+    for logger in loggers:
+        try:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+        except Exception as e:
+            if not isinstance(logger, WandbLogger):
+                raise
+            raise ConfigError(
+                f"logger=wandb could not start a run ({type(e).__name__}: {e}). Run `wandb login` or set "
+                f"WANDB_API_KEY; or set WANDB_MODE=offline to log locally and `wandb sync` the run later"
+            ) from e
+
+
+def close_loggers(loggers: list[Logger]) -> None:
+    """Finish W&B runs: a sweep runs its jobs in one process, and each job must close its own run."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()
 
 
 def collect_runs(sweep_dir: str | Path) -> pd.DataFrame:

@@ -65,6 +65,12 @@ def test_image_folder_with_a_corrupt_file(tmp_path):
     bad.write_text("not a jpeg")
     err = fails("train.py", *IMAGE_FOLDER, f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'r1'}")
     assert f"error: {bad} is not a readable image" in err and "data.skip_corrupt=true" in err
+    # Read in a worker process, the same one line, not the worker's traceback.
+    err = fails(
+        "train.py", *IMAGE_FOLDER, "data.num_workers=2", f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path}"
+    )
+    assert err.strip().splitlines()[-1].startswith(f"error: {bad} is not a readable image"), err[-2000:]
+    assert "Traceback" not in err
     proc = run_script(
         "train.py",
         *IMAGE_FOLDER,
@@ -122,3 +128,25 @@ def test_not_a_checkpoint_and_a_pickle_that_runs_code(tmp_path):
     err, out = fails("eval.py", f"ckpt_path={evil}", f"hydra.run.dir={tmp_path}", stdout=True)
     assert "would run code when unpickled, so it was refused" in err
     assert "ran" not in out.split()  # the payload never executed
+
+
+def test_wandb_without_a_login_says_how_to_log_in(tmp_path):
+    no_login = {"WANDB_MODE": "online", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "netrc")}
+    proc = run_script(
+        "train.py",
+        "logger=wandb",
+        "data=synthetic",
+        f"hydra.run.dir={tmp_path}",
+        *QUIET,
+        check=False,
+        env={**no_login, "WANDB_CONFIG_DIR": str(tmp_path / "wandb_config")},
+    )
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "error: logger=wandb could not start a run" in proc.stderr
+    assert "wandb login" in proc.stderr and "WANDB_MODE=offline" in proc.stderr
+
+
+def test_a_dataset_too_small_for_one_batch(tmp_path):
+    err = fails("train.py", "data=synthetic", "data.size=128", "data.test_size=128", f"hydra.run.dir={tmp_path}")
+    assert "error: 128 training images less data.val_size=128 held out for validation leave 0" in err
+    assert "lower data.val_size or data.batch_size" in err
