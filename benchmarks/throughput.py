@@ -21,10 +21,11 @@ from functools import partial
 import timm
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from timm.optim import create_optimizer_v2
 
 from crossvit.flops import count
-from crossvit.models import build_model
+from crossvit.models import build_model, load_config
 from crossvit.weights import TIMM_NAMES
 
 
@@ -161,17 +162,22 @@ def main() -> None:
             macs = count(build_model(name, fusion)).gflops * 1e9
             candidates = [("ours", partial(build_model, name, fusion))]
             if fusion == "cross_attention" and not args.no_timm and name in TIMM_NAMES:
-                candidates.append(("timm", partial(timm.create_model, TIMM_NAMES[name], pretrained=False)))
+                # timm defaults to no drop path; give it the recipe's rate (our YAML's), so both do the same work.
+                drop_path = load_config("model", name).drop_path_rate
+                timm_model = partial(timm.create_model, TIMM_NAMES[name], pretrained=False, drop_path_rate=drop_path)
+                candidates.append(("timm", timm_model))
             for impl, make in candidates:
                 for mode in args.modes:
                     torch._dynamo.reset()
                     torch.manual_seed(0)
-                    r = measure(make(), mode, args.batch_size, device, args.steps, args.warmup)
+                    model = make()
+                    r = measure(model, mode, args.batch_size, device, args.steps, args.warmup)
                     r.update(
                         model=name,
                         fusion=fusion,
                         impl=impl,
                         mode=mode,
+                        drop_path_rates=[round(m.drop_prob, 6) for m in model.modules() if isinstance(m, DropPath)],
                         gmacs=macs / 1e9,
                         mfu=3 * 2 * macs * r["train_img_s"] / rate,
                     )

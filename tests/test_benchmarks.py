@@ -18,6 +18,8 @@ def test_throughput_smoke_runs_ours_and_timm(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     speed = [r for r in rows if "train_img_s" in r]
     assert {r["impl"] for r in speed} == {"ours", "timm"} and all(r["train_img_s"] > 0 for r in speed)
+    ours, ref = (next(r for r in speed if r["impl"] == impl) for impl in ("ours", "timm"))
+    assert ours["drop_path_rates"] == ref["drop_path_rates"] and max(ours["drop_path_rates"]) > 0  # the same work
     (check,) = [r for r in rows if "logits_rel_diff_vs_timm" in r]
     assert check["logits_rel_diff_vs_timm"] < 1e-5  # fp32 on the CPU
     assert "| crossvit_tiny | cross_attention | ours | eager |" in proc.stdout
