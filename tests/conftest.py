@@ -64,7 +64,7 @@ def tiny_sweep(tmp_path_factory) -> Path:
     run_script(
         "train.py",
         "-m",
-        "fusion=none,cross_attention",
+        "fusion=cross_attention,none",  # not the report's order: it must sort them
         "seed=0,1",
         "data=synthetic",
         "data.in_chans=1",

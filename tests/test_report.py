@@ -9,9 +9,10 @@ from conftest import ROOT, run_script
 def test_report_summarises_a_sweep(tiny_sweep):
     proc = run_script("report.py", str(tiny_sweep))
     assert "| crossvit_micro_28 | cross_attention | 2 |" in proc.stdout
-    rows = {r["fusion"]: r for r in csv.DictReader((tiny_sweep / "fusion_comparison.csv").open())}
-    assert set(rows) == {"none", "cross_attention"}
-    for fusion, jobs in (("none", ["0", "1"]), ("cross_attention", ["2", "3"])):
+    listed = list(csv.DictReader((tiny_sweep / "fusion_comparison.csv").open()))
+    assert [r["fusion"] for r in listed] == ["none", "cross_attention"]  # the registry's order, not the sweep's
+    rows = {r["fusion"]: r for r in listed}
+    for fusion, jobs in (("cross_attention", ["0", "1"]), ("none", ["2", "3"])):
         accs = [json.loads((tiny_sweep / j / "metrics.json").read_text())["test/acc"] for j in jobs]
         assert float(rows[fusion]["test_acc_mean"]) == pytest.approx(statistics.mean(accs))
         assert float(rows[fusion]["test_acc_std"]) == pytest.approx(statistics.stdev(accs))

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from crossvit.errors import ConfigError
 from crossvit.flops import Cost, count
-from crossvit.models import create_model
+from crossvit.models import FUSIONS, create_model
 
 METRICS_FILE = "metrics.json"
 
@@ -99,7 +99,10 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
         fit_time_s=("fit_time_s", "mean"),
     ).reset_index()
     table["test_acc_std"] = table["test_acc_std"].fillna(0.0)
-    return table
+    # Fusions in the registry's order (none ... cross_attention), whatever order the sweep ran them in.
+    order = {name: i for i, name in enumerate(FUSIONS)}
+    table = table.sort_values(["model", "fusion"], key=lambda c: c.map(order) if c.name == "fusion" else c)
+    return table.reset_index(drop=True)
 
 
 def to_markdown(table: pd.DataFrame) -> str:
