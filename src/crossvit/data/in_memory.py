@@ -98,7 +98,7 @@ class InMemoryDataModule(L.LightningDataModule):
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size], order[self.val_size :]
         ranks = self.trainer.world_size if self.trainer is not None else 1
-        if len(train) // ranks < self.batch_size:  # drop_last would leave no training step at all
+        if stage in (None, "fit") and len(train) // ranks < self.batch_size:  # drop_last: not one training step
             raise ConfigError(
                 f"{len(x)} training images less data.val_size={self.val_size} held out for validation leave "
                 f"{len(train)}, not one batch of data.batch_size={self.batch_size} per device on {ranks} device(s); "
