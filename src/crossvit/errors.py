@@ -26,6 +26,6 @@ def exit_on_config_error() -> Iterator[None]:
             raise
         message = str(error)
         if "Original Traceback" in message:  # raised in a DataLoader worker: the message carries its traceback
-            message = message.rstrip().splitlines()[-1].partition(f"{ConfigError.__name__}: ")[2] or message
+            message = message.rstrip().splitlines()[-1].partition(f"{type(error).__name__}: ")[2] or message
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -34,9 +34,10 @@ def write_metrics(metrics: dict[str, Any], run_dir: str | Path) -> Path:
 
 def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
     """Log the resolved config as every logger's hyper-parameters; a W&B run that cannot start says how to fix it."""
+    hparams = OmegaConf.to_container(cfg, resolve=True)
     for logger in loggers:
         try:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_hyperparams(hparams)
         except Exception as e:
             if not isinstance(logger, WandbLogger):
                 raise
