@@ -1,19 +1,30 @@
 # crossvit: `make setup`, then `make test`; `make train` runs the embedded default.
 PY      := .venv/bin/python
-PIP     := .venv/bin/pip
-# pip resolves every dependency against these pins so nothing can pull a second torch.
-PINS    := .ci/constraints.txt
+UV      := .venv/bin/uv
+# Every package of the environment at one version (uv pip compile; `make lock` refreshes it), so a new release of
+# any dependency changes nothing until the lock does and the tests have run on it.
+LOCK    := requirements.lock
 FMNIST  := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data test test-fast train ablation tables lint format clean
+.PHONY: setup data lock test test-fast train ablation tables lint format clean
 
 setup: .venv/.installed data
 
-.venv/.installed: pyproject.toml $(PINS)
+# pip only bootstraps uv at the lock's own version; uv installs exactly the lock, then the project itself.
+.venv/.installed: $(LOCK)
 	python3 -m venv .venv
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -c $(PINS) -e '.[dev]'
+	.venv/bin/pip install -q --disable-pip-version-check "$$(grep -m1 '^uv==' $(LOCK) | cut -d' ' -f1)"
+	VIRTUAL_ENV=.venv $(UV) pip sync -q --compile-bytecode $(LOCK)
+	VIRTUAL_ENV=.venv $(UV) pip install -q --no-deps -e .
 	touch $@
+
+# Re-resolve pyproject.toml's ranges to the newest releases, install them and run the tests on them.
+# One package only: make lock UPGRADE="--upgrade-package pillow"
+UPGRADE ?= --upgrade
+lock:
+	@test -x $(UV) || { echo "run make setup first"; exit 1; }
+	$(UV) pip compile -q pyproject.toml --extra dev --universal --python-version 3.10 $(UPGRADE) -o $(LOCK)
+	$(MAKE) setup test
 
 data:
 	@if [ -d $(FMNIST) ]; then echo "Fashion-MNIST: $(FMNIST)"; \

@@ -29,3 +29,12 @@ def exit_on_config_error() -> Iterator[None]:
             message = message.rstrip().splitlines()[-1].partition(f"{type(error).__name__}: ")[2] or message
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
+
+
+def check_one_batch(images: int, devices: int, batch_size: int, what: str, fix: str) -> None:
+    """Refuse a training set that gives no full batch per device (training drops the last, partial batch)."""
+    if images // devices < batch_size:
+        raise ConfigError(
+            f"{what} leave {images} training images, not one batch of data.batch_size={batch_size} per device on "
+            f"{devices} device(s); {fix}"
+        )

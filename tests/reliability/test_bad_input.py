@@ -3,7 +3,7 @@
 import pytest
 import timm
 import torch
-from conftest import QUIET, run_script
+from conftest import QUIET, needs_fmnist, run_script
 from PIL import Image
 
 
@@ -148,5 +148,24 @@ def test_wandb_without_a_login_says_how_to_log_in(tmp_path):
 
 def test_a_dataset_too_small_for_one_batch(tmp_path):
     err = fails("train.py", "data=synthetic", "data.size=128", "data.test_size=128", f"hydra.run.dir={tmp_path}")
-    assert "error: 128 training images less data.val_size=128 held out for validation leave 0" in err
+    assert "error: 128 images less data.val_size=128 held out for validation leave 0 training images, not one " in err
     assert "lower data.val_size or data.batch_size" in err
+
+
+@needs_fmnist
+def test_fashion_mnist_too_small_for_one_batch_per_device(tmp_path):
+    # 60,000 images less 59,900 for validation leave 100: one batch of 64 on one process, none on two.
+    common = ["data.val_size=59900", "data.batch_size=64", "trainer.max_epochs=1", "+trainer.limit_train_batches=1"]
+    err = fails("train.py", *common, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={tmp_path / 'ddp'}")
+    assert "error: 60000 images less data.val_size=59900 held out for validation leave 100 training images, " in err
+    assert "not one batch of data.batch_size=64 per device on 2 device(s)" in err and "Traceback" not in err
+
+
+def test_image_folder_too_small_for_one_batch(tmp_path):
+    _folder(tmp_path / "data")  # 4 images per class, 8 in all
+    args = [*IMAGE_FOLDER, f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path}"]
+    err = fails("train.py", *args, "data.batch_size=64")
+    assert f"error: the 8 images in {tmp_path / 'data'}/train leave 8 training images, not one batch of " in err
+    assert "data.batch_size=64 per device on 1 device(s); add images or lower data.batch_size" in err
+    assert "Traceback" not in err and "t_initial" not in err
+    run_script("train.py", *args, "data.batch_size=8", *QUIET)  # exactly one batch: trains

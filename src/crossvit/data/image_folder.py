@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from crossvit.errors import ConfigError
+from crossvit.errors import ConfigError, check_one_batch
 
 
 class RepeatAugDistributedSampler(RepeatAugSampler, DistributedSampler):
@@ -126,12 +126,21 @@ class ImageFolderDataModule(L.LightningDataModule):
                 f"{self.root}/train and {self.root}/val hold different class folders (only in train: "
                 f"{only_train}, only in val: {only_val}); both need the same classes"
             )
+        if stage in (None, "fit"):
+            self._check_one_batch()
         if len(self.train_set.classes) != self.num_classes:
             raise ConfigError(
                 f"data.num_classes={self.num_classes} but {self.root}/train has "
                 f"{len(self.train_set.classes)} class folders; set data.num_classes="
                 f"{len(self.train_set.classes)}"
             )
+
+    def _check_one_batch(self) -> None:
+        devices = self.trainer.world_size if self.trainer is not None else 1
+        images, what = len(self.train_set), f"the {len(self.train_set)} images in {self.root}/train"
+        if self.repeated_aug and devices > 1:  # timm's sampler keeps whole multiples of 256 images, then splits them
+            images, what = len(self.train_set) // 256 * 256, f"{what} with data.repeated_aug=true (multiples of 256)"
+        check_one_batch(images, devices, self.batch_size, what, "add images or lower data.batch_size")
 
     def train_dataloader(self) -> DataLoader:
         if self.repeated_aug and dist.is_available() and dist.is_initialized():

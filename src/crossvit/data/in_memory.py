@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-from crossvit.errors import ConfigError
+from crossvit.errors import ConfigError, check_one_batch
 
 
 class BatchedTensorDataset(TensorDataset):
@@ -97,12 +97,13 @@ class InMemoryDataModule(L.LightningDataModule):
             x, y, x_test, y_test = (t.to(device) for t in (x, y, x_test, y_test))
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(self.split_seed))
         val, train = order[: self.val_size], order[self.val_size :]
-        ranks = self.trainer.world_size if self.trainer is not None else 1
-        if stage in (None, "fit") and len(train) // ranks < self.batch_size:  # drop_last: not one training step
-            raise ConfigError(
-                f"{len(x)} training images less data.val_size={self.val_size} held out for validation leave "
-                f"{len(train)}, not one batch of data.batch_size={self.batch_size} per device on {ranks} device(s); "
-                f"lower data.val_size or data.batch_size"
+        if stage in (None, "fit"):
+            check_one_batch(
+                len(train),
+                self.trainer.world_size if self.trainer is not None else 1,
+                self.batch_size,
+                f"{len(x)} images less data.val_size={self.val_size} held out for validation",
+                "lower data.val_size or data.batch_size",
             )
         self.train_set = BatchedTensorDataset(x[train], y[train])
         self.val_set = BatchedTensorDataset(x[val], y[val])

@@ -1,0 +1,94 @@
+"""Real images through each data module's full training transform, as a DataLoader worker runs it.
+
+Pillow 13 made timm's RandAugment crash at magnitude 10 (posterize to 0 bits) without any test noticing: these
+push every RandAugment op of the paper's recipe, at its lowest and highest magnitude, over real photographs.
+"""
+
+import numpy as np
+import pytest
+import torch
+from conftest import FMNIST, needs_fmnist
+from PIL import Image
+from timm.data.auto_augment import RandAugment
+
+from crossvit.data import FashionMNISTDataModule, ImageFolderDataModule, SyntheticDataModule
+from crossvit.data.fashion_mnist import read_idx
+
+pytestmark = needs_fmnist
+
+
+def real_images(n: int, seed: int = 0) -> list[Image.Image]:
+    """Fashion-MNIST photographs as RGB images of assorted sizes and colours (JPEG decoding included)."""
+    rng = np.random.default_rng(seed)
+    gray = read_idx(FMNIST / "train-images-idx3-ubyte.gz")[:n]
+    images = []
+    for g in gray:
+        tint = rng.uniform(0.3, 1.0, 3)
+        rgb = (g[..., None] * tint + rng.uniform(0, 60, 3)).clip(0, 255).astype(np.uint8)
+        w, h = rng.integers(60, 400, 2)
+        images.append(Image.fromarray(rgb).resize((int(w), int(h)), Image.BICUBIC))
+    return images
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("jpegs")
+    for split, offset in (("train", 0), ("val", 1000)):
+        for i, img in enumerate(real_images(48, seed=offset)):
+            folder = root / split / f"class{i % 3}"
+            folder.mkdir(parents=True, exist_ok=True)
+            img.save(folder / f"{i}.jpg", quality=90)
+    return root
+
+
+def recipe_module(root, **kwargs) -> ImageFolderDataModule:
+    """The paper's augmentation as conf/data/image_folder.yaml gives it."""
+    return ImageFolderDataModule(root=str(root), img_size=240, num_classes=3, persistent_workers=False, **kwargs)
+
+
+def randaugment(module: ImageFolderDataModule) -> RandAugment:
+    (ra,) = [t for t in module.train_transform.transforms if isinstance(t, RandAugment)]
+    return ra
+
+
+@pytest.mark.parametrize("magnitude", [0.0, 10.0])
+def test_every_randaugment_op_of_the_recipe_at_its_extremes(image_root, magnitude):
+    ra = randaugment(recipe_module(image_root))
+    assert len(ra.ops) == 15 and ra.num_layers == 2
+    for op in ra.ops:
+        op.prob, op.magnitude, op.magnitude_std = 1.0, magnitude, 0.0
+        for img in real_images(8, seed=1):
+            out = op(img.resize((240, 240)))  # RandAugment runs after the crop, at the model's size
+            assert out.size == (240, 240) and out.mode == "RGB", op.name
+
+
+def test_image_folder_training_transform_in_worker_processes(image_root):
+    module = recipe_module(image_root, batch_size=8, num_workers=2)
+    for op in randaugment(module).ops:  # every op every time, at its highest magnitude
+        op.prob, op.magnitude, op.magnitude_std = 1.0, 10.0, 0.0
+    module.setup("fit")
+    batches = list(module.train_dataloader())
+    assert len(batches) == 48 // 8
+    for x, y in batches:
+        assert x.shape == (8, 3, 240, 240) and x.dtype == torch.float32 and torch.isfinite(x).all()
+        assert y.min() >= 0 and y.max() <= 2
+    x = torch.cat([b[0] for b in batches])
+    # Normalised with ImageNet's statistics: roughly centred, neither constant nor blown up.
+    assert -2.5 < x.mean() < 2.5 and 0.3 < x.std() < 3
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "synthetic"])
+def test_in_memory_training_transform_in_a_worker_process(name):
+    args = dict(img_size=32, batch_size=64, num_workers=1)
+    if name == "fashion_mnist":
+        module = FashionMNISTDataModule(in_chans=1, num_classes=10, val_size=59_000, **args)
+    else:
+        module = SyntheticDataModule(in_chans=3, num_classes=10, size=512, **args)
+    module.setup("fit")
+    n = 0
+    for batch in module.train_dataloader():
+        x, y = module.on_after_batch_transfer(batch, 0)  # on the device, after the worker: resize and normalise
+        assert x.shape[1:] == (module.in_chans, 32, 32) and torch.isfinite(x).all()
+        assert abs(float(x.mean())) < 1.5
+        n += len(y)
+    assert n == (len(module.train_set) // 64) * 64
