@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
+import resource
 import time
+from pathlib import Path
 
 import lightning as L
+import psutil
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from crossvit.errors import ConfigError
+
+GB = 1e9
 
 
 class TrainThroughput(L.Callback):
@@ -53,3 +61,92 @@ class PreemptionCheckpoint(L.Callback):
             path = f"{trainer.checkpoint_callback.dirpath}/last.ckpt"
             trainer.save_checkpoint(path)
             rank_zero_info(f"SIGTERM: saved {path} at global step {trainer.global_step}")
+
+
+def step_memory(module: L.LightningModule, batch_size: int, probe: int = 2) -> tuple[float, float]:
+    """Bytes one training step holds at its peak: (weights, gradients and optimizer state; activations).
+
+    Activations are measured, not guessed: the tensors autograd saves in a forward pass of `probe` images, under the
+    trainer's precision, scaled to `batch_size`. AdamW keeps two moments per weight; an EMA and DDP's gradient buckets
+    add one copy each.
+    """
+    model, trainer = module.model, module.trainer
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    copies = 4 + (module.ema is not None) + (trainer.world_size > 1)  # weights, grads, 2 moments, EMA, buckets
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    x = torch.randn(probe, model.in_chans, model.input_size, model.input_size, device=module.device)
+    with (
+        torch.random.fork_rng(devices=[module.device] if module.device.type == "cuda" else []),
+        trainer.precision_plugin.forward_context(),
+        torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+    ):
+        model.forward_branches(x)
+    return copies * weights, sum(storages.values()) / probe * batch_size
+
+
+def free_memory(device: torch.device) -> float:
+    """Bytes a new allocation can still get: the GPU's free memory, or the host's available RAM (cgroup-aware)."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    free = psutil.virtual_memory().available
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            free = min(free, int(limit) - int((cgroup / "memory.current").read_text()))
+    except OSError:
+        pass
+    address_space, _ = resource.getrlimit(resource.RLIMIT_AS)  # `ulimit -v`, as some clusters set
+    if address_space != resource.RLIM_INFINITY:
+        free = min(free, address_space - psutil.Process().memory_info().vms)
+    return free
+
+
+class MemoryPreflight(L.Callback):
+    """Before the first step, stop with one line if a training step cannot fit the device's free memory.
+
+    The kernel's OOM killer ends a CPU run without a word, and a CUDA OOM comes after the data and the model have
+    loaded; this costs one forward pass of two images. `headroom` covers what the count leaves out (the backward
+    pass's temporaries, the allocator's fragmentation).
+    """
+
+    def __init__(self, headroom: float = 1.1) -> None:
+        self.headroom = headroom
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        batch = module.hparams.batch_size
+        fixed, activations = step_memory(module, batch)
+        need = fixed + self.headroom * activations
+        # Processes of one machine share its RAM; each GPU has its own memory.
+        sharing = trainer.num_devices if module.device.type == "cpu" else 1
+        free = free_memory(module.device) / sharing
+        rank_zero_info(f"memory preflight: a training step needs about {need / GB:.1f} GB of {free / GB:.1f} GB free")
+        if need <= free:
+            return
+        per_image = self.headroom * activations / batch
+        fits = max(0, int((free - fixed) // per_image)) if free > fixed else 0
+        smaller = 2 ** int(math.log2(fits)) if fits >= 1 else 0
+        where = f"{module.device.type}" + (f" (shared by {sharing} processes)" if sharing > 1 else "")
+        fixes = []
+        if smaller:
+            accumulate = math.ceil(batch * trainer.accumulate_grad_batches / smaller)
+            fixes.append(
+                f"set data.batch_size={smaller} (trainer.accumulate_grad_batches={accumulate} keeps the global batch)"
+            )
+        if module.device.type == "cpu":
+            fixes.append("train on a GPU (trainer=gpu)")
+        elif "32" in str(trainer.precision):
+            fixes.append("use trainer.precision=bf16-mixed")
+        fixes.append("choose a smaller model=")
+        raise ConfigError(
+            f"one training step needs about {need / GB:.1f} GB ({fixed / GB:.1f} GB weights, gradients and optimizer "
+            f"state + {self.headroom * activations / GB:.1f} GB activations for data.batch_size={batch} at "
+            f"{trainer.precision} precision) but {where} has {free / GB:.1f} GB free; " + ", or ".join(fixes)
+        )
