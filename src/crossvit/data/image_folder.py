@@ -1,10 +1,16 @@
-"""ImageNet-layout folders (root/train/<class>/*, root/val/<class>/*) with the paper's timm augmentation."""
+"""ImageNet-layout folders (root/train/<class>/*, root/val/<class>/*) with the paper's timm augmentation.
+
+`decode="cpu"`: workers decode with PIL and run timm's transforms. `decode="gpu"`: workers only read the files'
+bytes; the batch is decoded where training runs (nvJPEG on a GPU) and augmented there as a whole
+(crossvit.data.batch_augment), drawing from the same distributions.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import lightning as L
+import torch
 import torch.distributed as dist
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
@@ -12,8 +18,14 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from crossvit.errors import ConfigError, check_one_batch
+
+from .batch_augment import BatchRandAugment, random_erasing, random_resized_crop, resize_center_crop
+
+JPEG_MAGIC = b"\xff\xd8"
 
 
 class RepeatAugDistributedSampler(RepeatAugSampler, DistributedSampler):
@@ -26,6 +38,19 @@ def load_image(path: str) -> Image.Image:
             return img.convert("RGB")
     except Exception as e:
         raise ConfigError(f"{path} is not a readable image ({e}); remove it, or set data.skip_corrupt=true") from None
+
+
+def read_encoded(path: str) -> torch.Tensor:
+    """A JPEG's bytes, left for the device to decode; any other format (ImageNet holds a few PNGs named .JPEG)
+    decoded here, as uint8 [3, H, W]."""
+    data = read_file(path)
+    if bytes(data[:2].tolist()) == JPEG_MAGIC:
+        return data
+    return pil_to_tensor(load_image(path))
+
+
+def collate_encoded(samples: list[tuple[torch.Tensor, int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    return [s[0] for s in samples], torch.tensor([s[1] for s in samples])
 
 
 def _is_readable(path: str) -> bool:
@@ -61,10 +86,28 @@ class ImageFolderDataModule(L.LightningDataModule):
         std: tuple[float, ...] = IMAGENET_DEFAULT_STD,
         repeated_aug: bool = False,
         skip_corrupt: bool = False,
+        decode: str = "cpu",
+        hflip: float = 0.5,
     ) -> None:
         super().__init__()
         if in_chans != 3:
             raise ConfigError(f"data.in_chans={in_chans}: image_folder decodes images as RGB; set data.in_chans=3")
+        if decode not in ("cpu", "gpu"):
+            raise ConfigError(f"data.decode={decode}: choose cpu (PIL in the workers) or gpu (nvJPEG on the device)")
+        if decode == "gpu" and (re_mode != "pixel" or interpolation != "bicubic"):
+            raise ConfigError(
+                f"data.decode=gpu implements the paper's re_mode=pixel and interpolation=bicubic, not "
+                f"data.re_mode={re_mode} data.interpolation={interpolation}; set data.decode=cpu for those"
+            )
+        self.decode = decode
+        self.img_size, self.crop_pct, self.hflip, self.re_prob = img_size, crop_pct, hflip, re_prob
+        self.mean = torch.tensor(mean).view(1, -1, 1, 1) * 255
+        self.std = torch.tensor(std).view(1, -1, 1, 1) * 255
+        try:
+            fill = tuple(round(255 * m) for m in mean)  # timm fills RandAugment's warps with the mean colour
+            self.rand_augment = BatchRandAugment(auto_augment, fill) if decode == "gpu" and auto_augment else None
+        except ValueError as e:
+            raise ConfigError(f"data.auto_augment: {e}; or set data.decode=cpu") from None
         self.root = Path(root)
         self.num_classes = num_classes
         self.batch_size = batch_size
@@ -74,6 +117,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             pin_memory=pin_memory,
             persistent_workers=persistent_workers and num_workers > 0,
         )
+        if decode == "gpu":
+            self.loader_args["collate_fn"] = collate_encoded
         self.train_transform = create_transform(
             img_size,
             is_training=True,
@@ -102,8 +147,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             )
         ds = ImageFolder(
             str(path),
-            transform=transform,
-            loader=load_image,
+            transform=transform if self.decode == "cpu" else None,
+            loader=load_image if self.decode == "cpu" else read_encoded,
             is_valid_file=lambda p: p.lower().endswith(IMG_EXTENSIONS),
         )
         if self.skip_corrupt:
@@ -155,3 +200,48 @@ class ImageFolderDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
+
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        if self.decode == "cpu":
+            return super().transfer_batch_to_device(batch, device, dataloader_idx)
+        data, y = batch
+        return self.decode_batch(data, device), y.to(device, non_blocking=True)
+
+    @staticmethod
+    def decode_batch(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        """Encoded JPEGs decoded in one batched call on `device` (nvJPEG on a GPU); the rest were decoded already."""
+        jpegs = [i for i, d in enumerate(data) if d.dim() == 1]
+        images = [d.to(device, non_blocking=True) if d.dim() == 3 else None for d in data]
+        if jpegs:
+            try:
+                decoded = decode_jpeg([data[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
+            except RuntimeError as e:
+                raise ConfigError(
+                    f"a JPEG in this batch cannot be decoded on {device} ({e}); find it with data.decode=cpu, which "
+                    f"names the file, or set data.skip_corrupt=true"
+                ) from None
+            for i, img in zip(jpegs, decoded):
+                images[i] = img
+        return images
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.decode == "cpu":
+            return batch
+        images, y = batch
+        training = self.trainer is not None and self.trainer.training
+        return self.augment(images) if training else self.evaluate(images), y
+
+    def augment(self, images: list[torch.Tensor]) -> torch.Tensor:
+        """The training transform on a decoded batch: crop, flip, RandAugment, normalise, erase."""
+        x, _ = random_resized_crop(images, self.img_size)
+        if self.hflip > 0:
+            flip = (torch.rand(len(images)) < self.hflip).to(x.device).view(-1, 1, 1, 1)
+            x = torch.where(flip, x.flip(-1), x)
+        if self.rand_augment is not None:
+            x = self.rand_augment(x)
+        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        return random_erasing(x, self.re_prob) if self.re_prob > 0 else x
+
+    def evaluate(self, images: list[torch.Tensor]) -> torch.Tensor:
+        x = resize_center_crop(images, self.img_size, self.crop_pct)
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)

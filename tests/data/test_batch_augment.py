@@ -1,0 +1,131 @@
+"""data.decode=gpu's batched augmentation against timm's PIL transforms, the paper's reference.
+
+Each op must produce timm's pixels for the same magnitude and sign, and every random choice must follow timm's
+distribution; both are checked on real photographs, on the CPU (the same code runs on the GPU).
+"""
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+from conftest import needs_fmnist
+from PIL import Image
+from test_transforms import real_images
+from timm.data.auto_augment import AugmentOp, rand_augment_transform
+from timm.data.random_erasing import RandomErasing
+from timm.data.transforms import RandomResizedCropAndInterpolation
+
+from crossvit.data.batch_augment import RAND_INCREASING_OPS, BatchRandAugment, crop_box, random_erasing
+
+pytestmark = needs_fmnist
+FILL = (124, 116, 104)  # timm's img_mean for ImageNet's mean colour
+HPARAMS = dict(translate_const=108, img_mean=FILL, interpolation=Image.BICUBIC)  # what create_transform passes
+
+
+@pytest.fixture(scope="module")
+def photos() -> tuple[list[Image.Image], torch.Tensor]:
+    images = [im.resize((240, 240), Image.BICUBIC) for im in real_images(6, seed=3)]
+    return images, torch.stack([TF.pil_to_tensor(im) for im in images]).float()
+
+
+def timm_op(name: str, magnitude: float, negate: bool, image: Image.Image) -> torch.Tensor:
+    op = AugmentOp(name, prob=1.0, magnitude=magnitude, hparams=HPARAMS)
+    # timm negates a signed level when random.random() > 0.5: seed 0 draws 0.84, seed 1 draws 0.13.
+    random.seed(0 if negate else 1)
+    return TF.pil_to_tensor(op(image)).float()
+
+
+@pytest.mark.parametrize("name", list(RAND_INCREASING_OPS))
+def test_each_op_gives_timms_pixels(photos, name):
+    images, x = photos
+    for magnitude in (3.0, 9.0, 10.0):
+        for negate in (False, True):
+            reference = torch.stack([timm_op(name, magnitude, negate, im) for im in images])
+            sign = torch.full((len(images),), -1.0 if negate else 1.0)
+            ours = RAND_INCREASING_OPS[name](x.clone(), torch.full_like(sign, magnitude), sign, torch.tensor(FILL))
+            diff = (ours - reference).abs()
+            # Within a grey level on average; resampling (rotate, shear, translate) differs at a few edge pixels.
+            assert diff.mean() < 1.5 and (diff > 8).float().mean() < 0.02, (name, magnitude, negate, diff.mean())
+
+
+def test_random_resized_crop_draws_timms_boxes():
+    n, height, width = 4000, 375, 500
+    ours = [crop_box(height, width) for _ in range(n)]
+    image = Image.new("RGB", (width, height))
+    theirs = [RandomResizedCropAndInterpolation.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(n)]
+    for boxes in (ours, theirs):
+        assert all(min(t, left) >= 0 and t + h <= height and left + w <= width for t, left, h, w in boxes)
+
+    def stats(boxes):
+        area = np.array([h * w / (height * width) for _, _, h, w in boxes])
+        log_aspect = np.array([math.log(w / h) for _, _, h, w in boxes])
+        centre_x = np.array([(left + w / 2) / width for _, left, _, w in boxes])
+        return np.array([area.mean(), area.std(), np.median(area), log_aspect.mean(), log_aspect.std(), centre_x.std()])
+
+    # Means of 4,000 draws: a few standard errors apart at most.
+    assert np.abs(stats(ours) - stats(theirs)).max() < 0.02, (stats(ours), stats(theirs))
+    # The smallest crops (timm's scale starts at 8% of the image): the 1% quantile's standard error is ~0.0015.
+    smallest = [np.quantile([h * w / (height * width) for _, _, h, w in b], 0.01) for b in (ours, theirs)]
+    assert abs(smallest[0] - smallest[1]) < 0.006, smallest
+
+
+def test_rand_augment_choices_follow_timm():
+    n = 20000
+    ours = BatchRandAugment("rand-m9-mstd0.5-inc1", FILL)
+    op, applied, magnitude, _ = ours.sample(n)
+    counts = torch.bincount(op[applied], minlength=15).float() / applied.sum()
+    # timm's own choices, recorded by its ops as they run.
+    record = []
+    ra = rand_augment_transform("rand-m9-mstd0.5-inc1", dict(HPARAMS))
+    for k, timm_op_ in enumerate(ra.ops):
+        timm_op_.aug_fn = lambda img, *args, k=k, **kw: record.append(k) or img
+        timm_op_.level_fn = lambda m, hp, k=k: (record.append(m),)
+    image = Image.new("RGB", (8, 8))
+    for _ in range(n // 2):
+        ra(image)
+    ops_timm, mags_timm = record[1::2], np.array(record[0::2])
+    assert len(ra.ops) == len(ours.ops) == 15
+    assert abs(len(ops_timm) / n - float(applied.float().mean())) < 0.02  # each layer applies with p=0.5
+    timm_counts = torch.bincount(torch.tensor(ops_timm), minlength=15).float() / len(ops_timm)
+    assert (counts - timm_counts).abs().max() < 0.01  # uniform over the 15 ops, with replacement
+    ours_m = magnitude[applied].numpy()
+    assert abs(ours_m.mean() - mags_timm.mean()) < 0.02 and abs(ours_m.std() - mags_timm.std()) < 0.02
+    assert abs((ours_m == 10).mean() - (mags_timm == 10).mean()) < 0.01  # clipped at 10, ~2.3%
+
+
+def test_random_erasing_draws_timms_boxes():
+    n, size = 3000, 240
+    random.seed(0)
+    ours = random_erasing(torch.zeros(n, 1, size, size), prob=0.25).ne(0).float().mean((1, 2, 3))
+    erase = RandomErasing(probability=0.25, mode="pixel", device="cpu")
+    theirs = torch.stack([erase(torch.zeros(1, size, size)) for _ in range(n)]).ne(0).float().mean((1, 2, 3))
+    for fraction in (ours, theirs):
+        assert fraction.max() <= 1 / 3 + 0.01
+    assert abs(ours.gt(0).float().mean() - theirs.gt(0).float().mean()) < 0.03  # p = 0.25
+    assert abs(ours[ours > 0].mean() - theirs[theirs > 0].mean()) < 0.02  # mean erased area, ~0.18
+
+
+def test_flip_rate_and_whole_pipeline(tmp_path):
+    from crossvit.data import ImageFolderDataModule
+
+    # One image whose left half is dark: a flipped crop is brighter on the left.
+    pixels = np.zeros((300, 400, 3), np.uint8)
+    pixels[:, 200:] = 230
+    (tmp_path / "train" / "a").mkdir(parents=True)
+    (tmp_path / "val" / "a").mkdir(parents=True)
+    Image.fromarray(pixels).save(tmp_path / "train" / "a" / "0.jpg")
+    Image.fromarray(pixels).save(tmp_path / "val" / "a" / "0.jpg")
+    module = ImageFolderDataModule(
+        root=str(tmp_path), img_size=32, num_classes=1, decode="gpu", auto_augment=None, re_prob=0, batch_size=1
+    )
+    module.setup("fit")
+    data, _ = module.train_dataloader().collate_fn([module.train_set[0]] * 800)
+    images = module.decode_batch(data, torch.device("cpu"))
+    x = module.augment(images)
+    left, right = x[..., :16].mean((1, 2, 3)), x[..., 16:].mean((1, 2, 3))
+    decided = (left - right).abs() > 0.5  # crops of one half only cannot tell
+    flipped = (left > right)[decided].float().mean()
+    assert decided.sum() > 300 and abs(flipped - 0.5) < 0.08
