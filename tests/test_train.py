@@ -59,7 +59,8 @@ def test_wandb_offline_writes_its_run(tmp_path):
     assert len(runs) == 1 and any(runs[0].glob("run-*.wandb"))
 
 
-def test_image_folder_trains_on_real_jpegs(tmp_path):
+@pytest.mark.parametrize("decode", ["cpu", "gpu"])  # gpu: the batched path, decoding with torchvision on the CPU here
+def test_image_folder_trains_on_real_jpegs(tmp_path, decode):
     import numpy as np
     from PIL import Image
 
@@ -76,6 +77,7 @@ def test_image_folder_trains_on_real_jpegs(tmp_path):
         "data=image_folder",
         f"data.root={tmp_path / 'data'}",
         "data.num_classes=2",
+        f"data.decode={decode}",
         "data.num_workers=0",
         "data.batch_size=8",
         "data.persistent_workers=false",

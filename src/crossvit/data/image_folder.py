@@ -7,6 +7,8 @@ bytes; the batch is decoded where training runs (nvJPEG on a GPU) and augmented 
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import lightning as L
@@ -19,13 +21,10 @@ from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_jpeg, read_file
-from torchvision.transforms.v2.functional import pil_to_tensor
 
 from crossvit.errors import ConfigError, check_one_batch
 
 from .batch_augment import BatchRandAugment, random_erasing, random_resized_crop, resize_center_crop
-
-JPEG_MAGIC = b"\xff\xd8"
 
 
 class RepeatAugDistributedSampler(RepeatAugSampler, DistributedSampler):
@@ -41,16 +40,23 @@ def load_image(path: str) -> Image.Image:
 
 
 def read_encoded(path: str) -> torch.Tensor:
-    """A JPEG's bytes, left for the device to decode; any other format (ImageNet holds a few PNGs named .JPEG)
-    decoded here, as uint8 [3, H, W]."""
-    data = read_file(path)
-    if bytes(data[:2].tolist()) == JPEG_MAGIC:
-        return data
-    return pil_to_tensor(load_image(path))
+    """A JPEG's bytes as uint8 [N], left for the device to decode. Whatever nvJPEG may not take (ImageNet holds a
+    PNG named .JPEG and a few CMYK JPEGs) is converted here, once, to an RGB JPEG."""
+    try:
+        with Image.open(path) as img:  # reads the header only
+            if img.format == "JPEG" and img.mode in ("RGB", "L"):
+                return read_file(path)
+    except Exception:
+        pass  # load_image names the file
+    buffer = io.BytesIO()
+    load_image(path).save(buffer, format="JPEG", quality=95)
+    return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
 
 
-def collate_encoded(samples: list[tuple[torch.Tensor, int]]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    return [s[0] for s in samples], torch.tensor([s[1] for s in samples])
+def collate_encoded(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One flat byte tensor, the files' lengths and the labels: three tensors cross from a worker, not one a file."""
+    data = [s[0] for s in samples]
+    return torch.cat(data), torch.tensor([len(d) for d in data]), torch.tensor([s[1] for s in samples])
 
 
 def _is_readable(path: str) -> bool:
@@ -187,13 +193,18 @@ class ImageFolderDataModule(L.LightningDataModule):
             images, what = len(self.train_set) // 256 * 256, f"{what} with data.repeated_aug=true (multiples of 256)"
         check_one_batch(images, devices, self.batch_size, what, "add images or lower data.batch_size")
 
-    def train_dataloader(self) -> DataLoader:
-        if self.repeated_aug and dist.is_available() and dist.is_initialized():
-            sampler = RepeatAugDistributedSampler(
-                self.train_set, num_replicas=dist.get_world_size(), rank=dist.get_rank(), shuffle=True
-            )
-            return DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args)
-        return DataLoader(self.train_set, self.batch_size, shuffle=True, drop_last=True, **self.loader_args)
+    def train_dataloader(self) -> DataLoader | CudaPrefetcher:
+        distributed = dist.is_available() and dist.is_initialized()
+        replicas, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
+        sampler_cls = RepeatAugDistributedSampler if self.repeated_aug and distributed else DistributedSampler
+        # Our own sampler also on one process: Lightning injects none into a prefetcher, and its order depends only
+        # on (seed, epoch). Lightning calls its set_epoch.
+        sampler = sampler_cls(self.train_set, num_replicas=replicas, rank=rank, shuffle=True)
+        loader = DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args)
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if self.decode == "gpu" and device.type == "cuda":
+            return CudaPrefetcher(loader, lambda batch: self.prepare(batch, device, train=True), device)
+        return loader
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, self.eval_batch_size, **self.loader_args)
@@ -202,34 +213,27 @@ class ImageFolderDataModule(L.LightningDataModule):
         return self.val_dataloader()
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        if self.decode == "cpu":
+        if self.decode == "cpu" or len(batch) == 2:  # decoded already: by timm in the workers, or by the prefetcher
             return super().transfer_batch_to_device(batch, device, dataloader_idx)
-        data, y = batch
-        return self.decode_batch(data, device), y.to(device, non_blocking=True)
+        training = self.trainer is not None and self.trainer.training
+        return self.prepare(batch, device, train=training)
+
+    def prepare(self, batch, device: torch.device, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """An encoded batch from the workers -> decoded, augmented (train) or resized (eval) images on `device`."""
+        data, lengths, y = batch
+        images = self.decode_batch(data, lengths, device)
+        return self.augment(images) if train else self.evaluate(images), y.to(device, non_blocking=True)
 
     @staticmethod
-    def decode_batch(data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-        """Encoded JPEGs decoded in one batched call on `device` (nvJPEG on a GPU); the rest were decoded already."""
-        jpegs = [i for i, d in enumerate(data) if d.dim() == 1]
-        images = [d.to(device, non_blocking=True) if d.dim() == 3 else None for d in data]
-        if jpegs:
-            try:
-                decoded = decode_jpeg([data[i] for i in jpegs], mode=ImageReadMode.RGB, device=device)
-            except RuntimeError as e:
-                raise ConfigError(
-                    f"a JPEG in this batch cannot be decoded on {device} ({e}); find it with data.decode=cpu, which "
-                    f"names the file, or set data.skip_corrupt=true"
-                ) from None
-            for i, img in zip(jpegs, decoded):
-                images[i] = img
-        return images
-
-    def on_after_batch_transfer(self, batch, dataloader_idx: int):
-        if self.decode == "cpu":
-            return batch
-        images, y = batch
-        training = self.trainer is not None and self.trainer.training
-        return self.augment(images) if training else self.evaluate(images), y
+    def decode_batch(data: torch.Tensor, lengths: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+        """The batch's JPEGs (concatenated bytes) decoded in one batched call on `device`: nvJPEG on a GPU."""
+        try:
+            return decode_jpeg(list(data.split(lengths.tolist())), mode=ImageReadMode.RGB, device=device)
+        except RuntimeError as e:
+            raise ConfigError(
+                f"a JPEG in this batch cannot be decoded on {device} ({e}); find it with data.decode=cpu, which "
+                f"names the file, or set data.skip_corrupt=true"
+            ) from None
 
     def augment(self, images: list[torch.Tensor]) -> torch.Tensor:
         """The training transform on a decoded batch: crop, flip, RandAugment, normalise, erase."""
@@ -245,3 +249,36 @@ class ImageFolderDataModule(L.LightningDataModule):
     def evaluate(self, images: list[torch.Tensor]) -> torch.Tensor:
         x = resize_center_crop(images, self.img_size, self.crop_pct)
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+
+class CudaPrefetcher:
+    """Yields `prepare(batch)` for each batch of `loader`, preparing the next one on a side CUDA stream while the
+    training step of the current one runs (decoding and augmenting then overlap the step instead of preceding it)."""
+
+    def __init__(self, loader: DataLoader, prepare: Callable, device: torch.device) -> None:
+        self.loader, self.prepare, self.device = loader, prepare, device
+        self.sampler = loader.sampler  # Lightning calls its set_epoch through this attribute
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        stream = torch.cuda.Stream(self.device)
+        main = torch.cuda.current_stream(self.device)
+
+        def start(batch):
+            with torch.cuda.stream(stream):
+                return self.prepare(batch)
+
+        batches = iter(self.loader)
+        ready = None
+        for batch in batches:
+            upcoming = start(batch)
+            if ready is not None:
+                yield ready
+            main.wait_stream(stream)
+            for t in upcoming:  # made on the side stream, used and freed on the main one
+                t.record_stream(main)
+            ready = upcoming
+        if ready is not None:
+            yield ready

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Issue 12's measurements on a lent multi-GPU machine, one phase a call (each fits its 10 minutes):
+#   bash benchmarks/gpu_data_path.sh single   # JPEG folder, loader img/s, raw step, 1-GPU in-loop runs
+#   bash benchmarks/gpu_data_path.sh ddp      # 1/2/4-GPU in-loop runs, on-device synthetic data and JPEGs
+# Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/runs
+JPEGS=/tmp/jpegs
+GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
+run() {  # run NAME OVERRIDES...: one src/train.py run; its train_img_s lands in $OUT/inloop.jsonl
+  local name=$1; shift
+  local start=$SECONDS
+  timeout 300 python3 src/train.py "$@" trainer.max_epochs=1 logger=csv '~callbacks.progress_bar' \
+    trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name > /tmp/runs/$name.log 2>&1
+  local rc=$?
+  python3 - "$name" "$rc" "$((SECONDS - start))" "$*" >> "$OUT/inloop.jsonl" <<'PY'
+import json, sys, pathlib
+name, rc, wall, args = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+m = pathlib.Path(f"/tmp/runs/{name}/metrics.json")
+row = dict(name=name, rc=rc, wall_s=wall, overrides=args, **(json.loads(m.read_text()) if m.exists() else {}))
+log = pathlib.Path(f"/tmp/runs/{name}.log").read_text()
+row["accumulate_grad_stream_warnings"] = log.count("AccumulateGrad node's stream")
+if rc:
+    row["log_tail"] = log[-1500:]
+print(json.dumps({k: row[k] for k in row if k != "best_ckpt"}))
+PY
+  tail -1 "$OUT/inloop.jsonl" | cut -c1-300
+}
+JPEG_ARGS=(data=image_folder data.root=$JPEGS data.num_classes=100 data.batch_size=256 data.eval_batch_size=256)
+SYN_ARGS=(data=synthetic data.size=45056 data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true)
+
+case ${1:-single} in
+single)
+  { nvidia-smi --query-gpu=name,memory.total --format=csv; nproc; python3 -c 'import torch, torchvision, lightning, timm; print(torch.__version__, torchvision.__version__, lightning.__version__, timm.__version__)'; date -u; } > "$OUT/env.txt" 2>&1
+  cat "$OUT/env.txt"
+  [ -d $JPEGS ] || python3 benchmarks/make_jpeg_folder.py $JPEGS --train 45056 --val 2048 --classes 100 | tee "$OUT/jpegs.txt"
+  python3 benchmarks/check_prefetcher.py $JPEGS 2>&1 | tail -3 | tee "$OUT/prefetch_check.txt"
+  python3 benchmarks/loader.py $JPEGS --decode cpu --workers 16 --out "$OUT/loader_cpu.json" 2>&1 | grep decode=
+  python3 benchmarks/loader.py $JPEGS --decode gpu --workers 4 8 --out "$OUT/loader_gpu.json" 2>&1 | grep decode=
+  python3 benchmarks/throughput.py --models crossvit_18 crossvit_9 --modes reduce-overhead --no-timm \
+    --out "$OUT/raw_step.json" 2>&1 | tail -4
+  run c18_gpu_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=gpu data.num_workers=8
+  run c9_gpu_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=gpu data.num_workers=8
+  run c18_cpu16_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=cpu data.num_workers=16
+  ;;
+ddp)
+  for n in 1 2 $GPUS; do
+    [ "$n" = 1 ] && t=(trainer=gpu) || t=(trainer=ddp trainer.devices=$n)
+    run c18_syn_$n "${t[@]}" model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
+  done
+  for n in 2 $GPUS; do
+    run c18_gpu_$n trainer=ddp trainer.devices=$n model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+      data.decode=gpu data.num_workers=8
+  done
+  ;;
+esac

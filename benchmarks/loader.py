@@ -1,0 +1,95 @@
+"""The image-folder loader's own speed: files on disk to an augmented training batch on the device.
+
+    python benchmarks/make_jpeg_folder.py /tmp/jpegs
+    python benchmarks/loader.py /tmp/jpegs --decode cpu gpu --workers 16 --out loader.json
+
+decode=cpu: PIL decoding and timm's transforms in `--workers` processes, then the copy to the device.
+decode=gpu: workers only read bytes; nvJPEG decodes and crossvit.data.batch_augment augments on the device.
+Reports img/s and, for the GPU path, the device time one batch takes (what it takes from a training step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from crossvit.data import ImageFolderDataModule
+
+
+def measure(root: Path, decode: str, workers: int, batch: int, batches: int, device: torch.device) -> dict:
+    classes = len([p for p in (root / "train").iterdir() if p.is_dir()])
+    module = ImageFolderDataModule(
+        root=str(root), img_size=240, num_classes=classes, batch_size=batch, num_workers=workers, decode=decode
+    )
+    module.setup("fit")
+    loader = iter(module.train_dataloader())
+    gpu_ms = []
+    warmup = 5
+    for i in range(warmup + batches):
+        if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        *data, y = next(loader)
+        if decode == "cpu":
+            x = data[0].to(device, non_blocking=True)
+        else:
+            cuda = device.type == "cuda"
+            if cuda:
+                begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                begin.record()
+            x = module.augment(module.decode_batch(*data, device))
+            if cuda:
+                end.record()
+                gpu_ms.append((begin, end))
+        y = y.to(device, non_blocking=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    row = dict(
+        decode=decode,
+        workers=workers,
+        batch=batch,
+        img_s=round(batches * batch / seconds, 1),
+        shape=list(x.shape),
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        cpu_cores=os.cpu_count(),
+        torch=torch.__version__,
+        date=str(date.today()),
+    )
+    if gpu_ms:
+        times = sorted(b.elapsed_time(e) for b, e in gpu_ms[warmup:] or gpu_ms)
+        row["device_ms_per_batch"] = round(times[len(times) // 2], 2)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--decode", nargs="+", default=["cpu", "gpu"])
+    parser.add_argument("--workers", type=int, nargs="+", default=[16])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows = []
+    for decode in args.decode:
+        for workers in args.workers:
+            rows.append(measure(args.root, decode, workers, args.batch_size, args.batches, device))
+            r = rows[-1]
+            device_ms = r.get("device_ms_per_batch", "")
+            print(f"decode={decode:3s} workers={workers:2d}: {r['img_s']:>9,.0f} img/s  device ms/batch {device_ms}")
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
