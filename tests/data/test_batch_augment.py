@@ -18,7 +18,7 @@ from timm.data.auto_augment import AugmentOp, rand_augment_transform
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import RandomResizedCropAndInterpolation
 
-from crossvit.data.batch_augment import RAND_INCREASING_OPS, BatchRandAugment, crop_box, random_erasing
+from crossvit.data.batch_augment import RAND_INCREASING_OPS, BatchRandAugment, crop_box, crop_resize, random_erasing
 
 pytestmark = needs_fmnist
 FILL = (124, 116, 104)  # timm's img_mean for ImageNet's mean colour
@@ -70,6 +70,20 @@ def test_random_resized_crop_draws_timms_boxes():
     # The smallest crops (timm's scale starts at 8% of the image): the 1% quantile's standard error is ~0.0015.
     smallest = [np.quantile([h * w / (height * width) for _, _, h, w in b], 0.01) for b in (ours, theirs)]
     assert abs(smallest[0] - smallest[1]) < 0.006, smallest
+
+
+def test_batched_crop_resize_gives_pils_pixels():
+    """One gather pass for the whole batch against PIL's antialiased bicubic resize of each crop (timm's)."""
+    images = [im.resize((500, 375), Image.BICUBIC) for im in real_images(16, seed=5)]
+    random.seed(0)
+    boxes = torch.tensor([crop_box(375, 500) for _ in images], dtype=torch.float32)
+    ours = crop_resize([TF.pil_to_tensor(im) for im in images], boxes, 240)
+    reference = [
+        im.resize((240, 240), Image.BICUBIC, box=(int(left), int(top), int(left + w), int(top + h)))
+        for im, (top, left, h, w) in zip(images, boxes.tolist())
+    ]
+    diff = (ours - torch.stack([TF.pil_to_tensor(r) for r in reference]).float()).abs()
+    assert diff.mean() < 1.0 and (diff > 8).float().mean() < 0.01, diff.mean()
 
 
 def test_rand_augment_choices_follow_timm():

@@ -14,10 +14,7 @@ import random
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
-
-BICUBIC = InterpolationMode.BICUBIC
 
 
 def crop_box(height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
@@ -41,24 +38,53 @@ def crop_box(height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def random_resized_crop(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, list[tuple]]:
-    """uint8 [C, H, W] images of any sizes -> float [B, C, size, size] (0-255), bicubic with antialiasing as PIL."""
-    boxes = [crop_box(img.shape[-2], img.shape[-1]) for img in images]
-    out = [
-        TF.resized_crop(img.float().unsqueeze(0), *box, size=[size, size], interpolation=BICUBIC, antialias=True)
-        for img, box in zip(images, boxes)
-    ]
-    return torch.cat(out).clamp_(0, 255), boxes
+def crop_resize(images: list[torch.Tensor], boxes: torch.Tensor, size: int, taps: int = 2) -> torch.Tensor:
+    """Each uint8 [C, H, W] image's box (top, left, height, width; floats) resampled to size x size, as one batch.
+
+    One pass for the whole batch, whatever the images' sizes (a per-image resize costs a few kernel launches an
+    image, which on a GPU outlasts the arithmetic): bilinear samples on a `taps` x `taps` grid inside each output
+    pixel, averaged, which stands in for PIL's antialiased bicubic when a crop shrinks. Returns float 0-255.
+    """
+    device = images[0].device
+    c = images[0].shape[0]
+    flat = torch.cat([img.reshape(-1) for img in images])
+    hw = torch.tensor([img.shape[-2:] for img in images], device=device, dtype=torch.float32)
+    numel = torch.tensor([img.numel() for img in images], device=device)
+    start = (torch.cumsum(numel, 0) - numel).view(-1, 1, 1, 1)
+    boxes = boxes.to(device=device, dtype=torch.float32)
+    # Sample positions: pixel centres of the output grid, subdivided into taps x taps, in input pixel coordinates.
+    steps = (torch.arange(size * taps, device=device, dtype=torch.float32) + 0.5) / (size * taps)
+    ys = (boxes[:, :1] + steps * boxes[:, 2:3] - 0.5).clamp(min=0).minimum(hw[:, :1] - 1)  # [B, S*taps]
+    xs = (boxes[:, 1:2] + steps * boxes[:, 3:4] - 0.5).clamp(min=0).minimum(hw[:, 1:] - 1)
+    y0, x0 = ys.floor(), xs.floor()
+    wy, wx = (ys - y0).view(len(images), 1, -1, 1), (xs - x0).view(len(images), 1, 1, -1)
+    y1, x1 = (y0 + 1).minimum(hw[:, :1] - 1), (x0 + 1).minimum(hw[:, 1:] - 1)
+    width = hw[:, 1:].long().view(-1, 1, 1, 1)
+    plane = (hw[:, :1] * hw[:, 1:]).long().view(-1, 1, 1, 1) * torch.arange(c, device=device).view(1, c, 1, 1)
+    base = start + plane
+
+    def at(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        rows = y.long().view(len(images), 1, -1, 1) * width
+        return flat[base + rows + x.long().view(len(images), 1, 1, -1)].float()
+
+    top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
+    bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx
+    out = top * (1 - wy) + bottom * wy
+    return F.avg_pool2d(out, taps) if taps > 1 else out
+
+
+def random_resized_crop(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [C, H, W] images of any sizes -> float [B, C, size, size] (0-255) crops with timm's random boxes."""
+    boxes = torch.tensor([crop_box(img.shape[-2], img.shape[-1]) for img in images], dtype=torch.float32)
+    return crop_resize(images, boxes, size), boxes
 
 
 def resize_center_crop(images: list[torch.Tensor], size: int, crop_pct: float) -> torch.Tensor:
     """Evaluation: the short side to size / crop_pct, then the centre size x size (timm's eval transform)."""
-    short = math.floor(size / crop_pct)
-    out = [
-        TF.center_crop(TF.resize(img.float().unsqueeze(0), [short], interpolation=BICUBIC, antialias=True), [size])
-        for img in images
-    ]
-    return torch.cat(out).clamp_(0, 255)
+    shapes = torch.tensor([img.shape[-2:] for img in images], dtype=torch.float32)
+    side = size / (math.floor(size / crop_pct) / shapes.min(1).values)  # the crop's side in input pixels
+    top, left = (shapes[:, 0] - side) / 2, (shapes[:, 1] - side) / 2
+    return crop_resize(images, torch.stack([top, left, side, side], 1), size)
 
 
 def _per_image(v: torch.Tensor) -> torch.Tensor:
