@@ -8,7 +8,6 @@ non-determinism of a few CUDA kernels); also reports how long each takes over 20
 
 from __future__ import annotations
 
-import random
 import sys
 import time
 
@@ -19,20 +18,21 @@ from crossvit.data.image_folder import CudaPrefetcher
 
 
 def batches(module: ImageFolderDataModule, prefetch: bool, n: int = 20) -> tuple[list[torch.Tensor], float]:
-    random.seed(0)
     torch.manual_seed(0)
     device = torch.device("cuda")
     loader = module.train_dataloader()
     loader.sampler.set_epoch(0)
     if prefetch:
-        source = CudaPrefetcher(loader, lambda b: module.prepare(b, device, train=True), device)
-    else:
-        source = (module.prepare(b, device, train=True) for b in loader)
+        source = CudaPrefetcher(loader, lambda b, g: module.prepare(b, device, True, g), device)
+    else:  # the generator the prefetcher seeds from the global one
+        generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+        source = (module.prepare(b, device, True, generator) for b in loader)
     out, start = [], time.perf_counter()
     for i, (x, _) in enumerate(source):
         out.append(x.float().mean((1, 2, 3)).cpu())  # a fingerprint per image
         if i + 1 == n:
             break
+    torch.cuda.synchronize()
     return out, time.perf_counter() - start
 
 

@@ -27,21 +27,22 @@ PY
   tail -1 "$OUT/inloop.jsonl" | cut -c1-300
 }
 JPEG_ARGS=(data=image_folder data.root=$JPEGS data.num_classes=100 data.batch_size=256 data.eval_batch_size=256)
-SYN_ARGS=(data=synthetic data.size=30720 data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true)
+SYN_ARGS=(data=synthetic data.size=20480 data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true)
 
 case ${1:-single} in
-single)  # everything one GPU needs, most important first; the 2-GPU JPEG run last if time is left
+single)  # everything one GPU needs, most important first; 2-GPU runs last, if time is left
   { nvidia-smi --query-gpu=name,memory.total --format=csv; nproc; python3 -c 'import torch, torchvision, lightning, timm; print(torch.__version__, torchvision.__version__, lightning.__version__, timm.__version__)'; date -u; } > "$OUT/env.txt" 2>&1
   cat "$OUT/env.txt"
-  [ -d $JPEGS ] || python3 benchmarks/make_jpeg_folder.py $JPEGS --train 30720 --val 2048 --classes 100 | tee "$OUT/jpegs.txt"
-  python3 benchmarks/loader.py $JPEGS --decode gpu cpu --workers 8 16 --batches 30 --out "$OUT/loader.json" 2>&1 | grep decode=
+  [ -d $JPEGS ] || python3 benchmarks/make_jpeg_folder.py $JPEGS --train 20480 --val 2048 --classes 100 | tee -a "$OUT/env.txt"
+  python3 benchmarks/check_prefetcher.py $JPEGS 2>&1 | tail -2 | tee -a "$OUT/env.txt"
+  python3 benchmarks/profile_data_path.py $JPEGS --out "$OUT/profile.json" 2>&1 | grep " ms"
   python3 benchmarks/throughput.py --models crossvit_18 crossvit_9 --modes reduce-overhead --no-timm --steps 20 \
-    --warmup 5 --out "$OUT/raw_step.json" 2>&1 | tail -3
+    --warmup 5 --out "$OUT/raw_step.json" 2>&1 | tail -2
   run c18_gpu_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=gpu data.num_workers=8
   run c9_gpu_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=gpu data.num_workers=8
+  python3 benchmarks/loader.py $JPEGS --decode gpu --workers 8 --batches 30 --out "$OUT/loader.json" 2>&1 | grep decode=
   run c18_gpu_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=gpu data.num_workers=8
-  run c18_syn_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
   ;;
 ddp)
   for n in 1 2 $GPUS; do

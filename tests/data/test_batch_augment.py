@@ -18,7 +18,7 @@ from timm.data.auto_augment import AugmentOp, rand_augment_transform
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import RandomResizedCropAndInterpolation
 
-from crossvit.data.batch_augment import RAND_INCREASING_OPS, BatchRandAugment, crop_box, crop_resize, random_erasing
+from crossvit.data.batch_augment import RAND_INCREASING_OPS, BatchRandAugment, crop_boxes, crop_resize, random_erasing
 
 pytestmark = needs_fmnist
 FILL = (124, 116, 104)  # timm's img_mean for ImageNet's mean colour
@@ -38,22 +38,42 @@ def timm_op(name: str, magnitude: float, negate: bool, image: Image.Image) -> to
     return TF.pil_to_tensor(op(image)).float()
 
 
-@pytest.mark.parametrize("name", list(RAND_INCREASING_OPS))
+@pytest.mark.parametrize("name", RAND_INCREASING_OPS)
 def test_each_op_gives_timms_pixels(photos, name):
     images, x = photos
+    augment = BatchRandAugment("rand-m9-mstd0.5-inc1", FILL)
+    n = len(images)
     for magnitude in (3.0, 9.0, 10.0):
         for negate in (False, True):
             reference = torch.stack([timm_op(name, magnitude, negate, im) for im in images])
-            sign = torch.full((len(images),), -1.0 if negate else 1.0)
-            ours = RAND_INCREASING_OPS[name](x.clone(), torch.full_like(sign, magnitude), sign, torch.tensor(FILL))
+            op = torch.full((n,), RAND_INCREASING_OPS.index(name))
+            sign = torch.full((n,), -1.0 if negate else 1.0)
+            ours = augment.apply_layer(
+                x.clone(), op, torch.ones(n, dtype=torch.bool), torch.full((n,), magnitude), sign
+            )
             diff = (ours - reference).abs()
             # Within a grey level on average; resampling (rotate, shear, translate) differs at a few edge pixels.
             assert diff.mean() < 1.5 and (diff > 8).float().mean() < 0.02, (name, magnitude, negate, diff.mean())
 
 
-def test_random_resized_crop_draws_timms_boxes():
-    n, height, width = 4000, 375, 500
-    ours = [crop_box(height, width) for _ in range(n)]
+def test_one_layer_applies_each_image_its_own_op(photos):
+    images, x = photos
+    augment = BatchRandAugment("rand-m9-mstd0.5-inc1", FILL)
+    op = torch.tensor([0, 3, 4, 7, 10, 13])  # AutoContrast, Rotate, Posterize, Color, Sharpness, TranslateX
+    applied = torch.tensor([True, True, True, True, True, False])
+    m, sign = torch.full((6,), 9.0), torch.ones(6)
+    ours = augment.apply_layer(x.clone(), op, applied, m, sign)
+    for i in range(5):
+        reference = timm_op(RAND_INCREASING_OPS[int(op[i])], 9.0, False, images[i])
+        assert (ours[i] - reference).abs().mean() < 1.5, i
+    assert torch.equal(ours[5], x[5])  # not applied: untouched
+
+
+@pytest.mark.parametrize(("height", "width"), [(375, 500), (60, 600), (600, 60)])  # 2, 3: centre-crop fallbacks
+def test_random_resized_crop_draws_timms_boxes(height, width):
+    n = 4000
+    generator = torch.Generator().manual_seed(0)
+    ours = crop_boxes(torch.tensor([[height, width]] * n), generator=generator).long().tolist()
     image = Image.new("RGB", (width, height))
     theirs = [RandomResizedCropAndInterpolation.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3)) for _ in range(n)]
     for boxes in (ours, theirs):
@@ -75,8 +95,7 @@ def test_random_resized_crop_draws_timms_boxes():
 def test_batched_crop_resize_gives_pils_pixels():
     """One gather pass for the whole batch against PIL's antialiased bicubic resize of each crop (timm's)."""
     images = [im.resize((500, 375), Image.BICUBIC) for im in real_images(16, seed=5)]
-    random.seed(0)
-    boxes = torch.tensor([crop_box(375, 500) for _ in images], dtype=torch.float32)
+    boxes = crop_boxes(torch.tensor([[375, 500]] * len(images)), generator=torch.Generator().manual_seed(0))
     ours = crop_resize([TF.pil_to_tensor(im) for im in images], boxes, 240)
     reference = [
         im.resize((240, 240), Image.BICUBIC, box=(int(left), int(top), int(left + w), int(top + h)))
@@ -112,8 +131,8 @@ def test_rand_augment_choices_follow_timm():
 
 def test_random_erasing_draws_timms_boxes():
     n, size = 3000, 240
-    random.seed(0)
-    ours = random_erasing(torch.zeros(n, 1, size, size), prob=0.25).ne(0).float().mean((1, 2, 3))
+    generator = torch.Generator().manual_seed(0)
+    ours = random_erasing(torch.zeros(n, 1, size, size), 0.25, generator=generator).ne(0).float().mean((1, 2, 3))
     erase = RandomErasing(probability=0.25, mode="pixel", device="cpu")
     theirs = torch.stack([erase(torch.zeros(1, size, size)) for _ in range(n)]).ne(0).float().mean((1, 2, 3))
     for fraction in (ours, theirs):

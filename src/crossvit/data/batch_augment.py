@@ -10,48 +10,82 @@ Parameters are drawn on the host (a few hundred numbers a batch, no device sync)
 from __future__ import annotations
 
 import math
-import random
 
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 
-def crop_box(height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
-    """timm's RandomResizedCropAndInterpolation.get_params: (top, left, h, w), 10 tries, then a centre crop."""
-    area = height * width
+def _uniform(shape: tuple[int, ...], low: float, high: float, generator: torch.Generator | None) -> torch.Tensor:
+    return low + (high - low) * torch.rand(shape, generator=generator, dtype=torch.float64)
+
+
+def _first_fit(
+    height: torch.Tensor,
+    width: torch.Tensor,
+    area: tuple[float, float],
+    log_aspect: tuple[float, float],
+    fits,
+    generator: torch.Generator | None,
+    tries: int = 10,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """timm's rejection sampling of a box, all images at once: (h, w, found) of each image's first fitting try."""
+    n = len(height)
+    target = _uniform((n, tries), *area, generator) * (height * width).view(-1, 1)
+    aspect = torch.exp(_uniform((n, tries), *log_aspect, generator))
+    w = torch.sqrt(target * aspect).round()
+    h = torch.sqrt(target / aspect).round()
+    ok = fits(h, w, height.view(-1, 1), width.view(-1, 1))
+    first = ok.double().argmax(1, keepdim=True)
+    return h.gather(1, first).squeeze(1), w.gather(1, first).squeeze(1), ok.any(1)
+
+
+def _offset(room: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """random.randint(0, room) for each image."""
+    return (torch.rand(room.shape, generator=generator, dtype=torch.float64) * (room + 1)).floor().clamp(max=room)
+
+
+def crop_boxes(
+    sizes: torch.Tensor, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """timm's RandomResizedCropAndInterpolation.get_params for each (H, W) in `sizes`: [B, 4] (top, left, h, w).
+
+    10 tries at a random area fraction and log aspect ratio; an image with no fitting try gets the centre crop.
+    """
+    height, width = sizes[:, 0].double(), sizes[:, 1].double()
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = random.uniform(*scale) * area
-        aspect = math.exp(random.uniform(*log_ratio))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            return random.randint(0, height - h), random.randint(0, width - w), h, w
+    h, w, found = _first_fit(
+        height, width, scale, log_ratio, lambda h, w, hh, ww: (w > 0) & (h > 0) & (w <= ww) & (h <= hh), generator
+    )
+    # The fallback: the whole image, cut to the nearest allowed aspect ratio.
     in_ratio = width / height
-    if in_ratio < min(ratio):
-        w, h = width, int(round(width / min(ratio)))
-    elif in_ratio > max(ratio):
-        h, w = height, int(round(height * max(ratio)))
-    else:
-        w, h = width, height
-    return (height - h) // 2, (width - w) // 2, h, w
+    fw = torch.where(in_ratio < ratio[0], width, torch.where(in_ratio > ratio[1], (height * ratio[1]).round(), width))
+    fh = torch.where(in_ratio < ratio[0], (width / ratio[0]).round(), height)
+    h, w = torch.where(found, h, fh), torch.where(found, w, fw)
+    top = torch.where(found, _offset(height - h, generator), ((height - h) / 2).floor())
+    left = torch.where(found, _offset(width - w, generator), ((width - w) / 2).floor())
+    return torch.stack([top, left, h, w], 1).float()
 
 
-def crop_resize(images: list[torch.Tensor], boxes: torch.Tensor, size: int, taps: int = 2) -> torch.Tensor:
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device` without stalling the host (pinned, asynchronous copy)."""
+    return t.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else t.to(device)
+
+
+def crop_resize(images: list[torch.Tensor], boxes: torch.Tensor, size: int, taps: int = 1) -> torch.Tensor:
     """Each uint8 [C, H, W] image's box (top, left, height, width; floats) resampled to size x size, as one batch.
 
     One pass for the whole batch, whatever the images' sizes (a per-image resize costs a few kernel launches an
-    image, which on a GPU outlasts the arithmetic): bilinear samples on a `taps` x `taps` grid inside each output
-    pixel, averaged, which stands in for PIL's antialiased bicubic when a crop shrinks. Returns float 0-255.
+    image, which on a GPU outlasts the arithmetic): bilinear samples, `taps` x `taps` of them averaged per output
+    pixel (more taps stand in better for PIL's antialiased bicubic when a crop shrinks, at taps^2 the cost; one
+    keeps ImageNet-sized crops within a grey level of PIL, tests/data/test_batch_augment.py). Returns float 0-255.
     """
     device = images[0].device
     c = images[0].shape[0]
     flat = torch.cat([img.reshape(-1) for img in images])
-    hw = torch.tensor([img.shape[-2:] for img in images], device=device, dtype=torch.float32)
-    numel = torch.tensor([img.numel() for img in images], device=device)
-    start = (torch.cumsum(numel, 0) - numel).view(-1, 1, 1, 1)
-    boxes = boxes.to(device=device, dtype=torch.float32)
+    hw = torch.tensor([img.shape[-2:] for img in images], dtype=torch.float32)
+    numel = hw.prod(1).long() * c
+    start = to_device(torch.cumsum(numel, 0) - numel, device).view(-1, 1, 1, 1)
+    hw, boxes = to_device(hw, device), to_device(boxes.float(), device)
     # Sample positions: pixel centres of the output grid, subdivided into taps x taps, in input pixel coordinates.
     steps = (torch.arange(size * taps, device=device, dtype=torch.float32) + 0.5) / (size * taps)
     ys = (boxes[:, :1] + steps * boxes[:, 2:3] - 0.5).clamp(min=0).minimum(hw[:, :1] - 1)  # [B, S*taps]
@@ -73,9 +107,11 @@ def crop_resize(images: list[torch.Tensor], boxes: torch.Tensor, size: int, taps
     return F.avg_pool2d(out, taps) if taps > 1 else out
 
 
-def random_resized_crop(images: list[torch.Tensor], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def random_resized_crop(
+    images: list[torch.Tensor], size: int, generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 [C, H, W] images of any sizes -> float [B, C, size, size] (0-255) crops with timm's random boxes."""
-    boxes = torch.tensor([crop_box(img.shape[-2], img.shape[-1]) for img in images], dtype=torch.float32)
+    boxes = crop_boxes(torch.tensor([img.shape[-2:] for img in images]), generator=generator)
     return crop_resize(images, boxes, size), boxes
 
 
@@ -87,28 +123,18 @@ def resize_center_crop(images: list[torch.Tensor], size: int, crop_pct: float) -
     return crop_resize(images, torch.stack([top, left, side, side], 1), size)
 
 
-def _per_image(v: torch.Tensor) -> torch.Tensor:
-    return v.view(-1, 1, 1, 1)
-
-
 def _gray(x: torch.Tensor) -> torch.Tensor:
     """PIL's L conversion (ITU-R 601-2 luma)."""
     return (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
-
-
-def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """PIL ImageEnhance: other + factor * (x - other), clipped to 0-255."""
-    return (other + _per_image(factor) * (x - other)).clamp_(0, 255)
 
 
 def _affine(x: torch.Tensor, matrices: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
     """Warp each image by its 2x3 pixel-space matrix (output pixel -> input pixel, as PIL's Image.transform)."""
     b, _, h, w = x.shape
     # Pixel centres p map to normalised n = (2p + 1) / size - 1 (align_corners=False).
-    to_norm = torch.tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]], device=x.device)
-    from_norm = torch.linalg.inv(to_norm)
-    full = torch.cat([matrices, torch.tensor([[[0, 0, 1.0]]], device=x.device).expand(b, 1, 3)], dim=1)
-    theta = (to_norm @ full @ from_norm)[:, :2]
+    to_norm = torch.tensor([[2 / w, 0, 1 / w - 1], [0, 2 / h, 1 / h - 1], [0, 0, 1]])
+    full = torch.cat([matrices, torch.tensor([[[0, 0, 1.0]]]).expand(b, 1, 3)], dim=1)
+    theta = to_device((to_norm @ full @ torch.linalg.inv(to_norm))[:, :2].contiguous(), x.device)
     grid = F.affine_grid(theta, [b, 1, h, w], align_corners=False)
     # A ones channel marks what came from inside the image; the rest takes the fill colour (the dataset mean).
     warped = F.grid_sample(torch.cat([x, torch.ones_like(x[:, :1])], 1), grid, "bicubic", "zeros", False)
@@ -116,122 +142,111 @@ def _affine(x: torch.Tensor, matrices: torch.Tensor, fill: torch.Tensor) -> torc
     return (warped[:, :-1] * inside + fill.view(1, -1, 1, 1) * (1 - inside)).clamp_(0, 255)
 
 
-def _signed(m: torch.Tensor, sign: torch.Tensor, scale: float) -> torch.Tensor:
-    return m / 10 * scale * sign
+# timm's _RAND_INCREASING_TRANSFORMS, in its order. The ops fall into three kinds, each applied to all the images
+# that drew one of its ops in one pass: a per-image lookup table, a per-image affine warp, a per-image blend.
+RAND_INCREASING_OPS = [
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+    "Rotate",
+    "PosterizeIncreasing",
+    "SolarizeIncreasing",
+    "SolarizeAdd",
+    "ColorIncreasing",
+    "ContrastIncreasing",
+    "BrightnessIncreasing",
+    "SharpnessIncreasing",
+    "ShearX",
+    "ShearY",
+    "TranslateXRel",
+    "TranslateYRel",
+]
+LUT_OPS = ("AutoContrast", "Equalize", "Invert", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd")
+WARP_OPS = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+BLEND_OPS = ("ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing", "SharpnessIncreasing")
+_ID = {name: i for i, name in enumerate(RAND_INCREASING_OPS)}
 
 
-def auto_contrast(x, m, sign, fill):
-    lo = x.amin((2, 3), keepdim=True)
-    hi = x.amax((2, 3), keepdim=True)
-    scale = torch.where(hi > lo, 255 / (hi - lo).clamp(min=1e-3), torch.ones_like(hi))
-    return torch.where(hi > lo, (x - lo) * scale, x).clamp_(0, 255)
+def _ids(names: tuple[str, ...]) -> torch.Tensor:
+    return torch.tensor([_ID[n] for n in names])
 
 
-def equalize(x, m, sign, fill):
-    return TF.equalize(x.round().to(torch.uint8)).float()
-
-
-def invert(x, m, sign, fill):
-    return 255 - x
-
-
-def rotate(x, m, sign, fill):
-    a = torch.deg2rad(_signed(m, sign, 30.0))
-    b, _, h, w = x.shape
-    cx, cy = w / 2, h / 2
-    cos, sin = torch.cos(a), torch.sin(a)
-    # PIL's rotate (counter-clockwise by a) as an output -> input map about the centre.
-    rows = [
-        torch.stack([cos, -sin, cx - cos * cx + sin * cy], -1),
-        torch.stack([sin, cos, cy - sin * cx - cos * cy], -1),
-    ]
-    return _affine(x, torch.stack(rows, 1), fill)
-
-
-def _shear_or_translate(x, row: int, col: int, value: torch.Tensor, fill):
-    matrices = torch.eye(2, 3, device=x.device).repeat(x.shape[0], 1, 1)
-    matrices[:, row, col] = value
-    return _affine(x, matrices, fill)
-
-
-def shear_x(x, m, sign, fill):
-    return _shear_or_translate(x, 0, 1, _signed(m, sign, 0.3), fill)
-
-
-def shear_y(x, m, sign, fill):
-    return _shear_or_translate(x, 1, 0, _signed(m, sign, 0.3), fill)
-
-
-def translate_x(x, m, sign, fill):
-    return _shear_or_translate(x, 0, 2, _signed(m, sign, 0.45) * x.shape[-1], fill)
-
-
-def translate_y(x, m, sign, fill):
-    return _shear_or_translate(x, 1, 2, _signed(m, sign, 0.45) * x.shape[-2], fill)
-
-
-def posterize(x, m, sign, fill):
-    # Keep 4 down to 0 high bits; 0 bits is a black image, as timm means it (Pillow 13 refuses that level).
-    bits = 4 - (m / 10 * 4).floor()
-    mask = (256 - 2 ** (8 - bits)).to(torch.int32)
-    return (x.round().to(torch.int32) & _per_image(mask)).float()
-
-
-def solarize(x, m, sign, fill):
+def _static_lut(op: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """[n, 256] tables of the content-independent pixel ops (timm's levels); identity for the others."""
+    v = torch.arange(256.0).expand(len(op), 256)
+    m = m.view(-1, 1)
+    bits = 4 - (m / 10 * 4).floor()  # keep 4 down to 0 high bits; 0 bits is black, as timm means it
+    posterized = (v.long() & (256 - 2 ** (8 - bits)).long()).float()
     threshold = 256 - (m / 10 * 256).floor()
-    return torch.where(x.round() >= _per_image(threshold), 255 - x, x)
+    solarized = torch.where(v >= threshold, 255 - v, v)
+    added = torch.where(v < 128, (v + (m / 10 * 110).floor().clamp(max=128)).clamp(max=255), v)
+    table = torch.where(op.view(-1, 1) == _ID["Invert"], 255 - v, v)
+    table = torch.where(op.view(-1, 1) == _ID["PosterizeIncreasing"], posterized, table)
+    table = torch.where(op.view(-1, 1) == _ID["SolarizeIncreasing"], solarized, table)
+    return torch.where(op.view(-1, 1) == _ID["SolarizeAdd"], added, table)
 
 
-def solarize_add(x, m, sign, fill):
-    add = (m / 10 * 110).floor().clamp(max=128)
-    return torch.where(x.round() < 128, (x + _per_image(add)).clamp(max=255), x)
+def _lookup(x: torch.Tensor, op: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+    """Apply each image's table; AutoContrast's and Equalize's come from the image's own histogram, as PIL's."""
+    n, c = x.shape[:2]
+    pixels = x.round().clamp_(0, 255).long().view(n, c, -1)
+    v = torch.arange(256.0, device=x.device)
+    lo = pixels.amin(-1, keepdim=True).float()
+    hi = pixels.amax(-1, keepdim=True).float()
+    stretched = (v * (255 / (hi - lo).clamp(min=1)) - lo * (255 / (hi - lo).clamp(min=1))).floor().clamp(0, 255)
+    autocontrast = torch.where(hi > lo, stretched, v)
+    flat = pixels.view(n * c, -1)
+    hist = torch.zeros(n * c, 256, device=x.device).scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float32))
+    hist = hist.view(n, c, 256)
+    last = hist.gather(2, (hist > 0).long().cumsum(2).argmax(2, keepdim=True))  # the count of the top value
+    step = ((hist.sum(2, keepdim=True) - last) / 255).floor()
+    equalized = ((step / 2).floor() + hist.cumsum(2) - hist).div(step.clamp(min=1)).floor().clamp(max=255)
+    equalized = torch.where(step > 0, equalized, v)
+    kind = op.view(-1, 1, 1)
+    table = torch.where(kind == _ID["AutoContrast"], autocontrast, static.unsqueeze(1))
+    table = torch.where(kind == _ID["Equalize"], equalized, table)
+    return table.gather(2, pixels).view_as(x)
 
 
-def _enhance_factor(m, sign):
-    return (1 + _signed(m, sign, 0.9)).clamp(min=0.1)
+def _warp_matrices(op: torch.Tensor, m: torch.Tensor, sign: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """[n, 2, 3] output -> input pixel maps of PIL's rotate (about the centre), shear and translate."""
+    a = torch.deg2rad(m / 10 * 30 * sign)
+    cos, sin = torch.cos(a), torch.sin(a)
+    cx, cy = width / 2, height / 2
+    rotate = torch.stack(
+        [
+            torch.stack([cos, -sin, cx - cos * cx + sin * cy], -1),
+            torch.stack([sin, cos, cy - sin * cx - cos * cy], -1),
+        ],
+        1,
+    )
+    matrices = torch.eye(2, 3).repeat(len(op), 1, 1)
+    shear, shift = m / 10 * 0.3 * sign, m / 10 * 0.45 * sign
+    for name, row, col, value in (
+        ("ShearX", 0, 1, shear),
+        ("ShearY", 1, 0, shear),
+        ("TranslateXRel", 0, 2, shift * width),
+        ("TranslateYRel", 1, 2, shift * height),
+    ):
+        chosen = op == _ID[name]
+        matrices[chosen, row, col] = value[chosen]
+    return torch.where((op == _ID["Rotate"]).view(-1, 1, 1), rotate, matrices)
 
 
-def color(x, m, sign, fill):
-    return _blend(x, _gray(x), _enhance_factor(m, sign))
-
-
-def contrast(x, m, sign, fill):
-    mean = _gray(x).mean((1, 2, 3), keepdim=True).round()
-    return _blend(x, mean, _enhance_factor(m, sign))
-
-
-def brightness(x, m, sign, fill):
-    return _blend(x, torch.zeros_like(x), _enhance_factor(m, sign))
-
-
-def sharpness(x, m, sign, fill):
+def _enhance(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """PIL ImageEnhance: blend each image with its degenerate image (grey, mean grey, black or smoothed)."""
+    gray = _gray(x)
+    mean = gray.mean((1, 2, 3), keepdim=True).round()
     # PIL's SMOOTH filter (centre weight 5 of 13); border pixels keep their values.
     kernel = torch.ones(3, 3, device=x.device)
     kernel[1, 1] = 5
-    kernel = (kernel / 13).expand(x.shape[1], 1, 3, 3)
     smooth = x.clone()
-    smooth[:, :, 1:-1, 1:-1] = F.conv2d(x, kernel, groups=x.shape[1]).round()
-    return _blend(x, smooth, _enhance_factor(m, sign))
-
-
-# timm's _RAND_INCREASING_TRANSFORMS, in its order.
-RAND_INCREASING_OPS = {
-    "AutoContrast": auto_contrast,
-    "Equalize": equalize,
-    "Invert": invert,
-    "Rotate": rotate,
-    "PosterizeIncreasing": posterize,
-    "SolarizeIncreasing": solarize,
-    "SolarizeAdd": solarize_add,
-    "ColorIncreasing": color,
-    "ContrastIncreasing": contrast,
-    "BrightnessIncreasing": brightness,
-    "SharpnessIncreasing": sharpness,
-    "ShearX": shear_x,
-    "ShearY": shear_y,
-    "TranslateXRel": translate_x,
-    "TranslateYRel": translate_y,
-}
+    smooth[:, :, 1:-1, 1:-1] = F.conv2d(x, (kernel / 13).expand(x.shape[1], 1, 3, 3), groups=x.shape[1]).round()
+    kind = op.view(-1, 1, 1, 1)
+    other = torch.where(kind == _ID["ColorIncreasing"], gray, smooth)
+    other = torch.where(kind == _ID["ContrastIncreasing"], mean, other)
+    other = torch.where(kind == _ID["BrightnessIncreasing"], torch.zeros_like(mean), other)
+    return (other + factor.view(-1, 1, 1, 1) * (x - other)).clamp_(0, 255)
 
 
 def parse_rand_augment(config: str) -> dict[str, float]:
@@ -251,55 +266,74 @@ def parse_rand_augment(config: str) -> dict[str, float]:
 
 
 class BatchRandAugment:
-    """timm's RandAugment with per-image choices, magnitudes and signs, applied one op at a time to its images."""
+    """timm's RandAugment with per-image choices, magnitudes and signs; each layer is three batched passes."""
 
     def __init__(self, config: str = "rand-m9-mstd0.5-inc1", fill: tuple[float, ...] = (124, 116, 104)) -> None:
         p = parse_rand_augment(config)
         self.magnitude, self.magnitude_std, self.prob, self.layers = p["m"], p["mstd"], p["p"], int(p["n"])
-        self.ops = list(RAND_INCREASING_OPS.values())
+        self.ops = RAND_INCREASING_OPS
         self.fill = torch.tensor(fill, dtype=torch.float32)
 
-    def sample(self, batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample(
+        self, batch: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per layer and image: op index, applied?, magnitude, sign (+1/-1), drawn on the host."""
         shape = (self.layers, batch)
-        op = torch.randint(len(self.ops), shape)  # with replacement, as timm without choice weights
-        applied = torch.rand(shape) < self.prob
-        magnitude = (self.magnitude + self.magnitude_std * torch.randn(shape)).clamp(0, 10)
-        sign = torch.where(torch.rand(shape) < 0.5, -1.0, 1.0)
+        op = torch.randint(len(self.ops), shape, generator=generator)  # with replacement, as timm without weights
+        applied = torch.rand(shape, generator=generator) < self.prob
+        magnitude = (self.magnitude + self.magnitude_std * torch.randn(shape, generator=generator)).clamp(0, 10)
+        sign = torch.where(torch.rand(shape, generator=generator) < 0.5, -1.0, 1.0)
         return op, applied, magnitude, sign
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        ops, applied, magnitude, sign = self.sample(x.shape[0])
-        fill = self.fill.to(x.device)
-        for layer in range(self.layers):
-            for k, op in enumerate(self.ops):
-                idx = torch.nonzero(applied[layer] & (ops[layer] == k)).flatten()
-                if len(idx):
-                    m, s = magnitude[layer, idx].to(x.device), sign[layer, idx].to(x.device)
-                    dev_idx = idx.to(x.device, non_blocking=True)
-                    x[dev_idx] = op(x[dev_idx], m, s, fill)
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        for op, applied, magnitude, sign in zip(*self.sample(x.shape[0], generator)):
+            x = self.apply_layer(x, op, applied, magnitude, sign)
+        return x
+
+    def apply_layer(
+        self, x: torch.Tensor, op: torch.Tensor, applied: torch.Tensor, m: torch.Tensor, sign: torch.Tensor
+    ) -> torch.Tensor:
+        """One layer: image i gets op[i] at magnitude m[i] with sign[i] where applied[i] (host tensors)."""
+        device = x.device
+        for kind in (LUT_OPS, WARP_OPS, BLEND_OPS):
+            chosen = torch.nonzero(applied & torch.isin(op, _ids(kind))).flatten()
+            if not len(chosen):
+                continue
+            o, mc, sc = op[chosen], m[chosen], sign[chosen]
+            idx = to_device(chosen, device)
+            if kind is LUT_OPS:
+                out = _lookup(x[idx], to_device(o, device), to_device(_static_lut(o, mc), device))
+            elif kind is WARP_OPS:
+                out = _affine(x[idx], _warp_matrices(o, mc, sc, *x.shape[-2:]), to_device(self.fill, device))
+            else:
+                factor = (1 + mc / 10 * 0.9 * sc).clamp(min=0.1)
+                out = _enhance(x[idx], to_device(o, device), to_device(factor, device))
+            x[idx] = out
         return x
 
 
-def random_erasing(x: torch.Tensor, prob: float = 0.25, area=(0.02, 1 / 3), aspect=(0.3, 1 / 0.3)) -> torch.Tensor:
+def random_erasing(
+    x: torch.Tensor,
+    prob: float = 0.25,
+    area=(0.02, 1 / 3),
+    aspect=(0.3, 1 / 0.3),
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """timm's RandomErasing(mode="pixel", count 1) on a normalised batch: one box per chosen image, N(0, 1) noise."""
     b, _, h, w = x.shape
+    size = torch.full((b,), float(h), dtype=torch.float64), torch.full((b,), float(w), dtype=torch.float64)
     log_aspect = (math.log(aspect[0]), math.log(aspect[1]))
-    boxes = torch.zeros(b, 4)  # top, left, bottom, right; empty where nothing is erased
-    for i in range(b):
-        if random.random() > prob:
-            continue
-        for _ in range(10):
-            target = random.uniform(*area) * h * w
-            aspect = math.exp(random.uniform(*log_aspect))
-            eh, ew = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
-            if ew < w and eh < h:
-                top, left = random.randint(0, h - eh), random.randint(0, w - ew)
-                boxes[i] = torch.tensor([top, left, top + eh, left + ew])
-                break
-    boxes = boxes.to(x.device)
+    eh, ew, found = _first_fit(*size, area, log_aspect, lambda h, w, hh, ww: (w < ww) & (h < hh), generator)
+    erase = found & (torch.rand(b, generator=generator) < prob)
+    top, left = _offset(size[0] - eh, generator), _offset(size[1] - ew, generator)
+    boxes = torch.stack([top, left, top + eh, left + ew], 1).float() * erase.view(-1, 1)  # empty where not erased
+    boxes = to_device(boxes, x.device)
     rows = torch.arange(h, device=x.device).view(1, h, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w)
     top, left, bottom, right = (boxes[:, i].view(b, 1, 1) for i in range(4))
     inside = ((rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)).unsqueeze(1)
-    return torch.where(inside, torch.randn_like(x), x)
+    noise_generator = None
+    if generator is not None and x.device.type == "cuda":  # the noise from a stream of its own too
+        noise_generator = torch.Generator(x.device).manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    noise = torch.randn(x.shape, device=x.device, generator=noise_generator if x.device.type == "cuda" else generator)
+    return torch.where(inside, noise, x)

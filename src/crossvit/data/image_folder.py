@@ -8,6 +8,8 @@ bytes; the batch is decoded where training runs (nvJPEG on a GPU) and augmented 
 from __future__ import annotations
 
 import io
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from crossvit.errors import ConfigError, check_one_batch
 
-from .batch_augment import BatchRandAugment, random_erasing, random_resized_crop, resize_center_crop
+from .batch_augment import BatchRandAugment, random_erasing, random_resized_crop, resize_center_crop, to_device
 
 
 class RepeatAugDistributedSampler(RepeatAugSampler, DistributedSampler):
@@ -203,7 +205,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         loader = DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if self.decode == "gpu" and device.type == "cuda":
-            return CudaPrefetcher(loader, lambda batch: self.prepare(batch, device, train=True), device)
+            return CudaPrefetcher(loader, lambda batch, g: self.prepare(batch, device, True, g), device)
         return loader
 
     def val_dataloader(self) -> DataLoader:
@@ -218,11 +220,14 @@ class ImageFolderDataModule(L.LightningDataModule):
         training = self.trainer is not None and self.trainer.training
         return self.prepare(batch, device, train=training)
 
-    def prepare(self, batch, device: torch.device, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def prepare(
+        self, batch, device: torch.device, train: bool, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """An encoded batch from the workers -> decoded, augmented (train) or resized (eval) images on `device`."""
         data, lengths, y = batch
         images = self.decode_batch(data, lengths, device)
-        return self.augment(images) if train else self.evaluate(images), y.to(device, non_blocking=True)
+        x = self.augment(images, generator) if train else self.evaluate(images)
+        return x, y.to(device, non_blocking=True)
 
     @staticmethod
     def decode_batch(data: torch.Tensor, lengths: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
@@ -235,50 +240,78 @@ class ImageFolderDataModule(L.LightningDataModule):
                 f"names the file, or set data.skip_corrupt=true"
             ) from None
 
-    def augment(self, images: list[torch.Tensor]) -> torch.Tensor:
+    def augment(self, images: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
         """The training transform on a decoded batch: crop, flip, RandAugment, normalise, erase."""
-        x, _ = random_resized_crop(images, self.img_size)
+        x, _ = random_resized_crop(images, self.img_size, generator)
         if self.hflip > 0:
-            flip = (torch.rand(len(images)) < self.hflip).to(x.device).view(-1, 1, 1, 1)
+            flip = to_device(torch.rand(len(images), generator=generator) < self.hflip, x.device).view(-1, 1, 1, 1)
             x = torch.where(flip, x.flip(-1), x)
         if self.rand_augment is not None:
-            x = self.rand_augment(x)
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
-        return random_erasing(x, self.re_prob) if self.re_prob > 0 else x
+            x = self.rand_augment(x, generator)
+        x = (x - to_device(self.mean, x.device)) / to_device(self.std, x.device)
+        return random_erasing(x, self.re_prob, generator=generator) if self.re_prob > 0 else x
 
     def evaluate(self, images: list[torch.Tensor]) -> torch.Tensor:
         x = resize_center_crop(images, self.img_size, self.crop_pct)
-        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+        return (x - to_device(self.mean, x.device)) / to_device(self.std, x.device)
 
 
 class CudaPrefetcher:
-    """Yields `prepare(batch)` for each batch of `loader`, preparing the next one on a side CUDA stream while the
-    training step of the current one runs (decoding and augmenting then overlap the step instead of preceding it)."""
+    """Yields `prepare(batch, generator)` for each batch of `loader`, prepared ahead in a thread on a CUDA stream of
+    its own, so decoding (nvJPEG's host part) and augmenting overlap the training step instead of preceding it.
 
-    def __init__(self, loader: DataLoader, prepare: Callable, device: torch.device) -> None:
-        self.loader, self.prepare, self.device = loader, prepare, device
+    The thread draws its random parameters from a generator seeded once an epoch from the global one, so runs with
+    one seed see the same augmentation whatever the threads' timing.
+    """
+
+    def __init__(self, loader: DataLoader, prepare: Callable, device: torch.device, depth: int = 2) -> None:
+        self.loader, self.prepare, self.device, self.depth = loader, prepare, device, depth
         self.sampler = loader.sampler  # Lightning calls its set_epoch through this attribute
 
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def _produce(self, out: queue.Queue, stop: threading.Event, seed: int) -> None:
+        generator = torch.Generator().manual_seed(seed)
+        torch.cuda.set_device(self.device)
         stream = torch.cuda.Stream(self.device)
-        main = torch.cuda.current_stream(self.device)
-
-        def start(batch):
+        try:
             with torch.cuda.stream(stream):
-                return self.prepare(batch)
+                for batch in self.loader:
+                    prepared = self.prepare(batch, generator)
+                    ready = torch.cuda.Event()
+                    ready.record(stream)
+                    while not stop.is_set():
+                        try:
+                            out.put((prepared, ready), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+        except BaseException as e:  # handed to the consumer, which raises it
+            out.put((e, None))
+            return
+        out.put((None, None))
 
-        batches = iter(self.loader)
-        ready = None
-        for batch in batches:
-            upcoming = start(batch)
-            if ready is not None:
-                yield ready
-            main.wait_stream(stream)
-            for t in upcoming:  # made on the side stream, used and freed on the main one
-                t.record_stream(main)
-            ready = upcoming
-        if ready is not None:
-            yield ready
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        out: queue.Queue = queue.Queue(self.depth)
+        stop = threading.Event()
+        seed = int(torch.randint(2**62, (1,)))
+        thread = threading.Thread(target=self._produce, args=(out, stop, seed), daemon=True)
+        thread.start()
+        main = torch.cuda.current_stream(self.device)
+        try:
+            while True:
+                prepared, ready = out.get()
+                if prepared is None:
+                    return
+                if ready is None:
+                    raise prepared
+                main.wait_event(ready)
+                for t in prepared:  # made on the thread's stream, used and freed on the main one
+                    t.record_stream(main)
+                yield prepared
+        finally:
+            stop.set()
+            thread.join()
