@@ -1,4 +1,4 @@
-"""GPU check: CudaPrefetcher (side-stream decode + augment) gives the batches the synchronous path gives.
+"""GPU check: Prefetcher (side-stream decode + augment) gives the batches the synchronous path gives.
 
     python benchmarks/check_prefetcher.py /tmp/jpegs
 
@@ -8,13 +8,14 @@ non-determinism of a few CUDA kernels); also reports how long each takes over 20
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 import time
 
 import torch
 
 from crossvit.data import ImageFolderDataModule
-from crossvit.data.image_folder import CudaPrefetcher
+from crossvit.data.image_folder import Prefetcher
 
 
 def batches(module: ImageFolderDataModule, prefetch: bool, n: int = 20) -> tuple[list[torch.Tensor], float]:
@@ -23,7 +24,7 @@ def batches(module: ImageFolderDataModule, prefetch: bool, n: int = 20) -> tuple
     loader = module.train_dataloader()
     loader.sampler.set_epoch(0)
     if prefetch:
-        source = CudaPrefetcher(loader, lambda b, g: module.prepare(b, device, True, g), device)
+        source = Prefetcher(loader, lambda b, g: module.prepare(b, device, True, g), device, timeout_s=120)
     else:  # the generator the prefetcher seeds from the global one
         generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
         source = (module.prepare(b, device, True, generator) for b in loader)
@@ -42,7 +43,10 @@ def main() -> None:
         root=root, img_size=240, num_classes=100, batch_size=256, num_workers=8, decode="gpu"
     )
     module.setup("fit")
+    # Its first GPU run (2026-11-27) stalled somewhere in here for 5 minutes with no output: show where, if again.
+    faulthandler.dump_traceback_later(240, exit=True)
     sync, t_sync = batches(module, prefetch=False)
+    print(f"synchronous: 20 batches in {t_sync:.2f} s", flush=True)
     pre, t_pre = batches(module, prefetch=True)
     diff = max((a - b).abs().max().item() for a, b in zip(sync, pre))
     print(f"prefetcher vs synchronous: max |difference| of per-image means {diff:.2e} over {len(pre)} batches")

@@ -34,7 +34,7 @@ single)  # everything one GPU needs, most important first; 2-GPU runs last, if t
   { nvidia-smi --query-gpu=name,memory.total --format=csv; nproc; python3 -c 'import torch, torchvision, lightning, timm; print(torch.__version__, torchvision.__version__, lightning.__version__, timm.__version__)'; date -u; } > "$OUT/env.txt" 2>&1
   cat "$OUT/env.txt"
   [ -d $JPEGS ] || python3 benchmarks/make_jpeg_folder.py $JPEGS --train 20480 --val 2048 --classes 100 | tee -a "$OUT/env.txt"
-  python3 benchmarks/check_prefetcher.py $JPEGS 2>&1 | tail -2 | tee -a "$OUT/env.txt"
+  python3 benchmarks/check_prefetcher.py $JPEGS 2>&1 | grep -v Warning | tee -a "$OUT/env.txt"
   python3 benchmarks/profile_data_path.py $JPEGS --out "$OUT/profile.json" 2>&1 | grep " ms"
   python3 benchmarks/throughput.py --models crossvit_18 crossvit_9 --modes reduce-overhead --no-timm --steps 20 \
     --warmup 5 --out "$OUT/raw_step.json" 2>&1 | tail -2

@@ -186,3 +186,44 @@ def test_gpu_decoding_path_through_worker_processes(tmp_path):
     cpu.setup("fit")
     reference = torch.cat([x for x, _ in cpu.val_dataloader()])
     assert (torch.cat(val) - reference).abs().mean() < 0.05  # normalised units: about 3 grey levels of 255
+
+
+def test_prefetcher_yields_the_synchronous_batches_and_stops_cleanly(tmp_path):
+    """The threaded prefetcher (on the CPU here; a side CUDA stream on a GPU) against the plain loop, same seed."""
+    import threading
+
+    from crossvit.data import ImageFolderDataModule
+    from crossvit.data.image_folder import Prefetcher
+
+    for i, img in enumerate(real_images(48, seed=7)):
+        for split in ("train", "val"):
+            (tmp_path / split / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+            img.save(tmp_path / split / f"c{i % 2}" / f"{i}.jpg", quality=90)
+    module = ImageFolderDataModule(
+        root=str(tmp_path), img_size=32, num_classes=2, decode="gpu", batch_size=8, num_workers=2
+    )
+    module.setup("fit")
+    cpu = torch.device("cpu")
+
+    def epoch(prefetch: bool, stop_after: int | None = None) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        loader = module.train_dataloader()
+        loader.sampler.set_epoch(3)
+        if prefetch:
+            source = Prefetcher(loader, lambda b, g: module.prepare(b, cpu, True, g), cpu, timeout_s=60)
+        else:  # the generator the prefetcher seeds from the global one
+            generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
+            source = (module.prepare(b, cpu, True, generator) for b in loader)
+        out = []
+        for x, _ in source:
+            out.append(x)
+            if len(out) == stop_after:
+                break
+        del source
+        return out
+
+    plain, prefetched = epoch(False), epoch(True)
+    assert len(prefetched) == len(plain) == 6
+    assert all(torch.equal(a, b) for a, b in zip(plain, prefetched))
+    assert len(epoch(True, stop_after=2)) == 2  # stopping early ends the thread
+    assert not [t for t in threading.enumerate() if t.name == "prefetcher"]

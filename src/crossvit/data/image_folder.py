@@ -11,6 +11,7 @@ import io
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 
 import lightning as L
@@ -195,7 +196,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             images, what = len(self.train_set) // 256 * 256, f"{what} with data.repeated_aug=true (multiples of 256)"
         check_one_batch(images, devices, self.batch_size, what, "add images or lower data.batch_size")
 
-    def train_dataloader(self) -> DataLoader | CudaPrefetcher:
+    def train_dataloader(self) -> DataLoader | Prefetcher:
         distributed = dist.is_available() and dist.is_initialized()
         replicas, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
         sampler_cls = RepeatAugDistributedSampler if self.repeated_aug and distributed else DistributedSampler
@@ -205,7 +206,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         loader = DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if self.decode == "gpu" and device.type == "cuda":
-            return CudaPrefetcher(loader, lambda batch, g: self.prepare(batch, device, True, g), device)
+            return Prefetcher(loader, lambda batch, g: self.prepare(batch, device, True, g), device)
         return loader
 
     def val_dataloader(self) -> DataLoader:
@@ -256,61 +257,73 @@ class ImageFolderDataModule(L.LightningDataModule):
         return (x - to_device(self.mean, x.device)) / to_device(self.std, x.device)
 
 
-class CudaPrefetcher:
-    """Yields `prepare(batch, generator)` for each batch of `loader`, prepared ahead in a thread on a CUDA stream of
-    its own, so decoding (nvJPEG's host part) and augmenting overlap the training step instead of preceding it.
+class Prefetcher:
+    """Yields `prepare(batch, generator)` for each batch of `loader`, prepared ahead in a thread (on a CUDA stream of
+    its own on a GPU), so decoding (nvJPEG's host part) and augmenting overlap the training step instead of
+    preceding it.
 
     The thread draws its random parameters from a generator seeded once an epoch from the global one, so runs with
-    one seed see the same augmentation whatever the threads' timing.
+    one seed see the same augmentation whatever the threads' timing. `timeout_s` turns a stalled producer into an
+    error instead of a silent hang.
     """
 
-    def __init__(self, loader: DataLoader, prepare: Callable, device: torch.device, depth: int = 2) -> None:
-        self.loader, self.prepare, self.device, self.depth = loader, prepare, device, depth
+    def __init__(
+        self, loader: DataLoader, prepare: Callable, device: torch.device, depth: int = 2, timeout_s: float = 600
+    ) -> None:
+        self.loader, self.prepare, self.device = loader, prepare, device
+        self.depth, self.timeout_s = depth, timeout_s
         self.sampler = loader.sampler  # Lightning calls its set_epoch through this attribute
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def _produce(self, out: queue.Queue, stop: threading.Event, seed: int) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        torch.cuda.set_device(self.device)
-        stream = torch.cuda.Stream(self.device)
+        cuda = self.device.type == "cuda"
         try:
-            with torch.cuda.stream(stream):
+            generator = torch.Generator().manual_seed(seed)
+            if cuda:
+                torch.cuda.set_device(self.device)
+            stream = torch.cuda.Stream(self.device) if cuda else None
+            with torch.cuda.stream(stream) if cuda else nullcontext():
                 for batch in self.loader:
                     prepared = self.prepare(batch, generator)
-                    ready = torch.cuda.Event()
-                    ready.record(stream)
+                    ready = torch.cuda.Event() if cuda else None
+                    if cuda:
+                        ready.record(stream)
                     while not stop.is_set():
                         try:
-                            out.put((prepared, ready), timeout=0.1)
+                            out.put((prepared, ready, None), timeout=0.1)
                             break
                         except queue.Full:
                             continue
                     if stop.is_set():
                         return
         except BaseException as e:  # handed to the consumer, which raises it
-            out.put((e, None))
+            out.put((None, None, e))
             return
-        out.put((None, None))
+        out.put((None, None, None))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         out: queue.Queue = queue.Queue(self.depth)
         stop = threading.Event()
         seed = int(torch.randint(2**62, (1,)))
-        thread = threading.Thread(target=self._produce, args=(out, stop, seed), daemon=True)
+        thread = threading.Thread(target=self._produce, args=(out, stop, seed), daemon=True, name="prefetcher")
         thread.start()
-        main = torch.cuda.current_stream(self.device)
+        main = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
         try:
             while True:
-                prepared, ready = out.get()
+                try:
+                    prepared, ready, error = out.get(timeout=self.timeout_s)
+                except queue.Empty:
+                    raise RuntimeError(f"the data prefetcher produced no batch in {self.timeout_s:.0f} s") from None
+                if error is not None:
+                    raise error
                 if prepared is None:
                     return
-                if ready is None:
-                    raise prepared
-                main.wait_event(ready)
-                for t in prepared:  # made on the thread's stream, used and freed on the main one
-                    t.record_stream(main)
+                if main is not None:
+                    main.wait_event(ready)
+                    for t in prepared:  # made on the thread's stream, used and freed on the main one
+                        t.record_stream(main)
                 yield prepared
         finally:
             stop.set()
