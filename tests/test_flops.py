@@ -16,12 +16,24 @@ def test_attention_matmuls_are_counted_on_cpu():
     assert macs["attn"] == pytest.approx(n * 4 * c * c + attention, rel=1e-6)
 
 
-def test_breakdown_sums_to_the_total(fusion_name):
-    cost = count(build_model("crossvit_micro_28", fusion=fusion_name))
-    assert sum(p for p, _ in cost.parts.values()) == pytest.approx(cost.params_m)
-    assert sum(f for _, f in cost.parts.values()) == pytest.approx(cost.gflops)
-    fusion_params, fusion_gflops = cost.parts["fusion"]
-    assert (fusion_params == 0) == (fusion_name == "none")
+def test_fusion_share_is_what_the_fusion_modules_cost(fusion_name):
+    """The fusion part, counted directly from the multi-scale blocks' non-encoder modules (count() derives it)."""
+    model = build_model("crossvit_micro_28", fusion=fusion_name).eval()
+    cost = count(model)
+    macs = module_macs(model, torch.zeros(1, model.in_chans, model.input_size, model.input_size))
+    params = flops = 0
+    for k, block in enumerate(model.blocks):
+        for name, module in block.named_children():
+            if name != "blocks":  # the branch encoders; the rest is the fusion (projections and cross-attention)
+                params += sum(p.numel() for p in module.parameters())
+                # A ModuleList never runs itself: its members do.
+                members = (
+                    [f"{name}.{j}" for j in range(len(module))] if isinstance(module, torch.nn.ModuleList) else [name]
+                )
+                flops += sum(macs.get(f"blocks.{k}.{m}", 0) for m in members)
+    assert cost.parts["fusion"][0] == pytest.approx(params / 1e6, abs=1e-9)
+    assert cost.parts["fusion"][1] == pytest.approx(flops / 1e9, abs=1e-12)
+    assert (params == 0) == (flops == 0) == (fusion_name == "none")
     assert cost.parts["branch0"][1] > 0 and cost.parts["branch1"][1] > 0
 
 

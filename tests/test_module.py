@@ -42,7 +42,7 @@ def fit(module, epochs=2, batch_size=16, **trainer_args):
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[recorder],
+        callbacks=[recorder, *trainer_args.pop("callbacks", [])],
         **trainer_args,
     )
     trainer.fit(module, datamodule=data)
@@ -91,6 +91,38 @@ def test_mixup_ema_and_branch_metrics():
     metrics = trainer.validate(module, datamodule=trainer.datamodule, verbose=False)[0]
     assert {"val/acc", "val/acc_ema", "val/acc_branch0", "val/acc_branch1", "val/acc_top5"} <= set(metrics)
     assert any(k.startswith("ema.module.") for k in module.state_dict())
+
+
+class InputRecorder(L.Callback):
+    """The batch each training step receives, and what the model is then fed."""
+
+    def __init__(self, module):
+        self.batches, self.inputs = [], []
+        model_step = module.train_branches
+        module.train_branches = lambda x: self.inputs.append(x.detach().clone()) or model_step(x)
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.batches.append(batch[0].detach().clone())
+
+
+@pytest.mark.parametrize(("mixup", "cutmix"), [(0.0, 0.0), (0.8, 0.0), (0.0, 1.0)])
+def test_mixup_and_cutmix_mix_what_the_model_sees(mixup, cutmix):
+    module = ClassificationModule(MODEL, FUSION, mixup=mixup, cutmix=cutmix, mixup_switch_prob=0.0)
+    recorder = InputRecorder(module)
+    fit(module, epochs=1, max_steps=3, callbacks=[recorder])
+    assert len(recorder.inputs) == len(recorder.batches) == 3
+    for x, seen in zip(recorder.batches, recorder.inputs):
+        if not mixup and not cutmix:
+            assert torch.equal(seen, x)
+            continue
+        partner = x.flip(0)  # timm mixes each image with the batch reversed
+        assert not torch.equal(seen, x)
+        assert (seen >= torch.minimum(x, partner) - 1e-5).all() and (seen <= torch.maximum(x, partner) + 1e-5).all()
+        from_x = torch.isclose(seen, x).float().mean()
+        if cutmix:  # a box pasted from the partner: every pixel is one image's or the other's
+            assert (torch.isclose(seen, x) | torch.isclose(seen, partner)).all() and from_x < 1
+        else:  # a blend: (almost) no pixel is left as it was
+            assert from_x < 0.05
 
 
 def test_non_finite_loss_names_the_step():

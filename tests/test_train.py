@@ -20,7 +20,6 @@ def test_fast_dev_run_of_every_fusion(tmp_path):
     )
     for job in range(5):
         metrics = read_metrics(tmp_path / str(job))
-        assert 0.0 <= metrics["test/acc"] <= 1.0
         assert {"val/acc", "val/acc_branch0", "val/acc_branch1", "test/acc_top5"} <= set(metrics)
     configs = [(tmp_path / str(j) / ".hydra" / "config.yaml").read_text() for j in range(5)]
     assert [f"name: {f}" in c for f, c in zip(fusions.split(","), configs)] == [True] * 5
@@ -89,4 +88,5 @@ def test_image_folder_trains_on_real_jpegs(tmp_path, decode):
         *QUIET,
     )
     metrics = read_metrics(tmp_path / "run")
-    assert metrics["test/acc"] >= 0.5 and metrics["epochs"] == 2
+    # Red against blue: 1.0 seen on both paths; a constant prediction scores 0.5 on this balanced set.
+    assert metrics["test/acc"] >= 0.875 and metrics["epochs"] == 2
