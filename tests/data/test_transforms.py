@@ -92,3 +92,29 @@ def test_in_memory_training_transform_in_a_worker_process(name):
         assert abs(float(x.mean())) < 1.5
         n += len(y)
     assert n == (len(module.train_set) // 64) * 64
+
+
+def test_repeated_augmentation_under_ddp(image_root, tmp_path):
+    """data.repeated_aug=true under DDP gives timm's sampler: each chosen image three times, in a row."""
+    import torch.distributed as dist
+
+    from crossvit.data.image_folder import RepeatAugDistributedSampler
+
+    for i in range(256):  # timm's sampler keeps whole multiples of 256 images
+        folder = tmp_path / "train" / f"class{i % 3}"
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(folder / f"{i}.jpg")
+    (tmp_path / "val").symlink_to(image_root / "val")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        module = recipe_module(tmp_path, batch_size=8, num_workers=0, repeated_aug=True)
+        module.setup("fit")
+        sampler = module.train_dataloader().sampler
+        assert isinstance(sampler, RepeatAugDistributedSampler)
+        sampler.set_epoch(0)
+        order = list(sampler)
+    finally:
+        dist.destroy_process_group()
+    assert len(order) == 256
+    runs = [order[i : i + 3] for i in range(0, 255, 3)]
+    assert all(len(set(run)) == 1 for run in runs) and len({run[0] for run in runs}) == 85
