@@ -168,4 +168,3 @@ def test_image_folder_too_small_for_one_batch(tmp_path):
     assert f"error: the 8 images in {tmp_path / 'data'}/train leave 8 training images, not one batch of " in err
     assert "data.batch_size=64 per device on 1 device(s); add images or lower data.batch_size" in err
     assert "Traceback" not in err and "t_initial" not in err
-    run_script("train.py", *args, "data.batch_size=8", *QUIET)  # exactly one batch: trains

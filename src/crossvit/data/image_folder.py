@@ -199,10 +199,13 @@ class ImageFolderDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader | Prefetcher:
         distributed = dist.is_available() and dist.is_initialized()
         replicas, rank = (dist.get_world_size(), dist.get_rank()) if distributed else (1, 0)
-        sampler_cls = RepeatAugDistributedSampler if self.repeated_aug and distributed else DistributedSampler
         # Our own sampler also on one process: Lightning injects none into a prefetcher, and its order depends only
-        # on (seed, epoch). Lightning calls its set_epoch.
-        sampler = sampler_cls(self.train_set, num_replicas=replicas, rank=rank, shuffle=True)
+        # on (run seed, epoch), the same on every rank (seed_everything). Lightning calls its set_epoch.
+        if self.repeated_aug and distributed:  # timm's, ordered by the epoch alone
+            sampler = RepeatAugDistributedSampler(self.train_set, replicas, rank, shuffle=True)
+        else:
+            seed = torch.initial_seed() % 2**32
+            sampler = DistributedSampler(self.train_set, replicas, rank, shuffle=True, seed=seed)
         loader = DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if self.decode == "gpu" and device.type == "cuda":
