@@ -128,21 +128,23 @@ class ImageFolderDataModule(L.LightningDataModule):
         )
         if decode == "gpu":
             self.loader_args["collate_fn"] = collate_encoded
-        self.train_transform = create_transform(
-            img_size,
-            is_training=True,
-            auto_augment=auto_augment,
-            color_jitter=color_jitter,
-            re_prob=re_prob,
-            re_mode=re_mode,
-            interpolation=interpolation,
-            mean=mean,
-            std=std,
-        )
-        # Resize the short side to img_size / crop_pct, then centre-crop img_size (the paper's 256/224 rule).
-        self.eval_transform = create_transform(
-            img_size, is_training=False, interpolation=interpolation, crop_pct=crop_pct, mean=mean, std=std
-        )
+        self.train_transform = self.eval_transform = None  # decode=gpu: crossvit.data.batch_augment instead
+        if decode == "cpu":
+            self.train_transform = create_transform(
+                img_size,
+                is_training=True,
+                auto_augment=auto_augment,
+                color_jitter=color_jitter,
+                re_prob=re_prob,
+                re_mode=re_mode,
+                interpolation=interpolation,
+                mean=mean,
+                std=std,
+            )
+            # Resize the short side to img_size / crop_pct, then centre-crop img_size (the paper's 256/224 rule).
+            self.eval_transform = create_transform(
+                img_size, is_training=False, interpolation=interpolation, crop_pct=crop_pct, mean=mean, std=std
+            )
         self.repeated_aug = repeated_aug
         self.skip_corrupt = skip_corrupt
         self.train_set = self.val_set = None
@@ -156,7 +158,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             )
         ds = ImageFolder(
             str(path),
-            transform=transform if self.decode == "cpu" else None,
+            transform=transform,
             loader=load_image if self.decode == "cpu" else read_encoded,
             is_valid_file=lambda p: p.lower().endswith(IMG_EXTENSIONS),
         )
