@@ -226,4 +226,5 @@ def test_prefetcher_yields_the_synchronous_batches_and_stops_cleanly(tmp_path):
     assert len(prefetched) == len(plain) == 6
     assert all(torch.equal(a, b) for a, b in zip(plain, prefetched))
     assert len(epoch(True, stop_after=2)) == 2  # stopping early ends the thread
+    assert len(epoch(True, stop_after=4)) == 4  # also when the thread has finished and its queue is full
     assert not [t for t in threading.enumerate() if t.name == "prefetcher"]

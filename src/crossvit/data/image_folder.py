@@ -254,11 +254,13 @@ class ImageFolderDataModule(L.LightningDataModule):
             x = torch.where(flip, x.flip(-1), x)
         if self.rand_augment is not None:
             x = self.rand_augment(x, generator)
-        x = (x - to_device(self.mean, x.device)) / to_device(self.std, x.device)
+        x = self.normalise(x)
         return random_erasing(x, self.re_prob, generator=generator) if self.re_prob > 0 else x
 
     def evaluate(self, images: list[torch.Tensor]) -> torch.Tensor:
-        x = resize_center_crop(images, self.img_size, self.crop_pct)
+        return self.normalise(resize_center_crop(images, self.img_size, self.crop_pct))
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - to_device(self.mean, x.device)) / to_device(self.std, x.device)
 
 
@@ -282,6 +284,17 @@ class Prefetcher:
     def __len__(self) -> int:
         return len(self.loader)
 
+    @staticmethod
+    def _put(out: queue.Queue, item: tuple, stop: threading.Event) -> bool:
+        """Queue `item` unless the consumer has stopped (it joins this thread then and takes nothing more)."""
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def _produce(self, out: queue.Queue, stop: threading.Event, seed: int) -> None:
         cuda = self.device.type == "cuda"
         try:
@@ -295,18 +308,12 @@ class Prefetcher:
                     ready = torch.cuda.Event() if cuda else None
                     if cuda:
                         ready.record(stream)
-                    while not stop.is_set():
-                        try:
-                            out.put((prepared, ready, None), timeout=0.1)
-                            break
-                        except queue.Full:
-                            continue
-                    if stop.is_set():
+                    if not self._put(out, (prepared, ready, None), stop):
                         return
         except BaseException as e:  # handed to the consumer, which raises it
-            out.put((None, None, e))
+            self._put(out, (None, None, e), stop)
             return
-        out.put((None, None, None))
+        self._put(out, (None, None, None), stop)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
         out: queue.Queue = queue.Queue(self.depth)
