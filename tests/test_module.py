@@ -1,7 +1,10 @@
+import time
+
 import lightning as L
 import pytest
 import torch
 
+from crossvit.callbacks import TrainThroughput
 from crossvit.data import SyntheticDataModule
 from crossvit.models import load_config
 from crossvit.module import ClassificationModule
@@ -129,3 +132,27 @@ def test_non_finite_loss_names_the_step():
     module = ClassificationModule(MODEL, FUSION, lr=1e30, warmup_epochs=0)
     with pytest.raises(FloatingPointError, match=r"non-finite training loss at global step \d+ \(epoch 0\)"):
         fit(module, epochs=3)  # caught at the first validation, before a checkpoint could be written
+
+
+class SlowValidation(ClassificationModule):
+    def validation_step(self, batch, batch_idx):
+        time.sleep(0.5)  # validation and checkpoints end each epoch, inside Lightning's epoch loop
+        return super().validation_step(batch, batch_idx)
+
+
+class StepClock(L.Callback):
+    """Wall time of each training batch's end, taken independently of TrainThroughput."""
+
+    def __init__(self):
+        self.ends = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.ends.append(time.perf_counter())
+
+
+def test_train_img_s_counts_training_steps_only():
+    clock, throughput = StepClock(), TrainThroughput(warmup=2)
+    trainer, _ = fit(SlowValidation(MODEL, FUSION), epochs=1, callbacks=[clock, throughput])
+    assert len(clock.ends) == 10  # 160 training images / 16
+    expected = 8 * 16 / (clock.ends[-1] - clock.ends[1])  # batches 3..10, after the 2 warm-up steps
+    assert float(trainer.callback_metrics["train/img_s"]) == pytest.approx(expected, rel=0.25)

@@ -19,7 +19,8 @@ GB = 1e9
 
 
 class TrainThroughput(L.Callback):
-    """Logs `train/img_s`: images per second of each training epoch after its first `warmup` steps.
+    """Logs `train/img_s`: images per second of each training epoch, from the end of its first `warmup` steps to the
+    end of its last, so neither compilation nor the validation and checkpoint that end the epoch count.
 
     Lightning's ThroughputMonitor synchronises the GPU after every batch, which itself slows a fast loop; this
     synchronises twice an epoch, so it measures the loop as it runs unobserved.
@@ -29,6 +30,7 @@ class TrainThroughput(L.Callback):
         self.warmup = warmup
         self.start: float | None = None
         self.images = 0
+        self.img_s: float | None = None
 
     def _now(self, module: L.LightningModule) -> float:
         if module.device.type == "cuda":
@@ -36,17 +38,24 @@ class TrainThroughput(L.Callback):
         return time.perf_counter()
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.start, self.images = None, 0
+        self.start, self.images, self.img_s = None, 0, None
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if batch_idx + 1 == self.warmup:
             self.start = self._now(module)
-        elif self.start is not None:
-            self.images += batch[0].shape[0] * trainer.world_size
+            return
+        if self.start is None:
+            return
+        self.images += batch[0].shape[0] * trainer.world_size
+        # Lightning validates (and checkpoints) inside the epoch, before on_train_epoch_end: stop the clock here.
+        if batch_idx + 1 == trainer.num_training_batches:
+            self.img_s = self.images / (self._now(module) - self.start)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if self.start is not None and self.images:
-            module.log("train/img_s", self.images / (self._now(module) - self.start), rank_zero_only=True)
+        if self.img_s is None and self.images:  # an epoch of unknown length: the clock ran through validation
+            self.img_s = self.images / (self._now(module) - self.start)
+        if self.img_s is not None:
+            module.log("train/img_s", self.img_s, rank_zero_only=True)
 
 
 class PreemptionCheckpoint(L.Callback):
