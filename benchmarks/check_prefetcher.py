@@ -44,7 +44,7 @@ def main() -> None:
     )
     module.setup("fit")
     # Its first GPU run (2026-11-27) stalled somewhere in here for 5 minutes with no output: show where, if again.
-    faulthandler.dump_traceback_later(240, exit=True)
+    faulthandler.dump_traceback_later(100, exit=True)
     sync, t_sync = batches(module, prefetch=False)
     print(f"synchronous: 20 batches in {t_sync:.2f} s", flush=True)
     pre, t_pre = batches(module, prefetch=True)

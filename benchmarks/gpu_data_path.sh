@@ -7,11 +7,15 @@ set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/runs
 JPEGS=/tmp/jpegs
 GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
+STOP_AFTER=${STOP_AFTER:-450}  # seconds into the call after which no new run starts (a call may last 600)
+PREFETCH=()
 run() {  # run NAME OVERRIDES...: one src/train.py run; its train_img_s lands in $OUT/inloop.jsonl
   local name=$1; shift
+  if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call"; return; fi
   local start=$SECONDS
-  timeout 240 python3 src/train.py "$@" trainer.max_epochs=1 logger=csv '~callbacks.progress_bar' \
-    trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name > /tmp/runs/$name.log 2>&1
+  timeout 200 python3 src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=2 callbacks.throughput.warmup=5 \
+    logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name \
+    > /tmp/runs/$name.log 2>&1
   local rc=$?
   python3 - "$name" "$rc" "$((SECONDS - start))" "$*" >> "$OUT/inloop.jsonl" <<'PY'
 import json, sys, pathlib
@@ -24,32 +28,37 @@ if rc:
     row["log_tail"] = log[-1500:]
 print(json.dumps({k: row[k] for k in row if k != "best_ckpt"}))
 PY
-  tail -1 "$OUT/inloop.jsonl" | cut -c1-300
+  tail -1 "$OUT/inloop.jsonl" | cut -c1-260
+  tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
+}
+setup() {  # the machine, and the JPEG folder every phase uses
+  { nvidia-smi --query-gpu=name,memory.total --format=csv; nproc; python3 -c 'import torch, torchvision, lightning, timm; print(torch.__version__, torchvision.__version__, lightning.__version__, timm.__version__)'; date -u; } >> "$OUT/env.txt" 2>&1
+  [ -d $JPEGS ] || python3 benchmarks/make_jpeg_folder.py $JPEGS --train 20480 --val 2048 --classes 100 >> "$OUT/env.txt"
+  cat "$OUT/env.txt"
 }
 JPEG_ARGS=(data=image_folder data.root=$JPEGS data.num_classes=100 data.batch_size=256 data.eval_batch_size=256)
 SYN_ARGS=(data=synthetic data.size=20480 data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true)
 
 case ${1:-single} in
-single)  # everything one GPU needs, most important first; 2-GPU runs last, if time is left
-  { nvidia-smi --query-gpu=name,memory.total --format=csv; nproc; python3 -c 'import torch, torchvision, lightning, timm; print(torch.__version__, torchvision.__version__, lightning.__version__, timm.__version__)'; date -u; } > "$OUT/env.txt" 2>&1
-  cat "$OUT/env.txt"
-  [ -d $JPEGS ] || python3 benchmarks/make_jpeg_folder.py $JPEGS --train 20480 --val 2048 --classes 100 | tee -a "$OUT/env.txt"
-  python3 benchmarks/check_prefetcher.py $JPEGS 2>&1 | grep -v Warning | tee -a "$OUT/env.txt"
-  python3 benchmarks/profile_data_path.py $JPEGS --out "$OUT/profile.json" 2>&1 | grep " ms"
+single)  # everything one GPU needs, most important first
+  setup
+  # The Prefetcher hung on its first GPU run (a full queue blocked its last put; fixed since): if it fails again,
+  # the in-loop runs go on without it and the log says so.
+  timeout 120 python3 -u benchmarks/check_prefetcher.py $JPEGS > /tmp/runs/check_prefetcher.log 2>&1 \
+    || { echo "prefetcher check failed: runs use data.prefetch=0"; PREFETCH=(data.prefetch=0); }
+  grep -v Warning /tmp/runs/check_prefetcher.log | tail -20 | tee -a "$OUT/env.txt"
   python3 benchmarks/throughput.py --models crossvit_18 crossvit_9 --modes reduce-overhead --no-timm --steps 20 \
-    --warmup 5 --out "$OUT/raw_step.json" 2>&1 | tail -2
+    --warmup 5 --out "$OUT/raw_step.json" 2>&1 | tail -3
   run c18_gpu_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=gpu data.num_workers=8
   run c9_gpu_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=gpu data.num_workers=8
-  python3 benchmarks/loader.py $JPEGS --decode gpu --workers 8 --batches 30 --out "$OUT/loader.json" 2>&1 | grep decode=
-  run c18_gpu_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=gpu data.num_workers=8
+  run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
+  timeout 60 python3 benchmarks/loader.py $JPEGS --decode gpu --workers 8 --batches 30 --out "$OUT/loader.json" 2>&1 | grep decode=
+  timeout 60 python3 benchmarks/profile_data_path.py $JPEGS --out "$OUT/profile.json" 2>&1 | grep " ms"
   ;;
-ddp)
-  for n in 1 2 $GPUS; do
-    [ "$n" = 1 ] && t=(trainer=gpu) || t=(trainer=ddp trainer.devices=$n)
-    run c18_syn_$n "${t[@]}" model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
-  done
+ddp)  # 2 and N GPUs, on-device synthetic data and the JPEG folder
+  setup
   for n in 2 $GPUS; do
+    run c18_syn_$n trainer=ddp trainer.devices=$n model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
     run c18_gpu_$n trainer=ddp trainer.devices=$n model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
       data.decode=gpu data.num_workers=8
   done

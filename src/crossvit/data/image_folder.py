@@ -96,6 +96,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         repeated_aug: bool = False,
         skip_corrupt: bool = False,
         decode: str = "cpu",
+        prefetch: int = 2,
         hflip: float = 0.5,
     ) -> None:
         super().__init__()
@@ -108,7 +109,9 @@ class ImageFolderDataModule(L.LightningDataModule):
                 f"data.decode=gpu implements the paper's re_mode=pixel and interpolation=bicubic, not "
                 f"data.re_mode={re_mode} data.interpolation={interpolation}; set data.decode=cpu for those"
             )
-        self.decode = decode
+        if prefetch < 0:
+            raise ConfigError(f"data.prefetch={prefetch}: the number of batches prepared ahead; 0 turns it off")
+        self.decode, self.prefetch = decode, prefetch
         self.img_size, self.crop_pct, self.hflip, self.re_prob = img_size, crop_pct, hflip, re_prob
         self.mean = torch.tensor(mean).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std).view(1, -1, 1, 1) * 255
@@ -210,8 +213,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             sampler = DistributedSampler(self.train_set, replicas, rank, shuffle=True, seed=seed)
         loader = DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        if self.decode == "gpu" and device.type == "cuda":
-            return Prefetcher(loader, lambda batch, g: self.prepare(batch, device, True, g), device)
+        if self.decode == "gpu" and device.type == "cuda" and self.prefetch:
+            return Prefetcher(loader, lambda batch, g: self.prepare(batch, device, True, g), device, self.prefetch)
         return loader
 
     def val_dataloader(self) -> DataLoader:
