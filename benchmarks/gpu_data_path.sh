@@ -55,6 +55,19 @@ single)  # everything one GPU needs, most important first
   timeout 60 python3 benchmarks/loader.py $JPEGS --decode gpu --workers 8 --batches 30 --out "$OUT/loader.json" 2>&1 | grep decode=
   timeout 60 python3 benchmarks/profile_data_path.py $JPEGS --out "$OUT/profile.json" 2>&1 | grep " ms"
   ;;
+probe)  # where the in-loop time of decode=gpu goes: the step and the data path without Lightning, then with it
+  setup
+  timeout 120 python3 -u benchmarks/check_prefetcher.py $JPEGS > /tmp/runs/check_prefetcher.log 2>&1 \
+    || { echo "prefetcher check failed: runs use data.prefetch=0"; PREFETCH=(data.prefetch=0); }
+  grep -v Warning /tmp/runs/check_prefetcher.log | tail -20 | tee -a "$OUT/env.txt"
+  timeout 200 python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_18 --trace --out "$OUT/step_c18.json" \
+    2>&1 | grep -v Warning | tee /tmp/runs/step_c18.log | tail -45
+  run c18_gpu_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=gpu \
+    data.num_workers=8 +trainer.profiler=simple
+  grep -A40 "FIT Profiler Report" /tmp/runs/c18_gpu_1.log | cut -c1-150 | head -40
+  run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
+  timeout 100 python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9 --out "$OUT/step_c9.json" 2>&1 | grep img/s
+  ;;
 ddp)  # 2 and N GPUs, on-device synthetic data and the JPEG folder
   setup
   for n in 2 $GPUS; do

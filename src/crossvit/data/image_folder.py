@@ -280,6 +280,8 @@ class Prefetcher:
     def __init__(
         self, loader: DataLoader, prepare: Callable, device: torch.device, depth: int = 2, timeout_s: float = 600
     ) -> None:
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         self.loader, self.prepare, self.device = loader, prepare, device
         self.depth, self.timeout_s = depth, timeout_s
         self.sampler = loader.sampler  # Lightning calls its set_epoch through this attribute

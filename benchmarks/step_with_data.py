@@ -1,0 +1,114 @@
+"""The training step with the decode=gpu data path in one loop, without Lightning: where in-loop time goes.
+
+    python benchmarks/step_with_data.py /tmp/jpegs --model crossvit_18 --steps 40 --trace
+
+Variants, each the compiled bf16 step (forward, backward, fused AdamW) on batches of `--batch`:
+  static    one device-resident batch, every step (the raw step, timed like the others: wall clock)
+  inline    each step's batch read by the workers, decoded and augmented on the device before the step
+  prefetch  the same through crossvit.data.image_folder.Prefetcher (a thread and a CUDA stream of its own)
+`--trace` adds a torch.profiler table of a few inline steps (host calls that wait on the device show there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from timm.optim import create_optimizer_v2
+
+from crossvit.data import ImageFolderDataModule
+from crossvit.data.image_folder import Prefetcher
+from crossvit.models import build_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--model", default="crossvit_18")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--mode", default="reduce-overhead")
+    parser.add_argument("--trace", action="store_true")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    device = torch.device("cuda", 0)
+    model = build_model(args.model).to(device).train()
+    forward = torch.compile(model.forward_branches, mode=args.mode)
+    opt = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, fused=True)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.cross_entropy(torch.stack(forward(x)).mean(0), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    classes = len([p for p in (args.root / "train").iterdir() if p.is_dir()])
+    size = model.img_size[0]
+    module = ImageFolderDataModule(
+        root=str(args.root),
+        img_size=size,
+        num_classes=classes,
+        batch_size=args.batch,
+        num_workers=args.workers,
+        decode="gpu",
+    )
+    module.setup("fit")
+
+    def static() -> Iterator:
+        x = torch.randn(args.batch, 3, size, size, device=device)
+        y = torch.randint(0, classes, (args.batch,), device=device)
+        while True:
+            yield x, y
+
+    def inline() -> Iterator:
+        while True:
+            for batch in module.train_dataloader():
+                yield module.prepare(batch, device, train=True)
+
+    def prefetch() -> Iterator:
+        while True:
+            loader = module.train_dataloader()
+            yield from Prefetcher(loader, lambda b, g: module.prepare(b, device, True, g), device, timeout_s=120)
+
+    rows = []
+    for name, source in (("static", static), ("inline", inline), ("prefetch", prefetch)):
+        batches = source()
+        for _ in range(8):  # compile, CUDA graph capture, workers starting
+            step(*next(batches))
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step(*next(batches))
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        rows.append(
+            dict(
+                variant=name,
+                model=args.model,
+                img_s=round(args.steps * args.batch / seconds, 1),
+                ms_per_step=round(1e3 * seconds / args.steps, 2),
+            )
+        )
+        print(f"{name:9s} {rows[-1]['img_s']:9,.0f} img/s  {rows[-1]['ms_per_step']:7.2f} ms/step", flush=True)
+        if name == "inline" and args.trace:
+            with torch.profiler.profile(
+                activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+            ) as prof:
+                for _ in range(6):
+                    step(*next(batches))
+                torch.cuda.synchronize()
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60))
+        del batches
+    if args.out:
+        args.out.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
