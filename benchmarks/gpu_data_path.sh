@@ -68,10 +68,23 @@ probe)  # where the in-loop time of decode=gpu goes: the step and the data path 
   run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
   timeout 100 python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9 --out "$OUT/step_c9.json" 2>&1 | grep img/s
   ;;
-ddp)  # 2 and N GPUs, on-device synthetic data and the JPEG folder
+ddp)  # 2 and N GPUs: on-device synthetic data, bf16 DDP equivalence, then the JPEG folder
   setup
   for n in 2 $GPUS; do
     run c18_syn_$n trainer=ddp trainer.devices=$n model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
+  done
+  # 1 GPU x 256 (bf16, then fp32) and 2 GPUs x 128 (bf16): one global batch a step, in the same order.
+  EQ=(data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0 optim.label_smoothing=0 trainer.max_epochs=1
+      trainer.log_every_n_steps=1 logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false)
+  timeout 90 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ[@]}" hydra.run.dir=/tmp/runs/eq_bf16_1 \
+    > /tmp/runs/eq_bf16_1.log 2>&1
+  timeout 90 python3 src/train.py trainer=ddp trainer.devices=2 data.batch_size=128 "${EQ[@]}" \
+    hydra.run.dir=/tmp/runs/eq_bf16_2 > /tmp/runs/eq_bf16_2.log 2>&1
+  timeout 90 python3 src/train.py trainer=gpu trainer.precision=32-true data.batch_size=256 "${EQ[@]}" \
+    hydra.run.dir=/tmp/runs/eq_fp32_1 > /tmp/runs/eq_fp32_1.log 2>&1
+  python3 benchmarks/compare_losses.py /tmp/runs/eq_bf16_1 /tmp/runs/eq_bf16_2 /tmp/runs/eq_fp32_1 \
+    --out "$OUT/ddp_equivalence.json" 2>&1 | tail -4
+  for n in $GPUS 2; do
     run c18_gpu_$n trainer=ddp trainer.devices=$n model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
       data.decode=gpu data.num_workers=8
   done
