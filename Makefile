@@ -42,7 +42,7 @@ test-fast:
 	$(PY) -m pytest -q -m "not slow"
 
 train:
-	$(PY) src/train.py
+	$(PY) src/train.py experiment=fashion_mnist
 
 ablation:
 	$(PY) src/train.py -m experiment=fusion_ablation

@@ -63,7 +63,7 @@ probe)  # where the in-loop time of decode=gpu goes: the step and the data path 
   timeout 200 python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_18 --trace --out "$OUT/step_c18.json" \
     2>&1 | grep -v Warning | tee /tmp/runs/step_c18.log | tail -45
   run c18_gpu_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=gpu \
-    data.num_workers=8 +trainer.profiler=simple
+    data.num_workers=8 trainer.profiler=simple
   grep -A40 "FIT Profiler Report" /tmp/runs/c18_gpu_1.log | cut -c1-150 | head -40
   run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
   timeout 100 python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9 --out "$OUT/step_c9.json" 2>&1 | grep img/s
@@ -74,7 +74,7 @@ ddp)  # 2 and N GPUs: on-device synthetic data, bf16 DDP equivalence, then the J
     run c18_syn_$n trainer=ddp trainer.devices=$n model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
   done
   # 1 GPU x 256 (bf16, then fp32) and 2 GPUs x 128 (bf16): one global batch a step, in the same order.
-  EQ=(data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0 optim.label_smoothing=0 trainer.max_epochs=1
+  EQ=(experiment=fashion_mnist data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0 optim.label_smoothing=0 trainer.max_epochs=1
       trainer.log_every_n_steps=1 logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false)
   timeout 90 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ[@]}" hydra.run.dir=/tmp/runs/eq_bf16_1 \
     > /tmp/runs/eq_bf16_1.log 2>&1

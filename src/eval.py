@@ -6,15 +6,14 @@ and fusion=. Writes metrics.json (val/* and test/*) into the run directory.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import hydra
-import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from crossvit.cli import drop_null_groups
 from crossvit.errors import exit_on_config_error
-from crossvit.module import ClassificationModule
-from crossvit.report import close_loggers, log_config, write_metrics
-from crossvit.weights import read_checkpoint
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
@@ -24,13 +23,18 @@ def main(cfg: DictConfig) -> float:
 
 
 def run(cfg: DictConfig) -> float:
-    L.seed_everything(cfg.seed, workers=True)
-    run_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
+    # Imported here, not at the top, so that `--cfg job`, `--help` and config errors answer at once.
+    from hydra.utils import instantiate
+
+    from crossvit.module import ClassificationModule
+    from crossvit.run import finish, start
+    from crossvit.weights import read_checkpoint
+
+    run_dir, loggers, trainer = start(cfg, callbacks=False)
     checkpoint = read_checkpoint(cfg.ckpt_path)
     if "hyper_parameters" in checkpoint and "state_dict" in checkpoint:  # trained by src/train.py
-        hparams = {**checkpoint["hyper_parameters"], "pretrained": None, "compile": False}
-        cfg.model, cfg.fusion = hparams["model"], hparams["fusion"]
-        module = ClassificationModule(**hparams)
+        # It rebuilds its own architecture; the composed model=/fusion= apply to other weights only.
+        module = ClassificationModule(**{**checkpoint["hyper_parameters"], "pretrained": None, "compile": False})
         module.load_state_dict(checkpoint["state_dict"])
     else:
         module = ClassificationModule(
@@ -39,18 +43,14 @@ def run(cfg: DictConfig) -> float:
             pretrained=cfg.ckpt_path,
         )
     datamodule = instantiate(cfg.data)
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False)
-    log_config(loggers, cfg)
     metrics = {}
     for stage in (trainer.validate, trainer.test):
         metrics.update(stage(module, datamodule=datamodule, verbose=False)[0])
     metrics["ckpt_path"] = str(cfg.ckpt_path)
-    if trainer.is_global_zero:
-        write_metrics(metrics, run_dir)
-    close_loggers(loggers)
+    finish(metrics, trainer, loggers, run_dir)
     return metrics["test/acc"]
 
 
 if __name__ == "__main__":
+    sys.argv = drop_null_groups(sys.argv, Path(__file__).parents[1] / "conf")
     main()

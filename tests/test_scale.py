@@ -3,7 +3,7 @@
 import csv
 
 import pytest
-from conftest import QUIET, read_metrics, run_script
+from conftest import QUICK, QUIET, read_metrics, run_script
 
 # Deterministic data order and no randomness in the step, so 1 and 2 processes see the same global batches.
 SAME_STEPS = [
@@ -30,10 +30,16 @@ def _losses(run_dir):
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
     run_script(
-        "train.py", "trainer=cpu", "data.batch_size=16", f"hydra.run.dir={tmp_path / 'one'}", *SAME_STEPS, *QUIET
+        "train.py", QUICK, "trainer=cpu", "data.batch_size=16", f"hydra.run.dir={tmp_path / 'one'}", *SAME_STEPS, *QUIET
     )
     run_script(
-        "train.py", "trainer=ddp_cpu", "data.batch_size=8", f"hydra.run.dir={tmp_path / 'two'}", *SAME_STEPS, *QUIET
+        "train.py",
+        QUICK,
+        "trainer=ddp_cpu",
+        "data.batch_size=8",
+        f"hydra.run.dir={tmp_path / 'two'}",
+        *SAME_STEPS,
+        *QUIET,
     )
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert len(one) == 16 and one.keys() == two.keys()  # 256 training images / global batch 16
@@ -54,6 +60,7 @@ def test_a_sweep_of_ddp_jobs_writes_one_sweep_directory(tmp_path):
     rank 0's sweep directory (the default, with ${now}), not one of its own seconds later."""
     run_script(
         "train.py",
+        QUICK,
         "-m",
         "fusion=none,class_token",
         "trainer=ddp_cpu",
@@ -77,6 +84,7 @@ def test_a_sweep_of_ddp_jobs_writes_one_sweep_directory(tmp_path):
 def test_sweep_jobs_share_a_wandb_group(tmp_path):
     run_script(
         "train.py",
+        QUICK,
         "-m",
         "fusion=none,class_token",
         "logger=wandb",
@@ -103,6 +111,7 @@ def test_sweep_jobs_share_a_wandb_group(tmp_path):
 def test_submitit_local_runs_two_real_jobs(tmp_path):
     run_script(
         "train.py",
+        QUICK,
         "-m",
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=10",
@@ -124,6 +133,7 @@ def test_submitit_local_runs_two_real_jobs(tmp_path):
 def test_optuna_search_runs_two_trials(tmp_path):
     run_script(
         "train.py",
+        QUICK,
         "hparams_search=fashion_mnist_optuna",
         "hydra.sweeper.n_trials=2",
         "data=synthetic",

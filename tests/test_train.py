@@ -1,7 +1,7 @@
 """src/train.py and src/eval.py, run as a user runs them."""
 
 import pytest
-from conftest import QUIET, needs_fmnist, read_metrics, run_script
+from conftest import QUICK, QUIET, needs_fmnist, read_metrics, run_script
 
 SMALL = ["model.embed_dim=[32,64]", "model.num_heads=[2,2]", "model.depth=[[1,1],[1,1]]"]
 
@@ -10,10 +10,11 @@ def test_fast_dev_run_of_every_fusion(tmp_path):
     fusions = "none,all_attention,class_token,pairwise,cross_attention"
     run_script(
         "train.py",
+        QUICK,
         "-m",
         f"fusion={fusions}",
         "data=synthetic",
-        "+trainer.fast_dev_run=true",
+        "trainer.fast_dev_run=true",
         f"hydra.sweep.dir={tmp_path}",
         *SMALL,
         *QUIET,
@@ -29,9 +30,10 @@ def test_fast_dev_run_of_every_fusion(tmp_path):
 def test_eval_reproduces_train_test_accuracy(tmp_path):
     run_script(
         "train.py",
+        QUICK,
         f"hydra.run.dir={tmp_path / 'train'}",
         "trainer.max_epochs=1",
-        "+trainer.limit_train_batches=30",
+        "trainer.limit_train_batches=30",
         *SMALL,
         *QUIET,
     )
@@ -48,6 +50,7 @@ def test_eval_reproduces_train_test_accuracy(tmp_path):
 def test_wandb_offline_writes_its_run(tmp_path):
     run_script(
         "train.py",
+        QUICK,
         "data=synthetic",
         "logger=wandb",
         "trainer.max_epochs=1",
@@ -75,6 +78,7 @@ def test_image_folder_trains_on_real_jpegs(tmp_path, decode):
                 Image.fromarray(pixels).save(folder / f"{i}.jpg", quality=90)
     run_script(
         "train.py",
+        QUICK,
         "data=image_folder",
         f"data.root={tmp_path / 'data'}",
         "data.num_classes=2",

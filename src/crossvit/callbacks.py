@@ -10,10 +10,12 @@ from pathlib import Path
 import lightning as L
 import psutil
 import torch
+from lightning.pytorch.callbacks import RichModelSummary
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from crossvit.errors import ConfigError
+from crossvit.flops import count
 
 GB = 1e9
 
@@ -56,6 +58,30 @@ class TrainThroughput(L.Callback):
             self.img_s = self.images / (self._now(module) - self.start)
         if self.img_s is not None:
             module.log("train/img_s", self.img_s, rank_zero_only=True)
+
+
+class _CountedSummary:
+    """A Lightning model summary whose total FLOPs are given."""
+
+    def __init__(self, summary, total_flops: int) -> None:
+        self._summary, self.total_flops = summary, total_flops
+
+    def __getattr__(self, name: str):
+        return getattr(self._summary, name)
+
+
+class FlopsSummary(RichModelSummary):
+    """Lightning's model summary with the model's FLOPs as the paper counts them (multiply-accumulates of one image
+    at the input size, attention matmuls included: crossvit.flops.count). Lightning's own count is 0 without an
+    example input, and PyTorch's counter misses the fused attention kernel on the CPU."""
+
+    def _summary(self, trainer: L.Trainer, module: L.LightningModule):
+        cost = count(module.model)
+        rank_zero_info(
+            f"{cost.params_m:.1f} M parameters, {cost.gflops:.2f} GFLOPs an image at "
+            f"{module.model.input_size} px (multiply-accumulates, as the paper's tables)"
+        )
+        return _CountedSummary(super()._summary(trainer, module), round(cost.gflops * 1e9))
 
 
 class PreemptionCheckpoint(L.Callback):

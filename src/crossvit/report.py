@@ -1,57 +1,18 @@
-"""Run results: each run's metrics.json, and the table a sweep of runs makes."""
+"""Sweep analysis: the finished runs of a sweep (their metrics.json) -> the comparison table and plot. (Writing
+one run's records is crossvit.run.)"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
-from lightning.pytorch.loggers import Logger, WandbLogger
-from omegaconf import DictConfig, OmegaConf
-from rich.console import Console
-from rich.table import Table
+from omegaconf import OmegaConf
 
 from crossvit.errors import ConfigError
 from crossvit.flops import Cost, count
 from crossvit.models import FUSIONS, create_model
-
-METRICS_FILE = "metrics.json"
-
-
-def write_metrics(metrics: dict[str, Any], run_dir: str | Path) -> Path:
-    """Write metrics.json into the run directory and print the figures as a table."""
-    path = Path(run_dir) / METRICS_FILE
-    path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    table = Table(title=f"{path}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in sorted(metrics.items()):
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    Console().print(table)
-    return path
-
-
-def log_config(loggers: list[Logger], cfg: DictConfig) -> None:
-    """Log the resolved config as every logger's hyper-parameters; a W&B run that cannot start says how to fix it."""
-    hparams = OmegaConf.to_container(cfg, resolve=True)
-    for logger in loggers:
-        try:
-            logger.log_hyperparams(hparams)
-        except Exception as e:
-            if not isinstance(logger, WandbLogger):
-                raise
-            raise ConfigError(
-                f"logger=wandb could not start a run ({type(e).__name__}: {e}). Run `wandb login` or set "
-                f"WANDB_API_KEY; or set WANDB_MODE=offline to log locally and `wandb sync` the run later"
-            ) from e
-
-
-def close_loggers(loggers: list[Logger]) -> None:
-    """Finish W&B runs: a sweep runs its jobs in one process, and each job must close its own run."""
-    for logger in loggers:
-        if isinstance(logger, WandbLogger):
-            logger.experiment.finish()
+from crossvit.run import METRICS_FILE
 
 
 def collect_runs(sweep_dir: str | Path) -> pd.DataFrame:

@@ -3,7 +3,7 @@
 import pytest
 import timm
 import torch
-from conftest import QUIET, needs_fmnist, run_script
+from conftest import QUICK, QUIET, needs_fmnist, run_script
 from PIL import Image
 
 
@@ -19,20 +19,20 @@ def fails(script, *overrides, stdout=False):
     [("model", "crossvit_18"), ("fusion", "cross_attention"), ("data", "image_folder"), ("trainer", "ddp")],
 )
 def test_unknown_names_list_the_valid_ones(group, valid):
-    err = fails("train.py", f"{group}=nonsense")
+    err = fails("train.py", QUICK, f"{group}=nonsense")
     assert f"Could not find '{group}/nonsense'" in err and "Available options" in err and valid in err
 
 
 def test_impossible_architectures(tmp_path):
-    err = fails("train.py", "model.patch_size=[5,7]", f"hydra.run.dir={tmp_path}")
+    err = fails("train.py", QUICK, "model.patch_size=[5,7]", f"hydra.run.dir={tmp_path}")
     assert "error: model.patch_size[0]=5 does not divide model.img_size[0]=28; choose a divisor" in err
     assert "Traceback" not in err
-    err = fails("train.py", "model.num_heads=[3,4]", f"hydra.run.dir={tmp_path}")
+    err = fails("train.py", QUICK, "model.num_heads=[3,4]", f"hydra.run.dir={tmp_path}")
     assert "error: model.embed_dim[0]=64 is not divisible by model.num_heads[0]=3" in err
 
 
 def test_missing_dataset_root_says_how_to_get_it(tmp_path):
-    err = fails("train.py", f"data.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path}")
+    err = fails("train.py", QUICK, f"data.root={tmp_path / 'none'}", f"hydra.run.dir={tmp_path}")
     assert f"data.root={tmp_path / 'none'} holds no Fashion-MNIST" in err and "make data" in err
     assert "data.download=true" in err
 
@@ -63,16 +63,22 @@ def test_image_folder_with_a_corrupt_file(tmp_path):
     _folder(tmp_path / "data")
     bad = tmp_path / "data" / "train" / "a" / "broken.jpg"
     bad.write_text("not a jpeg")
-    err = fails("train.py", *IMAGE_FOLDER, f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'r1'}")
+    err = fails("train.py", QUICK, *IMAGE_FOLDER, f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'r1'}")
     assert f"error: {bad} is not a readable image" in err and "data.skip_corrupt=true" in err
     # Read in a worker process, the same one line, not the worker's traceback.
     err = fails(
-        "train.py", *IMAGE_FOLDER, "data.num_workers=2", f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path}"
+        "train.py",
+        QUICK,
+        *IMAGE_FOLDER,
+        "data.num_workers=2",
+        f"data.root={tmp_path / 'data'}",
+        f"hydra.run.dir={tmp_path}",
     )
     assert err.strip().splitlines()[-1].startswith(f"error: {bad} is not a readable image"), err[-2000:]
     assert "Traceback" not in err
     proc = run_script(
         "train.py",
+        QUICK,
         *IMAGE_FOLDER,
         f"data.root={tmp_path / 'data'}",
         "data.skip_corrupt=true",
@@ -84,7 +90,7 @@ def test_image_folder_with_a_corrupt_file(tmp_path):
 
 def test_image_folder_with_different_classes(tmp_path):
     _folder(tmp_path / "data", classes_val=("a", "c"))
-    err = fails("train.py", *IMAGE_FOLDER, f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path}")
+    err = fails("train.py", QUICK, *IMAGE_FOLDER, f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path}")
     assert "hold different class folders (only in train: ['b'], only in val: ['c'])" in err
 
 
@@ -134,6 +140,7 @@ def test_wandb_without_a_login_says_how_to_log_in(tmp_path):
     no_login = {"WANDB_MODE": "online", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "netrc")}
     proc = run_script(
         "train.py",
+        QUICK,
         "logger=wandb",
         "data=synthetic",
         f"hydra.run.dir={tmp_path}",
@@ -147,7 +154,7 @@ def test_wandb_without_a_login_says_how_to_log_in(tmp_path):
 
 
 def test_a_dataset_too_small_for_one_batch(tmp_path):
-    err = fails("train.py", "data=synthetic", "data.size=128", "data.test_size=128", f"hydra.run.dir={tmp_path}")
+    err = fails("train.py", QUICK, "data=synthetic", "data.size=128", "data.test_size=128", f"hydra.run.dir={tmp_path}")
     assert "error: 128 images less data.val_size=128 held out for validation leave 0 training images, not one " in err
     assert "lower data.val_size or data.batch_size" in err
 
@@ -155,8 +162,8 @@ def test_a_dataset_too_small_for_one_batch(tmp_path):
 @needs_fmnist
 def test_fashion_mnist_too_small_for_one_batch_per_device(tmp_path):
     # 60,000 images less 59,900 for validation leave 100: one batch of 64 on one process, none on two.
-    common = ["data.val_size=59900", "data.batch_size=64", "trainer.max_epochs=1", "+trainer.limit_train_batches=1"]
-    err = fails("train.py", *common, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={tmp_path / 'ddp'}")
+    common = ["data.val_size=59900", "data.batch_size=64", "trainer.max_epochs=1", "trainer.limit_train_batches=1"]
+    err = fails("train.py", QUICK, *common, "trainer=ddp_cpu", "trainer.devices=2", f"hydra.run.dir={tmp_path / 'ddp'}")
     assert "error: 60000 images less data.val_size=59900 held out for validation leave 100 training images, " in err
     assert "not one batch of data.batch_size=64 per device on 2 device(s)" in err and "Traceback" not in err
 
@@ -164,7 +171,7 @@ def test_fashion_mnist_too_small_for_one_batch_per_device(tmp_path):
 def test_image_folder_too_small_for_one_batch(tmp_path):
     _folder(tmp_path / "data")  # 4 images per class, 8 in all
     args = [*IMAGE_FOLDER, f"data.root={tmp_path / 'data'}", f"hydra.run.dir={tmp_path}"]
-    err = fails("train.py", *args, "data.batch_size=64")
+    err = fails("train.py", QUICK, *args, "data.batch_size=64")
     assert f"error: the 8 images in {tmp_path / 'data'}/train leave 8 training images, not one batch of " in err
     assert "data.batch_size=64 per device on 1 device(s); add images or lower data.batch_size" in err
     assert "Traceback" not in err and "t_initial" not in err

@@ -5,7 +5,7 @@ import resource
 import subprocess
 import sys
 
-from conftest import QUIET, ROOT, needs_fmnist, run_script
+from conftest import QUICK, QUIET, ROOT, needs_fmnist, run_script
 
 GB = 1e9
 SYNTHETIC = ["data=synthetic", "data.size=160", "data.test_size=32", "trainer.max_epochs=1"]
@@ -15,7 +15,7 @@ def run_limited(address_space_gb: float, *overrides: str) -> subprocess.Complete
     """src/train.py under `ulimit -v` (RLIMIT_AS), as some clusters run jobs."""
     limit = int(address_space_gb * 2**30)
     return subprocess.run(
-        [sys.executable, str(ROOT / "src" / "train.py"), *overrides, *QUIET],
+        [sys.executable, str(ROOT / "src" / "train.py"), QUICK, *overrides, *QUIET],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -28,7 +28,7 @@ def run_limited(address_space_gb: float, *overrides: str) -> subprocess.Complete
 def test_a_step_too_large_for_the_host_stops_before_training(tmp_path):
     # The design card's headline model at a batch no host has the memory for.
     proc = run_script(
-        "train.py", "model=crossvit_18", "data.batch_size=4096", f"hydra.run.dir={tmp_path}", *QUIET, check=False
+        "train.py", QUICK, "model=crossvit_18", "data.batch_size=4096", f"hydra.run.dir={tmp_path}", *QUIET, check=False
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
@@ -44,8 +44,8 @@ def test_a_step_too_large_for_the_host_stops_before_training(tmp_path):
 def test_the_estimate_is_near_the_measured_peak(tmp_path):
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     proc = run_script(
-        "train.py", *SYNTHETIC, "model=crossvit_9", "data.batch_size=64", "+trainer.limit_train_batches=1",
-        "+trainer.limit_val_batches=1", "+trainer.limit_test_batches=1", "data.eval_batch_size=4",
+        "train.py", QUICK, *SYNTHETIC, "model=crossvit_9", "data.batch_size=64", "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "data.eval_batch_size=4",
         f"hydra.run.dir={tmp_path}", *QUIET,
     )  # fmt: skip
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024

@@ -8,11 +8,12 @@ import time
 import fsspec.implementations.local
 import pytest
 import torch
-from conftest import QUIET, ROOT, read_metrics, run_script
+from conftest import QUICK, QUIET, ROOT, read_metrics, run_script
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 # Slow enough to be caught mid-epoch; no augmentation or dropout, so every step is a function of the seed.
 RUN = [
+    QUICK,
     "data=synthetic",
     "data.in_chans=1",
     "data.size=2176",
@@ -39,7 +40,7 @@ def _wait_for(path, proc, timeout=180):
 
 @pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
-    run_script("train.py", *RUN, f"hydra.run.dir={tmp_path / 'whole'}", *QUIET)
+    run_script("train.py", QUICK, *RUN, f"hydra.run.dir={tmp_path / 'whole'}", *QUIET)
     whole = read_metrics(tmp_path / "whole")
 
     proc = _start(tmp_path / "killed")
@@ -50,7 +51,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     assert not (tmp_path / "killed" / "metrics.json").exists()
     assert torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] < 2
 
-    run_script("train.py", *RUN, f"hydra.run.dir={tmp_path / 'killed'}", "ckpt_path=last", *QUIET)
+    run_script("train.py", QUICK, *RUN, f"hydra.run.dir={tmp_path / 'killed'}", "ckpt_path=last", *QUIET)
     resumed = read_metrics(tmp_path / "killed")
     for key in ("val/loss", "val/acc", "test/loss", "test/acc", "test/acc_branch0"):
         assert resumed[key] == pytest.approx(whole[key], abs=1e-6), key

@@ -1,0 +1,158 @@
+"""The config tree as Lightning + Hydra users know it: every option composes, the README's commands resolve to the
+recipe they claim, and the embedded quick schedule never leaks into other data."""
+
+import re
+
+import pytest
+from conftest import QUIET, ROOT, run_script
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from crossvit.cli import drop_null_groups
+from crossvit.flops import count
+from crossvit.models import build_model
+
+CONF = ROOT / "conf"
+# The paper's recipe as ../shared/PAPER.md writes it ("Training recipe (official main.py defaults)"): the expected
+# values come from the paper, not from conf/.
+PAPER_OPTIM = dict(
+    lr=5e-4,  # per 512 images
+    weight_decay=0.05,
+    warmup_epochs=5,
+    warmup_lr=1e-6,
+    min_lr=1e-5,
+    label_smoothing=0.1,
+    mixup=0.8,
+    cutmix=1.0,
+    mixup_switch_prob=0.5,
+    eps=1e-8,
+)
+PAPER_IMAGES = dict(
+    auto_augment="rand-m9-mstd0.5-inc1",
+    color_jitter=0.4,
+    re_prob=0.25,
+    re_mode="pixel",
+    interpolation="bicubic",
+    crop_pct=0.875,
+    repeated_aug=True,
+)
+PAPER_EPOCHS = 300
+QUICK_SCHEDULE = dict(lr=2e-3, warmup_epochs=0.3, mixup=0.0, cutmix=0.0)  # the README's make train figures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hydra_conf():
+    """One Hydra initialisation for the module's many compositions."""
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        yield
+
+
+def compose_train(*overrides: str):
+    return compose("train", overrides=drop_null_groups(list(overrides), CONF))
+
+
+def readme_train_commands() -> list[list[str]]:
+    """Every `python src/train.py ...` the README shows, in code blocks or inline, as override lists: a sweep's
+    first job, placeholders filled in."""
+    text = (ROOT / "README.md").read_text()
+    commands = [m.group(1) for m in re.finditer(r"`(python src/train\.py[^`]*)`", text, re.S)]
+    commands += re.findall(r"^(python src/train\.py.*?)(?:\s+#.*)?$", text, re.M)
+    out = []
+    for command in commands:
+        args = []
+        for token in re.sub(r"<[^>]*>", "X", command).split()[2:]:
+            if token in ("-m", "...", "\\", "X"):  # a sweep flag, elisions, a placeholder for other overrides
+                continue
+            key, _, value = token.partition("=")
+            if "," in value and not value.startswith("["):  # a sweep: its first job
+                value = value.split(",")[0]
+            args.append(f"{key}={value}" if value else key)
+        out.append(args)
+    return out
+
+
+def check_paper_recipe(cfg, command: str, model: str) -> None:
+    for key, value in PAPER_OPTIM.items():
+        assert cfg.optim[key] == pytest.approx(value), f"{command}: optim.{key}"
+    assert cfg.trainer.max_epochs == PAPER_EPOCHS, command
+    if model != "crossvit_micro_28":  # the project's own 28-pixel model; the released ones train with drop path
+        assert cfg.model.drop_path_rate == pytest.approx(0.1), command
+    if "ImageFolder" in cfg.data._target_:
+        for key, value in PAPER_IMAGES.items():
+            assert cfg.data[key] == value, f"{command}: data.{key}"
+
+
+def test_every_readme_command_composes_to_the_recipe_it_names():
+    commands = readme_train_commands()
+    assert len(commands) >= 8  # the parse found the README's commands
+    for args in commands:
+        command = " ".join(args)
+        cfg = compose_train(*args)
+        OmegaConf.resolve(cfg.optim), OmegaConf.to_container(cfg.model, resolve=True)
+        experiment = next((a.split("=")[1] for a in args if a.startswith(("experiment=", "hparams_search="))), None)
+        if experiment in (None, "imagenet_paper"):  # the README calls these the paper's recipe
+            model = next((a.split("=")[1] for a in args if a.startswith("model=")), "crossvit_micro_28")
+            check_paper_recipe(cfg, command, "crossvit_small" if experiment and model == "crossvit_micro_28" else model)
+        else:  # the embedded quick schedule, by name
+            for key, value in QUICK_SCHEDULE.items():
+                assert cfg.optim[key] == pytest.approx(value), f"{command}: optim.{key}"
+
+
+@pytest.mark.parametrize("data", ["image_folder", "cifar10", "cifar100", "synthetic", "fashion_mnist"])
+def test_choosing_data_never_brings_another_data_sets_schedule(data):
+    check_paper_recipe(compose_train(f"data={data}", "model=crossvit_18"), f"data={data}", "crossvit_18")
+
+
+def test_experiment_null_and_the_quick_run_by_name():
+    assert compose_train("experiment=null").optim.lr == pytest.approx(PAPER_OPTIM["lr"])
+    quick = compose_train("experiment=fashion_mnist", "data=synthetic")
+    assert quick.trainer.max_epochs == 3 and quick.optim.lr == pytest.approx(2e-3)
+    assert quick.data._target_.endswith("SyntheticDataModule")  # the command line still picks the data
+    # Through the script, as a user types it (Hydra alone rejects `experiment=null`).
+    proc = run_script("train.py", "experiment=null", "--cfg", "job")
+    assert "lr: 0.0005" in proc.stdout and "max_epochs: 300" in proc.stdout
+
+
+GROUPS = ["model", "fusion", "data", "optim", "trainer", "logger", "callbacks", "paths", "experiment", "debug"]
+
+
+@pytest.mark.parametrize("group", [*GROUPS, "hparams_search"])
+def test_every_config_group_option_composes(group):
+    options = sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+    assert options, group
+    for option in options:
+        cfg = compose_train(f"{group}={option}")
+        for part in ("model", "fusion", "data", "optim"):
+            OmegaConf.to_container(cfg[part], resolve=True)  # every interpolation resolves
+        assert cfg.trainer._target_ == "lightning.pytorch.Trainer", f"{group}={option}"
+
+
+@pytest.mark.parametrize(
+    ("override", "key", "value"),
+    [
+        ("trainer.fast_dev_run=true", "fast_dev_run", True),
+        ("trainer.limit_train_batches=10", "limit_train_batches", 10),
+        ("trainer.overfit_batches=3", "overfit_batches", 3),
+        ("trainer.profiler=simple", "profiler", "simple"),
+        ("debug=fdr", "fast_dev_run", True),
+        ("debug=overfit", "overfit_batches", 3),
+        ("debug=limit", "limit_train_batches", 0.01),
+        ("debug=profiler", "profiler", "simple"),
+    ],
+)
+def test_trainer_flags_are_plain_overrides(override, key, value):
+    assert compose_train(override).trainer[key] == value
+
+
+def test_debug_fdr_runs_and_the_run_prints_and_saves_its_config_and_flops(tmp_path):
+    proc = run_script("train.py", "debug=fdr", "tags=[smoke,fdr]", f"hydra.run.dir={tmp_path}", *QUIET[:2])
+    tree = (tmp_path / "config_tree.log").read_text()
+    assert "CONFIG" in tree and "optim" in tree and "lr: 0.0005" in tree
+    assert "CONFIG" in proc.stdout
+    # The summary's FLOPs are the counter's (held to the paper's Table 2 in test_tables), not Lightning's 0.
+    cost = count(build_model("crossvit_micro_28", in_chans=1, num_classes=10))
+    output = proc.stdout + proc.stderr
+    assert f"{cost.params_m:.1f} M parameters, {cost.gflops:.2f} GFLOPs an image" in output
+    assert "Total FLOPs: 0" not in output and "Total FLOPs" in output
+    metrics = (tmp_path / "metrics.json").read_text()
+    assert '"smoke"' in metrics and '"fdr"' in metrics
