@@ -6,16 +6,17 @@ Writes fusion_comparison.md, .csv and .png (accuracy vs FLOPs) into that directo
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from crossvit.report import report, to_markdown
+from crossvit.report import report
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("sweep_dir", help="directory of a `python src/train.py -m ...` sweep")
     args = parser.parse_args()
-    table = report(args.sweep_dir)
-    print(to_markdown(table))
+    report(args.sweep_dir)
+    print((Path(args.sweep_dir) / "fusion_comparison.md").read_text())
     print(f"wrote fusion_comparison.md, .csv and .png into {args.sweep_dir}")
 
 

@@ -65,8 +65,8 @@ def tiny_sweep(tmp_path_factory) -> Path:
     sweep = tmp_path_factory.mktemp("sweep")
     run_script(
         "train.py",
-        QUICK,
         "-m",
+        QUICK,
         "fusion=cross_attention,none",  # not the report's order: it must sort them
         "seed=0,1",
         "data=synthetic",

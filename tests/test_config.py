@@ -90,7 +90,7 @@ def test_every_readme_command_composes_to_the_recipe_it_names():
         cfg = compose_train(*args)
         OmegaConf.resolve(cfg.optim), OmegaConf.to_container(cfg.model, resolve=True)
         experiment = next((a.split("=")[1] for a in args if a.startswith(("experiment=", "hparams_search="))), None)
-        if experiment in (None, "imagenet_paper"):  # the README calls these the paper's recipe
+        if experiment in (None, "imagenet_paper", "arch_ablation"):  # the README calls these the paper's recipe
             model = next((a.split("=")[1] for a in args if a.startswith("model=")), "crossvit_micro_28")
             check_paper_recipe(cfg, command, "crossvit_small" if experiment and model == "crossvit_micro_28" else model)
         else:  # the embedded quick schedule, by name
@@ -113,7 +113,19 @@ def test_experiment_null_and_the_quick_run_by_name():
     assert "lr: 0.0005" in proc.stdout and "max_epochs: 300" in proc.stdout
 
 
-GROUPS = ["model", "fusion", "data", "optim", "trainer", "logger", "callbacks", "paths", "experiment", "debug"]
+GROUPS = [
+    "model",
+    "fusion",
+    "data",
+    "optim",
+    "trainer",
+    "logger",
+    "callbacks",
+    "paths",
+    "experiment",
+    "ablation",
+    "debug",
+]
 
 
 @pytest.mark.parametrize("group", [*GROUPS, "hparams_search"])

@@ -2,8 +2,11 @@ import csv
 import json
 import statistics
 
+import pandas as pd
 import pytest
 from conftest import ROOT, run_script
+
+from crossvit.report import collect_runs, table6_pattern, title_of
 
 
 def test_report_summarises_a_sweep(tiny_sweep):
@@ -20,7 +23,28 @@ def test_report_summarises_a_sweep(tiny_sweep):
     assert float(rows["cross_attention"]["gflops"]) > float(rows["none"]["gflops"])
     assert "branch0_mean" in rows["none"] and "fit_time_s" in rows["none"]
     assert (tiny_sweep / "fusion_comparison.png").read_bytes()[:4] == b"\x89PNG"
-    assert "± " in (tiny_sweep / "fusion_comparison.md").read_text()
+    text = (tiny_sweep / "fusion_comparison.md").read_text()
+    assert "± " in text and "beside the paper's Table 6" in text and "| 47.2 |" in text  # the paper's S-only column
+    # The plot says what ran, not where: tiny_sweep is crossvit_micro_28 on synthetic data, 1 epoch, seeds 0 and 1.
+    assert title_of(collect_runs(tiny_sweep)) == "crossvit_micro_28 on synthetic: 1 epochs, seeds 0, 1"
+
+
+def test_table6_pattern_is_judged_plainly():
+    """The paper's own single-branch columns show its pattern; ours from docs/results.md (Fashion-MNIST) do not."""
+    fusions = ["none", "all_attention", "class_token", "pairwise", "cross_attention"]
+    paper = pd.DataFrame(
+        dict(
+            fusion=fusions,
+            branch0_mean=[0.001, 0.005, 0.076, 0.073, 0.472],
+            branch1_mean=[0.802, 0.799, 0.806, 0.803, 0.681],
+        )
+    )
+    assert table6_pattern(paper).splitlines()[-1].startswith("**Reproduced**")
+    ours = paper.assign(
+        branch0_mean=[0.4643, 0.6989, 0.8543, 0.8571, 0.8181], branch1_mean=[0.8565, 0.8568, 0.8581, 0.8605, 0.8408]
+    )
+    verdict = table6_pattern(ours).splitlines()[-1]
+    assert verdict.startswith("**Not reproduced**") and "pairwise's (85.7%)" in verdict
 
 
 def test_report_names_a_directory_without_runs(tmp_path):

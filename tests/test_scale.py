@@ -60,8 +60,8 @@ def test_a_sweep_of_ddp_jobs_writes_one_sweep_directory(tmp_path):
     rank 0's sweep directory (the default, with ${now}), not one of its own seconds later."""
     run_script(
         "train.py",
-        QUICK,
         "-m",
+        QUICK,
         "fusion=none,class_token",
         "trainer=ddp_cpu",
         "data=synthetic",
@@ -84,8 +84,8 @@ def test_a_sweep_of_ddp_jobs_writes_one_sweep_directory(tmp_path):
 def test_sweep_jobs_share_a_wandb_group(tmp_path):
     run_script(
         "train.py",
-        QUICK,
         "-m",
+        QUICK,
         "fusion=none,class_token",
         "logger=wandb",
         "data=synthetic",
@@ -111,8 +111,8 @@ def test_sweep_jobs_share_a_wandb_group(tmp_path):
 def test_submitit_local_runs_two_real_jobs(tmp_path):
     run_script(
         "train.py",
-        QUICK,
         "-m",
+        QUICK,
         "hydra/launcher=submitit_local",
         "hydra.launcher.timeout_min=10",
         "fusion=none,cross_attention",

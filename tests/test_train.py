@@ -10,8 +10,8 @@ def test_fast_dev_run_of_every_fusion(tmp_path):
     fusions = "none,all_attention,class_token,pairwise,cross_attention"
     run_script(
         "train.py",
-        QUICK,
         "-m",
+        QUICK,
         f"fusion={fusions}",
         "data=synthetic",
         "trainer.fast_dev_run=true",
