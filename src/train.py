@@ -6,6 +6,7 @@ Writes metrics.json into the run directory and returns the monitored metric (for
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ def run(cfg: DictConfig) -> float:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from crossvit.module import ClassificationModule
-    from crossvit.run import finish, start
+    from crossvit.run import close_loggers, finish, start
 
     hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:  # read by conf/hydra/default.yaml in the DDP ranks Lightning starts
@@ -49,8 +50,16 @@ def run(cfg: DictConfig) -> float:
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except SIGTERMException:  # preempted: crossvit.callbacks.PreemptionCheckpoint saved checkpoints/last.ckpt
-        print(f"stopped by SIGTERM; resume with: python src/train.py ... hydra.run.dir={run_dir} ckpt_path=last")
-        return float("nan")
+        print(
+            f"stopped by SIGTERM at global step {trainer.global_step}, before the run finished (no metrics.json); "
+            f"resume with: python src/train.py ... hydra.run.dir={run_dir} ckpt_path=last",
+            file=sys.stderr,
+        )
+        # Not a result: exit as a process killed by SIGTERM does (128 + 15). A SystemExit passes Hydra and
+        # submitit, which then records no result for the job, so a sweep never counts it as finished (a SLURM
+        # requeue reruns it; the sweep driver waits for that run).
+        close_loggers(loggers)
+        raise SystemExit(128 + signal.SIGTERM) from None
     fit_time = time.perf_counter() - begin
     throughput = trainer.callback_metrics.get("train/img_s")
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""

@@ -1,12 +1,13 @@
 import csv
 import json
+import shutil
 import statistics
 
 import pandas as pd
 import pytest
 from conftest import ROOT, run_script
 
-from crossvit.report import collect_runs, table6_pattern, title_of
+from crossvit.report import collect_runs, report, table6_pattern, title_of
 
 
 def test_report_summarises_a_sweep(tiny_sweep):
@@ -27,6 +28,19 @@ def test_report_summarises_a_sweep(tiny_sweep):
     assert "± " in text and "beside the paper's Table 6" in text and "| 47.2 |" in text  # the paper's S-only column
     # The plot says what ran, not where: tiny_sweep is crossvit_micro_28 on synthetic data, 1 epoch, seeds 0 and 1.
     assert title_of(collect_runs(tiny_sweep)) == "crossvit_micro_28 on synthetic: 1 epochs, seeds 0, 1"
+
+
+def test_report_refuses_a_sweep_with_unfinished_jobs(tiny_sweep, tmp_path):
+    """A preempted or failed job has a run directory but no metrics.json: the report must not pass over it."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(tiny_sweep, sweep)
+    (sweep / "2" / "metrics.json").unlink()  # as a job stopped by SIGTERM leaves it
+    proc = run_script("report.py", str(sweep), check=False)
+    assert proc.returncode == 2 and "jobs 2 have no metrics.json" in proc.stderr and "Traceback" not in proc.stderr
+    report(sweep, allow_partial=True)  # what `--allow-partial` asks for
+    assert "**Partial**: jobs 2 have no final metrics" in (sweep / "fusion_comparison.md").read_text()
+    rows = {r["fusion"]: r for r in csv.DictReader((sweep / "fusion_comparison.csv").open())}
+    assert rows["none"]["runs"] == "1" and rows["cross_attention"]["runs"] == "2"
 
 
 def test_table6_pattern_is_judged_plainly():

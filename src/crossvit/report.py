@@ -16,9 +16,22 @@ from crossvit.run import METRICS_FILE
 from crossvit.tables import paper_numbers
 
 
-def collect_runs(sweep_dir: str | Path) -> pd.DataFrame:
-    """One row per finished job of a Hydra multirun: its choices, seed, metrics, params and FLOPs."""
+def unfinished_jobs(sweep_dir: str | Path) -> list[str]:
+    """The sweep's jobs (numbered folders Hydra made) without final metrics: preempted, failed or still running."""
+    jobs = [d for d in Path(sweep_dir).iterdir() if d.is_dir() and (d / ".hydra").is_dir()]
+    return sorted((d.name for d in jobs if not (d / METRICS_FILE).exists()), key=lambda n: (len(n), n))
+
+
+def collect_runs(sweep_dir: str | Path, allow_partial: bool = False) -> pd.DataFrame:
+    """One row per finished job of a Hydra multirun: its choices, seed, metrics, params and FLOPs. Jobs without
+    final metrics make it refuse, unless `allow_partial` (then the report lists them)."""
     sweep_dir = Path(sweep_dir)
+    missing = unfinished_jobs(sweep_dir) if sweep_dir.is_dir() else []
+    if missing and not allow_partial:
+        raise ConfigError(
+            f"{sweep_dir}: jobs {', '.join(missing)} have no {METRICS_FILE} (preempted, failed or still running); "
+            f"resume them (python src/train.py ... hydra.run.dir=<job dir> ckpt_path=last) or pass --allow-partial"
+        )
     rows = []
     costs: dict[str, Cost] = {}
     for metrics_file in sorted(sweep_dir.glob(f"*/{METRICS_FILE}")):
@@ -170,14 +183,17 @@ def title_of(runs: pd.DataFrame) -> str:
     return f"{models} on {data}: {epochs} epochs, seeds {seeds}"
 
 
-def report(sweep_dir: str | Path) -> pd.DataFrame:
+def report(sweep_dir: str | Path, allow_partial: bool = False) -> pd.DataFrame:
     """Write fusion_comparison.md, .csv and .png into the sweep directory; return the summary table."""
     sweep_dir = Path(sweep_dir)
-    runs = collect_runs(sweep_dir)
+    runs = collect_runs(sweep_dir, allow_partial)
     table = summarise(runs)
     table.to_csv(sweep_dir / "fusion_comparison.csv", index=False)
     pattern = table6_pattern(table)
     text = to_markdown(table) + (f"\nSingle-branch heads beside the paper's Table 6:\n\n{pattern}" if pattern else "")
+    missing = unfinished_jobs(sweep_dir)
+    if missing:
+        text = f"**Partial**: jobs {', '.join(missing)} have no final metrics and are left out.\n\n" + text
     (sweep_dir / "fusion_comparison.md").write_text(text)
     plot_accuracy_vs_flops(table, sweep_dir / "fusion_comparison.png", title=title_of(runs))
     return table
