@@ -3,27 +3,44 @@
 import pytest
 from conftest import QUICK, QUIET, needs_fmnist, read_metrics, run_script
 
+from crossvit.flops import count
+from crossvit.models import build_model
+
 SMALL = ["model.embed_dim=[32,64]", "model.num_heads=[2,2]", "model.depth=[[1,1],[1,1]]"]
+SMALL_ARGS = dict(embed_dim=[32, 64], num_heads=[2, 2], depth=[[1, 1], [1, 1]])
 
 
 def test_fast_dev_run_of_every_fusion(tmp_path):
+    """debug=fdr over every fusion; each run prints and saves its config tree, and its model summary counts FLOPs
+    with crossvit.flops.count (held to the paper's tables in test_tables), not Lightning's 0."""
     fusions = "none,all_attention,class_token,pairwise,cross_attention"
-    run_script(
+    proc = run_script(
         "train.py",
         "-m",
         QUICK,
         f"fusion={fusions}",
         "data=synthetic",
-        "trainer.fast_dev_run=true",
+        "debug=fdr",
+        "tags=[smoke,fdr]",
         f"hydra.sweep.dir={tmp_path}",
         *SMALL,
-        *QUIET,
+        *QUIET[:2],  # the model summary stays on
     )
-    for job in range(5):
+    output = proc.stdout + proc.stderr
+    assert "Total FLOPs: 0" not in output
+    for job, fusion in enumerate(fusions.split(",")):
         metrics = read_metrics(tmp_path / str(job))
         assert {"val/acc", "val/acc_branch0", "val/acc_branch1", "test/acc_top5"} <= set(metrics)
-    configs = [(tmp_path / str(j) / ".hydra" / "config.yaml").read_text() for j in range(5)]
-    assert [f"name: {f}" in c for f, c in zip(fusions.split(","), configs)] == [True] * 5
+        assert metrics["tags"] == ["smoke", "fdr"]
+        assert f"name: {fusion}" in (tmp_path / str(job) / ".hydra" / "config.yaml").read_text()
+        tree = (tmp_path / str(job) / "config_tree.log").read_text()
+        assert "CONFIG" in tree and "fast_dev_run: true" in tree and f"name: {fusion}" in tree
+        model = build_model("crossvit_micro_28", fusion, in_chans=3, num_classes=10, **SMALL_ARGS)
+        cost = count(model)
+        assert f"{cost.params_m:.1f} M parameters, {cost.gflops:.2f} GFLOPs an image" in output, fusion
+
+
+EVAL_LIMITS = ["trainer.limit_val_batches=4", "trainer.limit_test_batches=4"]  # 2,048 images of each split
 
 
 @needs_fmnist
@@ -34,6 +51,7 @@ def test_eval_reproduces_train_test_accuracy(tmp_path):
         f"hydra.run.dir={tmp_path / 'train'}",
         "trainer.max_epochs=1",
         "trainer.limit_train_batches=30",
+        *EVAL_LIMITS,
         *SMALL,
         *QUIET,
     )
@@ -41,7 +59,9 @@ def test_eval_reproduces_train_test_accuracy(tmp_path):
     assert trained["test/acc"] > 0.3  # 30 steps already learn Fashion-MNIST well beyond chance (0.1)
     # The loop's own rate (20 steps after 10 of warm-up) beats the whole fit's average, start-up and validation in.
     assert trained["train_img_s"] > 30 * 256 / trained["fit_time_s"]
-    run_script("eval.py", f"ckpt_path={trained['best_ckpt']}", f"hydra.run.dir={tmp_path / 'eval'}", *QUIET[:1])
+    run_script(
+        "eval.py", f"ckpt_path={trained['best_ckpt']}", f"hydra.run.dir={tmp_path / 'eval'}", *EVAL_LIMITS, *QUIET[:1]
+    )
     evaluated = read_metrics(tmp_path / "eval")
     for key in ("test/acc", "test/acc_branch0", "test/acc_branch1", "val/acc"):
         assert evaluated[key] == pytest.approx(trained[key], abs=1e-6), key
