@@ -6,9 +6,9 @@ UV      := .venv/bin/uv
 LOCK    := requirements.lock
 FMNIST  := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data lock test test-fast train ablation tables lint format clean
+.PHONY: setup data slurm lock test test-fast train ablation tables lint format clean
 
-setup: .venv/.installed data
+setup: .venv/.installed data slurm
 
 # pip only bootstraps uv at the lock's own version; uv installs exactly the lock, then the project itself.
 .venv/.installed: $(LOCK)
@@ -33,6 +33,15 @@ data:
 	else \
 		echo "No apt: run 'python src/train.py data.download=true' once to fetch Fashion-MNIST with torchvision,"; \
 		echo "or point data.root at a folder holding its four IDX files."; \
+	fi
+
+# Debian's SLURM and munge, for scripts/slurm_local.sh (a one-node cluster the tests run sweeps on).
+slurm:
+	@if command -v slurmctld >/dev/null && command -v munged >/dev/null; then echo "SLURM: $$(slurmctld -V)"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null; \
+	else \
+		echo "No apt (or not root): tests/test_slurm.py will be skipped; install slurm-wlm and munge to run it."; \
 	fi
 
 test:

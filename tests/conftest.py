@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import subprocess
@@ -79,3 +80,34 @@ def tiny_sweep(tmp_path_factory) -> Path:
         *QUIET,
     )
     return sweep
+
+
+# Deterministic data order and no randomness in the step, so 1 and 2 processes see the same global batches.
+SAME_STEPS = [
+    "data=synthetic",
+    "data.shuffle=false",
+    "data.hflip=0",
+    "data.size=320",
+    "data.test_size=64",
+    "optim.label_smoothing=0",
+    "optim.ema_decay=0.9",  # the EMA copy is a second model inside the module: DDP must not wait on its grads
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "model.embed_dim=[32,64]",
+    "model.num_heads=[2,2]",
+    "model.depth=[[1,1],[1,1]]",
+]
+
+
+def step_losses(run_dir) -> dict[int, float]:
+    """train/loss of each step, from a run's CSV log."""
+    rows = csv.DictReader((run_dir / "csv" / "metrics.csv").open())
+    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+
+
+@pytest.fixture(scope="session")
+def one_process_run(tmp_path_factory):
+    """SAME_STEPS in one process with the global batch of 16: the reference for every DDP test."""
+    run = tmp_path_factory.mktemp("one")
+    run_script("train.py", QUICK, "trainer=cpu", "data.batch_size=16", f"hydra.run.dir={run}", *SAME_STEPS, *QUIET)
+    return run

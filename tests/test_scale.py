@@ -1,37 +1,11 @@
 """Scale-out through existing engines: Lightning DDP (gloo on CPU), Hydra sweeps, submitit, Optuna."""
 
-import csv
-
 import pytest
-from conftest import QUICK, QUIET, read_metrics, run_script
-
-# Deterministic data order and no randomness in the step, so 1 and 2 processes see the same global batches.
-SAME_STEPS = [
-    "data=synthetic",
-    "data.shuffle=false",
-    "data.hflip=0",
-    "data.size=320",
-    "data.test_size=64",
-    "optim.label_smoothing=0",
-    "optim.ema_decay=0.9",  # the EMA copy is a second model inside the module: DDP must not wait on its grads
-    "trainer.max_epochs=1",
-    "trainer.log_every_n_steps=1",
-    "model.embed_dim=[32,64]",
-    "model.num_heads=[2,2]",
-    "model.depth=[[1,1],[1,1]]",
-]
-
-
-def _losses(run_dir):
-    rows = csv.DictReader((run_dir / "csv" / "metrics.csv").open())
-    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+from conftest import QUICK, QUIET, SAME_STEPS, read_metrics, run_script, step_losses
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
-    run_script(
-        "train.py", QUICK, "trainer=cpu", "data.batch_size=16", f"hydra.run.dir={tmp_path / 'one'}", *SAME_STEPS, *QUIET
-    )
+def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path, one_process_run):
     run_script(
         "train.py",
         QUICK,
@@ -41,14 +15,14 @@ def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
         *SAME_STEPS,
         *QUIET,
     )
-    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    one, two = step_losses(one_process_run), step_losses(tmp_path / "two")
     assert len(one) == 16 and one.keys() == two.keys()  # 256 training images / global batch 16
     for step in one:
         assert two[step] == pytest.approx(one[step], abs=1e-5), step
     # Rank 0 alone writes: one metrics.json, one CSV log, one set of checkpoints.
     run = tmp_path / "two"
     for key in ("test/acc", "test/acc_ema"):
-        assert read_metrics(run)[key] == pytest.approx(read_metrics(tmp_path / "one")[key], abs=1e-6), key
+        assert read_metrics(run)[key] == pytest.approx(read_metrics(one_process_run)[key], abs=1e-6), key
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [".hydra", "checkpoints", "csv"]
     assert list((run / "csv").glob("*.csv")) == [run / "csv" / "metrics.csv"]
@@ -105,28 +79,6 @@ def test_sweep_jobs_share_a_wandb_group(tmp_path):
         assert "test/acc" in read_metrics(tmp_path / job)
         (run,) = (tmp_path / job / "wandb").glob("offline-run-*")
         assert group in next(run.glob("run-*.wandb")).read_bytes()
-
-
-@pytest.mark.slow
-def test_submitit_local_runs_two_real_jobs(tmp_path):
-    run_script(
-        "train.py",
-        "-m",
-        QUICK,
-        "hydra/launcher=submitit_local",
-        "hydra.launcher.timeout_min=10",
-        "fusion=none,cross_attention",
-        "data=synthetic",
-        "trainer.max_epochs=1",
-        "model.embed_dim=[32,64]",
-        "model.num_heads=[2,2]",
-        f"hydra.sweep.dir={tmp_path}",
-        *QUIET,
-    )
-    for job, fusion in (("0", "none"), ("1", "cross_attention")):
-        assert "test/acc" in read_metrics(tmp_path / job)
-        assert f"name: {fusion}" in (tmp_path / job / ".hydra" / "config.yaml").read_text()
-    assert any((tmp_path / ".submitit").iterdir())
 
 
 @pytest.mark.slow

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 
 def drop_null_groups(argv: list[str], conf_dir: str | Path) -> list[str]:
@@ -14,3 +17,26 @@ def drop_null_groups(argv: list[str], conf_dir: str | Path) -> list[str]:
         group, _, value = arg.partition("=")
         out.append(f"~{group}" if value == "null" and group in groups else arg)
     return out
+
+
+def _slurm_gpus(accelerator: str, devices: int) -> int | None:
+    """GPUs a SLURM job asks for: the trainer's devices on GPU trainers, none otherwise (CPU partitions have none)."""
+    return devices if accelerator in ("gpu", "cuda") else None
+
+
+# Resolvers the configs use (conf/hydra/launcher/slurm.yaml); registered on import, before Hydra composes.
+OmegaConf.register_new_resolver("crossvit.slurm_gpus", _slurm_gpus, replace=True)
+OmegaConf.register_new_resolver("crossvit.add", lambda a, b: a + b, replace=True)
+
+
+class _WithoutSacctNoise(logging.Filter):
+    """submitit polls SLURM with sacct and warns at every poll when a cluster keeps no accounting (small and local
+    clusters): "Bypassing sacct error ..., status may be inaccurate". It then reads each job's result file, which
+    is what the sweep needs, so those warnings say nothing."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Bypassing sacct error" not in record.getMessage()
+
+
+# On the logger itself, so the records do not reach the root logger either; dictConfig keeps existing filters.
+logging.getLogger("submitit").addFilter(_WithoutSacctNoise())
