@@ -152,3 +152,11 @@ def test_every_config_group_option_composes(group):
 )
 def test_trainer_flags_are_plain_overrides(override, key, value):
     assert compose_train(override).trainer[key] == value
+
+
+@pytest.mark.parametrize(("trainer", "gpus"), [("ddp_cpu", None), ("cpu", None), ("ddp", 2), ("gpu", 1)])
+def test_the_slurm_launcher_asks_for_gpus_only_on_gpu_trainers(trainer, gpus):
+    cfg = compose("train", overrides=["hydra/launcher=slurm", f"trainer={trainer}"], return_hydra_config=True)
+    assert OmegaConf.select(cfg, "hydra.launcher.gpus_per_node") == gpus
+    assert OmegaConf.select(cfg, "hydra.launcher.tasks_per_node") == cfg.trainer.devices
+    assert OmegaConf.select(cfg, "hydra.launcher.cpus_per_task") == cfg.data.num_workers + 1
