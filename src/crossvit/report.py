@@ -141,9 +141,9 @@ def table6_pattern(table: pd.DataFrame) -> str:
     """Our single-branch accuracies beside the paper's Table 6, and whether they show its pattern: the S-branch head
     learns only with cross-attention (highest S-only accuracy of all fusions) and in every other fusion the L-branch
     dominates (its S-only accuracy at most half its L-only)."""
-    paper = {e["fusion"]: e for e in paper_numbers()["fusions"]}
     if "branch0_mean" not in table or "branch1_mean" not in table:
         return ""
+    paper = {e["fusion"]: e for e in paper_numbers()["fusions"]}
     lines = [
         "| fusion | S-branch only % | L-branch only % | paper S-branch only % | paper L-branch only % |",
         "|---|---|---|---|---|",
@@ -157,8 +157,8 @@ def table6_pattern(table: pd.DataFrame) -> str:
     s_only = dict(zip(table["fusion"], table["branch0_mean"]))
     l_only = dict(zip(table["fusion"], table["branch1_mean"]))
     failed = []
-    if "cross_attention" in s_only and max(s_only, key=s_only.get) != "cross_attention":
-        best = max(s_only, key=s_only.get)
+    best = max(s_only, key=s_only.get)
+    if "cross_attention" in s_only and best != "cross_attention":
         failed.append(f"the best S-branch head is {best}'s ({100 * s_only[best]:.1f}%), not cross-attention's")
     for fusion in s_only:
         if fusion != "cross_attention" and s_only[fusion] > l_only[fusion] / 2:

@@ -58,22 +58,21 @@ def architecture_rows(entries: Iterable[Mapping[str, Any]]) -> list[dict[str, An
         model_overrides, fusion_args = ablation_overrides(entry["ablation"])
         row = measure(ABLATED_MODEL, "cross_attention", fusion_args, **model_overrides)
         setting = {key: entry[key] for key in ("patch", "width", "K", "N", "M", "L")}
-        row = _beside_paper(row, entry, table=7, row=entry["row"], name=f"{entry['row']}", **setting)
-        rows.append(row)
+        rows.append(_beside_paper(row, entry, table=7, row=entry["row"], name=entry["row"], **setting))
     return rows
 
 
 def _beside_paper(ours: dict[str, Any], entry: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
-    row = ours
-    row.update(extra)
-    row.setdefault("table", entry.get("table"))
-    row.update(paper_params_m=entry["params_m"], paper_gflops=entry["gflops"], paper_top1=entry["top1"])
+    """`ours` (a measure() row) with `extra`, the entry's paper numbers and table, and the differences in percent."""
+    ours.update(extra)
+    ours.setdefault("table", entry.get("table"))
+    ours.update(paper_params_m=entry["params_m"], paper_gflops=entry["gflops"], paper_top1=entry["top1"])
     for key in ("l_branch_top1", "s_branch_top1"):
         if key in entry:
-            row[f"paper_{key}"] = entry[key]
-    row["params_diff_pct"] = round(100 * (row["params_m"] / entry["params_m"] - 1), 2)
-    row["gflops_diff_pct"] = round(100 * (row["gflops"] / entry["gflops"] - 1), 2)
-    return row
+            ours[f"paper_{key}"] = entry[key]
+    ours["params_diff_pct"] = round(100 * (ours["params_m"] / entry["params_m"] - 1), 2)
+    ours["gflops_diff_pct"] = round(100 * (ours["gflops"] / entry["gflops"] - 1), 2)
+    return ours
 
 
 def markdown_table(rows: list[dict[str, Any]], columns: Mapping[str, str]) -> str:
