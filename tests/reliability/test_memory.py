@@ -44,7 +44,7 @@ def test_a_step_too_large_for_the_host_stops_before_training(tmp_path):
 def test_the_estimate_is_near_the_measured_peak(tmp_path):
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     proc = run_script(
-        "train.py", QUICK, *SYNTHETIC, "model=crossvit_9", "data.batch_size=32", "trainer.limit_train_batches=1",
+        "train.py", QUICK, *SYNTHETIC, "model=crossvit_9", "data.batch_size=64", "trainer.limit_train_batches=1",
         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "data.eval_batch_size=4",
         f"hydra.run.dir={tmp_path}", *QUIET,
     )  # fmt: skip
