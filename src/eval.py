@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> float:
     from crossvit.run import finish, start
     from crossvit.weights import read_checkpoint
 
-    run_dir, loggers, trainer = start(cfg, callbacks=False)
+    run_dir, loggers, trainer = start(cfg)
     checkpoint = read_checkpoint(cfg.ckpt_path)
     if "hyper_parameters" in checkpoint and "state_dict" in checkpoint:  # trained by src/train.py
         # It rebuilds its own architecture; the composed model=/fusion= apply to other weights only.

@@ -41,19 +41,18 @@ def print_config_tree(cfg: DictConfig, run_dir: str | Path) -> None:
         Console(file=f, width=120).print(tree)
 
 
-def start(cfg: DictConfig, callbacks: bool = True) -> tuple[str, list[Logger], L.Trainer]:
-    """Seed, print the config, make the loggers and the trainer; returns (run directory, loggers, trainer)."""
+def start(cfg: DictConfig) -> tuple[str, list[Logger], L.Trainer]:
+    """Seed, print the config, make the loggers, callbacks (eval.yaml has none) and the trainer; returns (run
+    directory, loggers, trainer)."""
     L.seed_everything(cfg.seed, workers=True)
     run_dir = hydra.core.hydra_config.HydraConfig.get().runtime.output_dir
     if cfg.get("print_config", True):
         print_config_tree(cfg, run_dir)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
-    extra = {}
-    if callbacks:
-        extra["callbacks"] = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-        if cfg.trainer.get("enable_model_summary") is False:  # Lightning's flag hides ours too
-            extra["callbacks"] = [c for c in extra["callbacks"] if not isinstance(c, ModelSummary)]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, **extra)
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if cfg.trainer.get("enable_model_summary") is False:  # Lightning's flag hides ours too
+        callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     log_config(loggers, cfg)
     return run_dir, loggers, trainer
 
