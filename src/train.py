@@ -30,6 +30,7 @@ def run(cfg: DictConfig) -> float:
     from hydra.utils import instantiate
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+    from crossvit.callbacks import received_sigterm
     from crossvit.module import ClassificationModule
     from crossvit.run import close_loggers, finish, start
 
@@ -49,7 +50,11 @@ def run(cfg: DictConfig) -> float:
     begin = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-    except SIGTERMException:  # preempted: crossvit.callbacks.PreemptionCheckpoint saved checkpoints/last.ckpt
+    except (Exception, SIGTERMException) as error:
+        # Preempted: crossvit.callbacks.PreemptionCheckpoint saved checkpoints/last.ckpt. A DDP collective that
+        # fails because a signalled peer has gone is the same preemption, not a result.
+        if not (isinstance(error, SIGTERMException) or received_sigterm(trainer)):
+            raise
         print(
             f"stopped by SIGTERM at global step {trainer.global_step}, before the run finished (no metrics.json); "
             f"resume with: python src/train.py ... hydra.run.dir={run_dir} ckpt_path=last",

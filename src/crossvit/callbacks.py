@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 import resource
+import signal
+import threading
 import time
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import lightning as L
 import psutil
@@ -85,17 +89,79 @@ class FlopsSummary(RichModelSummary):
 
 
 class PreemptionCheckpoint(L.Callback):
-    """On SIGTERM (a cluster preempting the job), save checkpoints/last.ckpt where training stood.
+    """On SIGTERM (a cluster preempting or requeueing the job), stop every rank after the same training step and save
+    checkpoints/last.ckpt there. Other exceptions (a diverged loss) save nothing, so the last good checkpoint survives.
 
-    Lightning turns SIGTERM into a SIGTERMException; other exceptions (a diverged loss) save nothing, so the last
-    good checkpoint survives them.
+    Lightning's own SIGTERM handler is replaced while a stage runs: it issues a collective inside the signal handler,
+    and each rank then raises on its own flag, so under DDP a rank signalled a moment earlier left while its peer
+    waited in the next collective. The peer failed with gloo's "Connection closed by peer", and on rank 0 that error
+    became the SLURM job's result. Here the handler only records the signal; the ranks agree through a MAX all-reduce
+    of their flags after each training step, read on the host one step later so that it never waits for the device,
+    and raise together.
     """
+
+    def __init__(self) -> None:
+        self.received_sigterm = False
+        self._agreed: tuple[torch.Tensor, torch.cuda.Event | None] | None = None  # last step's all-reduced flag
+
+    def _install(self, trainer: L.Trainer) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal.signal works only there; Lightning's handler stays
+        launcher = trainer.strategy.launcher
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            if launcher is not None and not self.received_sigterm:
+                launcher.kill(signum)  # ranks that Lightning started itself get the signal too
+            self.received_sigterm = True
+
+        signal.signal(signal.SIGTERM, on_sigterm)  # Lightning's teardown restores the handler from before the stage
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._install(trainer)
+        self._agreed = None
+        # Lightning broadcasts rank 0's SIGTERM flag before every step and reads it on the host: under DDP, a wait for
+        # the device each step. Its flag is never set once the handler above is in place, so the read only costs time.
+        trainer.fit_loop.epoch_loop._broadcast_sigterm_tensor = lambda: None
+
+    def on_validation_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._install(trainer)  # also the sanity check before training, and trainer.validate
+
+    def on_test_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._install(trainer)
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            if self.received_sigterm:
+                raise SIGTERMException
+            return
+        previous, self._agreed = self._agreed, self._all_reduce_flag(trainer.strategy.root_device)
+        if previous is not None:
+            flag, ready = previous
+            if ready is not None:
+                ready.synchronize()  # the step before this one: long finished
+            if flag.item():
+                raise SIGTERMException
+
+    def _all_reduce_flag(self, device: torch.device) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        flag = torch.full((1,), int(self.received_sigterm), dtype=torch.int32, device=device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        if flag.device.type != "cuda":
+            return flag, None
+        ready = torch.cuda.Event()
+        flag = flag.to("cpu", non_blocking=True)  # into pinned memory, behind the all-reduce
+        ready.record()
+        return flag, ready
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException) and trainer.checkpoint_callback is not None:
             path = f"{trainer.checkpoint_callback.dirpath}/last.ckpt"
             trainer.save_checkpoint(path)
             rank_zero_info(f"SIGTERM: saved {path} at global step {trainer.global_step}")
+
+
+def received_sigterm(trainer: L.Trainer) -> bool:
+    """Whether this process was sent SIGTERM during the trainer's stages (PreemptionCheckpoint records it)."""
+    return any(getattr(c, "received_sigterm", False) for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint))
 
 
 def step_memory(module: L.LightningModule, batch_size: int, probe: int = 2) -> tuple[float, float]:
