@@ -1,29 +1,66 @@
-"""Scale-out through existing engines: Lightning DDP (gloo on CPU), Hydra sweeps, submitit, Optuna."""
+"""Scale-out through existing engines: DDP (gloo on CPU) under torchrun and Lightning, Hydra sweeps, Optuna."""
+
+import socket
+import subprocess
+import sys
 
 import pytest
-from conftest import QUICK, QUIET, SAME_STEPS, read_metrics, run_script, step_losses
+from conftest import QUICK, QUIET, ROOT, SAME_STEPS, read_metrics, run_script, step_losses
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.mark.slow
-def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path, one_process_run):
-    run_script(
-        "train.py",
-        QUICK,
-        "trainer=ddp_cpu",
-        "data.batch_size=8",
-        f"hydra.run.dir={tmp_path / 'two'}",
-        *SAME_STEPS,
-        *QUIET,
-    )
-    one, two = step_losses(one_process_run), step_losses(tmp_path / "two")
-    assert len(one) == 16 and one.keys() == two.keys()  # 256 training images / global batch 16
+def test_ddp_over_two_torchrun_nodes_matches_one_process(tmp_path, one_process_run):
+    """Multi-node DDP without a cluster: two torchrun agents of one process each (rendezvous on 127.0.0.1), as two
+    machines run them, with trainer.num_nodes=2 (gloo). Lightning's own launcher (trainer.devices=2) is the path of
+    tests/reliability/test_resume.py's DDP test and of the sweep test below; srun's is tests/test_slurm.py's."""
+    port = str(free_port())
+    run = tmp_path / "nodes"
+    agents = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nnodes=2",
+                "--nproc_per_node=1",
+                f"--node_rank={node}",
+                "--master_addr=127.0.0.1",
+                f"--master_port={port}",
+                str(ROOT / "src" / "train.py"),
+                QUICK,
+                "trainer=ddp_cpu",
+                "trainer.devices=1",
+                "trainer.num_nodes=2",
+                "data.batch_size=8",
+                f"hydra.run.dir={run}",
+                *SAME_STEPS,
+                *QUIET,
+            ],  # fmt: skip
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for node in (0, 1)
+    ]
+    outs = [a.communicate(timeout=300)[0] for a in agents]
+    for node, (agent, out) in enumerate(zip(agents, outs)):
+        assert agent.returncode == 0, out[-3000:]
+        assert f"GLOBAL_RANK: {node}, MEMBER: {node + 1}/2" in out, out[-3000:]  # one world: node 1 is rank 1
+    one, two = step_losses(one_process_run), step_losses(run)
+    assert len(one) == 48 and one.keys() == two.keys()  # 3 epochs of 256 training images / global batch 16
     for step in one:
         assert two[step] == pytest.approx(one[step], abs=1e-5), step
     # Rank 0 alone writes: one metrics.json, one CSV log, one set of checkpoints.
-    run = tmp_path / "two"
     for key in ("test/acc", "test/acc_ema"):
         assert read_metrics(run)[key] == pytest.approx(read_metrics(one_process_run)[key], abs=1e-6), key
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    assert [p.name[:10] for p in sorted((run / "checkpoints").iterdir())] == ["best-epoch", "last.ckpt"]
     assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [".hydra", "checkpoints", "csv"]
     assert list((run / "csv").glob("*.csv")) == [run / "csv" / "metrics.csv"]
 

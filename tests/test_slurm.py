@@ -33,15 +33,15 @@ def squeue(env, *args):
 
 @pytest.mark.slow
 def test_a_slurm_sweep_of_ddp_jobs_survives_a_requeue(tmp_path, slurm_env, one_process_run):
-    """Two jobs of 2 DDP tasks each (srun, Lightning's SLURM environment). Job 0 trains SAME_STEPS: its per-step
-    loss equals one process's. Job 1 (3 epochs) is requeued mid-training, as a preemption does: it saves last.ckpt,
-    exits without a result, runs again from last.ckpt, and only then does the sweep end."""
+    """Two jobs of 2 DDP tasks each (srun, Lightning's SLURM environment), both training SAME_STEPS. Job 0 runs
+    through: its per-step loss equals one process's. Job 1 is requeued mid-training, as a preemption does: it saves
+    last.ckpt, exits without a result, runs again from last.ckpt at the next batch, and only then does the sweep end;
+    every step it trains after the requeue equals job 0's."""
     sweep = tmp_path / "sweep"
-    same_steps = [a for a in SAME_STEPS if not a.startswith("trainer.max_epochs")]
     cmd = [
         sys.executable, str(ROOT / "src" / "train.py"), "-m", QUICK, "hydra/launcher=slurm",
         "hydra.launcher.partition=debug", "trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=8",
-        "ckpt_path=last", "trainer.max_epochs=1,3", *same_steps, f"hydra.sweep.dir={sweep}", *QUIET,
+        "ckpt_path=last", "tags=[uninterrupted],[requeued]", *SAME_STEPS, f"hydra.sweep.dir={sweep}", *QUIET,
     ]  # fmt: skip
     driver = subprocess.Popen(cmd, cwd=ROOT, env=slurm_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     last = sweep / "1" / "checkpoints" / "last.ckpt"  # job 1's first epoch is done
@@ -49,7 +49,7 @@ def test_a_slurm_sweep_of_ddp_jobs_survives_a_requeue(tmp_path, slurm_env, one_p
     while not last.exists():
         assert driver.poll() is None and time.time() < deadline, driver.stdout.read()[-3000:]
         time.sleep(0.1)
-    (job,) = squeue(slurm_env, "-o", "%i")
+    (job,) = [j for j in squeue(slurm_env, "-o", "%i") if j.endswith("_1")]
     subprocess.run(["scontrol", "requeue", job], env=slurm_env, check=True)
     out, _ = driver.communicate(timeout=400)
     assert driver.returncode == 0, out[-3000:]
@@ -57,10 +57,13 @@ def test_a_slurm_sweep_of_ddp_jobs_survives_a_requeue(tmp_path, slurm_env, one_p
     assert "before the run finished (no metrics.json)" in logs  # job 1's first run stopped at the requeue
     assert f"Restoring states from the checkpoint path at {last}" in logs  # its second run resumed
     assert read_metrics(sweep / "1")["epochs"] == 3
-    one, job0 = step_losses(one_process_run), step_losses(sweep / "0")
-    assert len(one) == 16 and one.keys() == job0.keys()
+    one, job0, job1 = step_losses(one_process_run), step_losses(sweep / "0"), step_losses(sweep / "1")
+    assert len(one) == 48 and one.keys() == job0.keys()
     for step in one:
         assert job0[step] == pytest.approx(one[step], abs=1e-5), step
+    assert min(job1) >= 16 and max(job1) == 47  # the log of job 1's run after the requeue
+    for step in job1:
+        assert job1[step] == pytest.approx(job0[step], abs=1e-6), step
     deadline = time.time() + 60  # SLURM ends a job a moment after its result is written
     while squeue(slurm_env):
         assert time.time() < deadline, squeue(slurm_env)

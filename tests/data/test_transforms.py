@@ -118,3 +118,21 @@ def test_repeated_augmentation_under_ddp(image_root, tmp_path):
     assert len(order) == 256
     runs = [order[i : i + 3] for i in range(0, 255, 3)]
     assert all(len(set(run)) == 1 for run in runs) and len({run[0] for run in runs}) == 85
+
+
+def test_image_folder_resumes_mid_epoch_at_the_next_batch(image_root):
+    """A checkpoint 2 batches into an epoch: the resumed loader yields that epoch's other batches, in order."""
+
+    def epoch(module, number):
+        loader = module.train_dataloader()
+        loader.sampler.set_epoch(number)  # as Lightning does
+        return [(b[0].tolist(), b[2].tolist()) for b in loader]  # decode=gpu: (lengths, bytes, labels) off the device
+
+    whole = recipe_module(image_root, batch_size=8, num_workers=0, decode="gpu")
+    whole.setup("fit")
+    resumed = recipe_module(image_root, batch_size=8, num_workers=0, decode="gpu")
+    resumed.setup("fit")
+    resumed.load_state_dict({"train_batches_done": 2})
+    full = epoch(whole, 1)
+    assert len(full) == 6 and epoch(resumed, 1) == full[2:]
+    assert epoch(resumed, 2) == epoch(whole, 2)  # the next epoch is whole again

@@ -1,6 +1,7 @@
 """Nothing lost: a killed run resumes to the same result, SIGTERM saves a checkpoint, a torn write is harmless."""
 
 import contextlib
+import random
 import re
 import signal
 import subprocess
@@ -11,7 +12,7 @@ import fsspec.implementations.local
 import psutil
 import pytest
 import torch
-from conftest import QUICK, QUIET, ROOT, read_metrics, run_script
+from conftest import QUICK, QUIET, ROOT, read_metrics, run_script, step_losses
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 # Slow enough to be caught mid-epoch; no augmentation or dropout, so every step is a function of the seed.
@@ -23,7 +24,8 @@ RUN = [
     "data.test_size=128",
     "data.batch_size=16",
     "data.hflip=0",
-    "trainer.max_epochs=3",
+    "trainer.max_epochs=2",
+    "trainer.log_every_n_steps=1",
     "seed=7",
 ]
 
@@ -41,24 +43,38 @@ def _wait_for(path, proc, timeout=180):
         time.sleep(0.1)
 
 
+STEPS_PER_EPOCH = (1088 - 128) // 16  # RUN: 128 of the training images held out for validation
+
+
 @pytest.mark.slow
-def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
+def test_resume_after_a_kill_or_mid_epoch_preemption_matches_an_uninterrupted_run(tmp_path):
+    """SIGKILL after epoch 0's checkpoint resumes from it; SIGTERM at a random step of epoch 1 saves a mid-epoch
+    checkpoint, and the run resumes at the next batch in the same order (not at the epoch's start). Both end where
+    an uninterrupted run does."""
     run_script("train.py", QUICK, *RUN, f"hydra.run.dir={tmp_path / 'whole'}", *QUIET)
-    whole = read_metrics(tmp_path / "whole")
+    whole, whole_steps = read_metrics(tmp_path / "whole"), step_losses(tmp_path / "whole")
 
-    proc = _start(tmp_path / "killed")
-    _wait_for(tmp_path / "killed" / "checkpoints" / "last.ckpt", proc)  # epoch 0 is saved; epoch 1 is running
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "killed" / "metrics.json").exists()
-    assert torch.load(tmp_path / "killed" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] < 2
+    for name, sig in (("killed", signal.SIGKILL), ("preempted", signal.SIGTERM)):
+        proc = _start(tmp_path / name)
+        _wait_for(tmp_path / name / "checkpoints" / "last.ckpt", proc)  # epoch 0 is saved; epoch 1 is running
+        time.sleep(random.uniform(0.3, 1.5))
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
+        assert not (tmp_path / name / "metrics.json").exists()
+        step = torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+        if sig == signal.SIGKILL:
+            assert step == STEPS_PER_EPOCH
+        else:
+            assert STEPS_PER_EPOCH < step < 2 * STEPS_PER_EPOCH, step  # mid-epoch
 
-    run_script("train.py", QUICK, *RUN, f"hydra.run.dir={tmp_path / 'killed'}", "ckpt_path=last", *QUIET)
-    resumed = read_metrics(tmp_path / "killed")
-    for key in ("val/loss", "val/acc", "test/loss", "test/acc", "test/acc_branch0"):
-        assert resumed[key] == pytest.approx(whole[key], abs=1e-6), key
-    assert resumed["epochs"] == whole["epochs"] == 3
+        run_script("train.py", QUICK, *RUN, f"hydra.run.dir={tmp_path / name}", "ckpt_path=last", *QUIET)
+        # Each step after the resume trains on the batch the uninterrupted run had there (the resumed run's log).
+        resumed = step_losses(tmp_path / name)
+        assert sorted(resumed) == list(range(step, 2 * STEPS_PER_EPOCH)), name
+        for s in resumed:
+            assert resumed[s] == pytest.approx(whole_steps[s], abs=1e-6), (name, s)
+        for key in ("val/loss", "test/loss", "test/acc"):
+            assert read_metrics(tmp_path / name)[key] == pytest.approx(whole[key], abs=1e-6), (name, key)
 
 
 @pytest.mark.slow

@@ -28,9 +28,10 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 from crossvit.errors import ConfigError, check_one_batch
 
 from .batch_augment import BatchRandAugment, random_erasing, random_resized_crop, resize_center_crop, to_device
+from .resume import MidEpochResume, ResumableDistributedSampler, SkipStart
 
 
-class RepeatAugDistributedSampler(RepeatAugSampler, DistributedSampler):
+class RepeatAugDistributedSampler(SkipStart, RepeatAugSampler, DistributedSampler):
     """timm's repeated-augmentation sampler. Also a DistributedSampler, so Lightning does not wrap it in another."""
 
 
@@ -71,7 +72,7 @@ def _is_readable(path: str) -> bool:
         return False
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
     """Train on root/train, validate and test on root/val (ImageNet's public split)."""
 
     def __init__(
@@ -210,7 +211,8 @@ class ImageFolderDataModule(L.LightningDataModule):
             sampler = RepeatAugDistributedSampler(self.train_set, replicas, rank, shuffle=True)
         else:
             seed = torch.initial_seed() % 2**32
-            sampler = DistributedSampler(self.train_set, replicas, rank, shuffle=True, seed=seed)
+            sampler = ResumableDistributedSampler(self.train_set, replicas, rank, shuffle=True, seed=seed)
+        self.resume_sampler(sampler, self.batch_size)
         loader = DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args)
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         if self.decode == "gpu" and device.type == "cuda" and self.prefetch:

@@ -6,9 +6,11 @@ import lightning as L
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from crossvit.errors import ConfigError, check_one_batch
+
+from .resume import MidEpochResume, ResumableDistributedSampler
 
 
 class BatchedTensorDataset(TensorDataset):
@@ -23,7 +25,7 @@ def _as_is(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return batch
 
 
-class InMemoryDataModule(L.LightningDataModule):
+class InMemoryDataModule(MidEpochResume, L.LightningDataModule):
     """Train/val/test splits of uint8 images [N, C, H, W] with integer labels.
 
     Batches travel as uint8 (4x less host-to-device traffic); on the device they are resized to `img_size`,
@@ -114,7 +116,7 @@ class InMemoryDataModule(L.LightningDataModule):
         # a checkpoint sees the batches an uninterrupted run would, and it honours data.shuffle under DDP (the
         # sampler Lightning would inject always shuffles). Lightning calls its set_epoch.
         distributed = dist.is_available() and dist.is_initialized()
-        sampler = DistributedSampler(
+        sampler = ResumableDistributedSampler(
             self.train_set,
             num_replicas=dist.get_world_size() if distributed else 1,
             rank=dist.get_rank() if distributed else 0,
@@ -122,6 +124,7 @@ class InMemoryDataModule(L.LightningDataModule):
             seed=self.split_seed,
             drop_last=True,
         )
+        self.resume_sampler(sampler, self.batch_size)
         return DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args)
 
     def val_dataloader(self) -> DataLoader:
