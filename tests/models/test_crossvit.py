@@ -104,3 +104,30 @@ def test_compiles_without_graph_breaks(fusion_name):
     explain = torch._dynamo.explain(model)(torch.randn(2, 1, 28, 28))
     assert explain.graph_break_count == 0, explain.break_reasons
     assert explain.graph_count == 1
+
+
+def test_the_notebooks_attention_maps_are_the_weights_the_forward_pass_uses():
+    """notebooks/fusion_ablation.ipynb draws `attention_weights` of each cross-attention layer on the other branch's
+    patch grid: those weights, applied to the values, must give the layer's own output, and their patch part must
+    fill that grid."""
+    torch.manual_seed(0)
+    model = build_model("crossvit_micro_28", fusion="cross_attention").eval()
+    inputs, outputs = {}, {}
+    hooks = []
+    for i, layer in enumerate(model.blocks[-1].fusion):
+        hooks.append(layer.attn.register_forward_pre_hook(lambda m, args, i=i: inputs.__setitem__(i, args[0])))
+        hooks.append(layer.attn.register_forward_hook(lambda m, args, out, i=i: outputs.__setitem__(i, out)))
+    with torch.no_grad():
+        model(torch.randn(4, 1, 28, 28))
+        for i, layer in enumerate(model.blocks[-1].fusion):
+            attn, x = layer.attn, inputs[i]
+            B, N, C = x.shape
+            h = attn.num_heads
+            weights = attn.attention_weights(x)
+            j = (i + 1) % model.num_branches
+            assert weights.shape == (B, h, N) and (model.img_size[j] // model.patch_size[j]) ** 2 == N - 1
+            v = attn.wv(x).view(B, N, h, C // h).transpose(1, 2)
+            mixed = (weights.unsqueeze(2) @ v).transpose(1, 2).reshape(B, 1, C)
+            assert torch.allclose(attn.proj(mixed), outputs[i], atol=1e-5)
+    for hook in hooks:
+        hook.remove()
