@@ -2,6 +2,9 @@
 # Issue 12's measurements on a lent multi-GPU machine, one phase a call (each fits its 10 minutes):
 #   bash benchmarks/gpu_data_path.sh single   # JPEG folder, loader img/s, raw step, 1-GPU in-loop runs
 #   bash benchmarks/gpu_data_path.sh ddp      # 1/2/4-GPU in-loop runs, on-device synthetic data and JPEGs
+#   bash benchmarks/gpu_data_path.sh scale    # 1/2/4 GPUs in one call (runs on disjoint GPUs side by side), with
+#                                             # and without Lightning's per-step SIGTERM broadcast
+#   bash benchmarks/gpu_data_path.sh jpeg_ddp # the JPEG folder on 2 and 4 GPUs, crossvit_9 on 1
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/runs
@@ -9,19 +12,20 @@ JPEGS=/tmp/jpegs
 GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 STOP_AFTER=${STOP_AFTER:-450}  # seconds into the call after which no new run starts (a call may last 600)
 PREFETCH=()
-run() {  # run NAME OVERRIDES...: one src/train.py run; its train_img_s lands in $OUT/inloop.jsonl
+run() {  # [CVD=0,1] run NAME OVERRIDES...: one src/train.py run (on GPUs $CVD); its train_img_s lands in $OUT/inloop.jsonl
   local name=$1; shift
   if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call"; return; fi
   local start=$SECONDS
-  timeout 200 python3 src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=2 callbacks.throughput.warmup=5 \
+  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} timeout 200 python3 src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=2 callbacks.throughput.warmup=5 \
     logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name \
     > /tmp/runs/$name.log 2>&1
   local rc=$?
   python3 - "$name" "$rc" "$((SECONDS - start))" "$*" >> "$OUT/inloop.jsonl" <<'PY'
-import json, sys, pathlib
+import json, os, pathlib, sys
 name, rc, wall, args = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 m = pathlib.Path(f"/tmp/runs/{name}/metrics.json")
-row = dict(name=name, rc=rc, wall_s=wall, overrides=args, **(json.loads(m.read_text()) if m.exists() else {}))
+row = dict(name=name, rc=rc, wall_s=wall, overrides=args, gpus=os.environ.get("CVD", "all"),
+           **(json.loads(m.read_text()) if m.exists() else {}))
 log = pathlib.Path(f"/tmp/runs/{name}.log").read_text()
 row["accumulate_grad_stream_warnings"] = log.count("AccumulateGrad node's stream")
 if rc:
@@ -88,5 +92,29 @@ ddp)  # 2 and N GPUs: on-device synthetic data, bf16 DDP equivalence, then the J
     run c18_gpu_$n trainer=ddp trainer.devices=$n model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
       data.decode=gpu data.num_workers=8
   done
+  ;;
+scale)  # 1, 2 and 4 GPUs in one call. Runs side by side use disjoint GPUs (64 cores: no CPU contention at 8
+  # workers a run). "_lsync": callbacks.preemption=null, so Lightning's own SIGTERM handling broadcasts a flag and
+  # reads it on the host before every DDP step (crossvit.callbacks.PreemptionCheckpoint switches that off).
+  setup
+  CVD=0 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
+  CVD=2,3 run c18_syn_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
+  wait
+  CVD=0,1 run c18_syn_2_lsync trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead \
+    "${SYN_ARGS[@]}" callbacks.preemption=null &
+  CVD=2 run c18_gpu_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=gpu \
+    data.num_workers=8 &
+  wait
+  run c18_syn_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
+  ;;
+jpeg_ddp)  # the JPEG folder under DDP (c18_gpu_1 comes from `scale` on the same kind of machine)
+  setup
+  CVD=0,1 run c18_gpu_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=gpu data.num_workers=8 &
+  CVD=2 run c9_gpu_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=gpu \
+    data.num_workers=8 &
+  wait
+  run c18_gpu_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=gpu data.num_workers=8
   ;;
 esac
