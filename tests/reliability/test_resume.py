@@ -20,7 +20,7 @@ RUN = [
     QUICK,
     "data=synthetic",
     "data.in_chans=1",
-    "data.size=1088",
+    "data.size=640",
     "data.test_size=128",
     "data.batch_size=16",
     "data.hflip=0",
@@ -43,7 +43,7 @@ def _wait_for(path, proc, timeout=180):
         time.sleep(0.1)
 
 
-STEPS_PER_EPOCH = (1088 - 128) // 16  # RUN: 128 of the training images held out for validation
+STEPS_PER_EPOCH = (640 - 128) // 16  # RUN: 128 of the training images held out for validation
 
 
 @pytest.mark.slow
@@ -57,7 +57,7 @@ def test_resume_after_a_kill_or_mid_epoch_preemption_matches_an_uninterrupted_ru
     for name, sig in (("killed", signal.SIGKILL), ("preempted", signal.SIGTERM)):
         proc = _start(tmp_path / name)
         _wait_for(tmp_path / name / "checkpoints" / "last.ckpt", proc)  # epoch 0 is saved; epoch 1 is running
-        time.sleep(random.uniform(0.3, 1.5))
+        time.sleep(random.uniform(0.2, 0.9))
         proc.send_signal(sig)
         proc.wait(timeout=120)
         assert not (tmp_path / name / "metrics.json").exists()
@@ -82,7 +82,9 @@ def test_sigterm_to_one_ddp_rank_stops_both_at_the_same_step(tmp_path):
     """SIGTERM saves a checkpoint and reports no result. Ranks are signalled a moment apart (srun signals task by
     task), here as far apart as it gets: the rank never signalled must stop with its peer, not wait in a collective
     the peer has left (gloo's "Connection closed by peer", which became a SLURM job's result)."""
-    proc = _start(tmp_path, "trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=8", "trainer.max_epochs=50")
+    proc = _start(
+        tmp_path, "trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=8", "data.size=320", "trainer.max_epochs=50"
+    )
     _wait_for(tmp_path / "checkpoints" / "last.ckpt", proc)
     first = (tmp_path / "checkpoints" / "last.ckpt").stat().st_mtime_ns
     (rank1,) = [p for p in psutil.Process(proc.pid).children() if "src/train.py" in " ".join(p.cmdline())]
