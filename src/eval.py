@@ -42,7 +42,7 @@ def run(cfg: DictConfig) -> float:
             fusion=OmegaConf.to_container(cfg.fusion, resolve=True),
             pretrained=cfg.ckpt_path,
         )
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, img_size=module.model.img_size[0])  # the checkpoint's architecture decides
     metrics = {}
     for stage in (trainer.validate, trainer.test):
         metrics.update(stage(module, datamodule=datamodule, verbose=False)[0])

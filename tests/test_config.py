@@ -160,3 +160,23 @@ def test_the_slurm_launcher_asks_for_gpus_only_on_gpu_trainers(trainer, gpus):
     assert OmegaConf.select(cfg, "hydra.launcher.gpus_per_node") == gpus
     assert OmegaConf.select(cfg, "hydra.launcher.tasks_per_node") == cfg.trainer.devices
     assert OmegaConf.select(cfg, "hydra.launcher.cpus_per_task") == cfg.data.num_workers + 1
+
+
+# Groups that describe one concern each; each may read paths and top-level keys, never another of these.
+CONCERNS = ("model", "fusion", "data", "optim", "trainer")
+
+
+def test_no_group_reads_another_and_the_root_wires_them():
+    """in_chans and num_classes are stated by the data, img_size by the model; conf/train.yaml alone wires them."""
+    for group in CONCERNS:
+        for path in sorted((CONF / group).glob("*.yaml")):
+            text = path.read_text()
+            read = [c for c in CONCERNS if re.search(rf"\$\{{{c}\.", text)]
+            assert not read, f"{path.relative_to(ROOT)} reads {read}"
+            if group == "model":
+                assert not re.search(r"^(in_chans|num_classes):", text, re.M), f"{path.name} states the data's keys"
+    for model, data in (("crossvit_9", "cifar100"), ("crossvit_micro_28", "fashion_mnist")):
+        cfg = compose_train(f"model={model}", f"data={data}")
+        m, d, o = (OmegaConf.to_container(cfg[part], resolve=True) for part in ("model", "data", "optim"))
+        assert (m["in_chans"], m["num_classes"]) == (d["in_chans"], d["num_classes"]), (model, data)
+        assert d["img_size"] == m["img_size"][0] and o["batch_size"] == d["batch_size"], (model, data)

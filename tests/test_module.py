@@ -12,6 +12,7 @@ from crossvit.module import ClassificationModule
 MODEL = dict(
     load_config("model", "crossvit_micro_28"),
     in_chans=3,
+    num_classes=10,
     embed_dim=[32, 64],
     num_heads=[2, 2],
     depth=[[1, 1]],

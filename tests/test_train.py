@@ -59,8 +59,14 @@ def test_eval_reproduces_train_test_accuracy(tmp_path):
     assert trained["test/acc"] > 0.3  # 30 steps already learn Fashion-MNIST well beyond chance (0.1)
     # The loop's own rate (20 steps after 10 of warm-up) beats the whole fit's average, start-up and validation in.
     assert trained["train_img_s"] > 30 * 256 / trained["fit_time_s"]
+    # The checkpoint brings its architecture, which sizes the data: the composed model= (240 px here) does not.
     run_script(
-        "eval.py", f"ckpt_path={trained['best_ckpt']}", f"hydra.run.dir={tmp_path / 'eval'}", *EVAL_LIMITS, *QUIET[:1]
+        "eval.py",
+        f"ckpt_path={trained['best_ckpt']}",
+        "model=crossvit_9",
+        f"hydra.run.dir={tmp_path / 'eval'}",
+        *EVAL_LIMITS,
+        *QUIET[:1],
     )
     evaluated = read_metrics(tmp_path / "eval")
     for key in ("test/acc", "test/acc_branch0", "test/acc_branch1", "val/acc"):

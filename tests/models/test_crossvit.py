@@ -7,6 +7,7 @@ from crossvit.models.fusion import FUSIONS
 from crossvit.weights import TIMM_NAMES
 
 RELEASED = TIMM_NAMES
+MICRO = {"in_chans": 1, "num_classes": 10}  # Fashion-MNIST's, the data crossvit_micro_28 is made for
 
 
 @pytest.mark.slow
@@ -25,7 +26,7 @@ def test_released_models_match_timm(name):
 
 
 def test_every_fusion_keeps_shapes_and_averages_heads(fusion_name):
-    model = build_model("crossvit_micro_28", fusion=fusion_name).eval()
+    model = build_model("crossvit_micro_28", **MICRO, fusion=fusion_name).eval()
     x = torch.randn(3, 1, 28, 28)
     with torch.no_grad():
         xs = model._embed(x)
@@ -50,7 +51,7 @@ REACHES = {
 @pytest.mark.parametrize("source", ["cls", "patches"])
 def test_fusions_route_information_as_the_paper_defines(fusion_name, source):
     torch.manual_seed(0)
-    block = build_model("crossvit_micro_28", fusion=fusion_name).blocks[0].eval()
+    block = build_model("crossvit_micro_28", **MICRO, fusion=fusion_name).blocks[0].eval()
     xs = [torch.randn(2, 50, 64), torch.randn(2, 17, 128)]
     moved = xs[1].clone()
     part = slice(0, 1) if source == "cls" else slice(1, None)
@@ -79,16 +80,16 @@ def test_any_number_of_branches(fusion_name):
 
 
 def test_fusion_knobs_come_from_config():
-    base = build_model("crossvit_micro_28", fusion="cross_attention")
-    deeper = build_model("crossvit_micro_28", fusion="cross_attention", fusion_args={"layers": 2})
+    base = build_model("crossvit_micro_28", **MICRO, fusion="cross_attention")
+    deeper = build_model("crossvit_micro_28", **MICRO, fusion="cross_attention", fusion_args={"layers": 2})
     assert "blocks.0.fusion.0.attn.wq.weight" in base.state_dict()
     assert "blocks.0.fusion.0.1.mlp.fc1.weight" in deeper.state_dict()
-    wide = build_model("crossvit_micro_28", fusion="all_attention", fusion_args={"width": 96, "layers": 2})
+    wide = build_model("crossvit_micro_28", **MICRO, fusion="all_attention", fusion_args={"width": 96, "layers": 2})
     assert wide.blocks[0].fusion[1].attn.qkv.in_features == 96
 
 
 def test_no_weight_decay_names_parameters():
-    model = build_model("crossvit_micro_28")
+    model = build_model("crossvit_micro_28", **MICRO)
     names = dict(model.named_parameters())
     assert model.no_weight_decay() == {"cls_token_0", "cls_token_1", "pos_embed_0", "pos_embed_1"}
     assert model.no_weight_decay() <= set(names)
@@ -100,7 +101,7 @@ def test_registry_has_the_five_fusions():
 
 def test_compiles_without_graph_breaks(fusion_name):
     torch._dynamo.reset()
-    model = build_model("crossvit_micro_28", fusion=fusion_name)
+    model = build_model("crossvit_micro_28", **MICRO, fusion=fusion_name)
     explain = torch._dynamo.explain(model)(torch.randn(2, 1, 28, 28))
     assert explain.graph_break_count == 0, explain.break_reasons
     assert explain.graph_count == 1
@@ -111,7 +112,7 @@ def test_the_notebooks_attention_maps_are_the_weights_the_forward_pass_uses():
     patch grid: those weights, applied to the values, must give the layer's own output, and their patch part must
     fill that grid."""
     torch.manual_seed(0)
-    model = build_model("crossvit_micro_28", fusion="cross_attention").eval()
+    model = build_model("crossvit_micro_28", **MICRO, fusion="cross_attention").eval()
     inputs, outputs = {}, {}
     hooks = []
     for i, layer in enumerate(model.blocks[-1].fusion):

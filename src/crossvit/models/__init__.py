@@ -25,6 +25,10 @@ __all__ = [
 ]
 
 
+# What a model takes from the data rather than from its conf/model file (conf/train.yaml wires them).
+DATA_KEYS = ("in_chans", "num_classes")
+
+
 def load_config(group: str, name: str) -> DictConfig:
     """Load conf/<group>/<name>.yaml, or fail listing the names that exist."""
     path = CONF_DIR / group / f"{name}.yaml"
@@ -46,14 +50,16 @@ def build_model(
     name: str, fusion: str = "cross_attention", fusion_args: Mapping[str, Any] | None = None, **overrides: Any
 ) -> CrossViT:
     """Compose conf/model/<name>.yaml with conf/fusion/<fusion>.yaml; keyword overrides replace model keys.
+    `in_chans` and `num_classes` come from the data (3 and 1000, ImageNet's, unless given).
 
     >>> build_model("crossvit_9", fusion="pairwise", num_classes=10)
     """
     model_cfg = load_config("model", name)
-    unknown = set(overrides) - set(model_cfg)
+    unknown = set(overrides) - set(model_cfg) - set(DATA_KEYS)
     if unknown:
         raise ConfigError(
-            f"build_model got {sorted(unknown)}, which are not keys of model/{name}.yaml: {sorted(model_cfg)}"
+            f"build_model got {sorted(unknown)}, which are not keys of model/{name}.yaml "
+            f"({sorted(model_cfg)}) nor {list(DATA_KEYS)}"
         )
     fusion_cfg = OmegaConf.merge(load_config("fusion", fusion), fusion_args or {})
     return create_model(OmegaConf.merge(model_cfg, overrides), fusion_cfg)
