@@ -78,7 +78,7 @@ ddp)  # 2 and N GPUs: on-device synthetic data, bf16 DDP equivalence, then the J
     run c18_syn_$n trainer=ddp trainer.devices=$n model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
   done
   # 1 GPU x 256 (bf16, then fp32) and 2 GPUs x 128 (bf16): one global batch a step, in the same order.
-  EQ=(experiment=fashion_mnist data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0 optim.label_smoothing=0 trainer.max_epochs=1
+  EQ=(experiment=fashion_mnist data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0 recipe.label_smoothing=0 trainer.max_epochs=1
       trainer.log_every_n_steps=1 logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false)
   timeout 90 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ[@]}" hydra.run.dir=/tmp/runs/eq_bf16_1 \
     > /tmp/runs/eq_bf16_1.log 2>&1

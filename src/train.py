@@ -43,6 +43,7 @@ def run(cfg: DictConfig) -> float:
         model=OmegaConf.to_container(cfg.model, resolve=True),
         fusion=OmegaConf.to_container(cfg.fusion, resolve=True),
         **OmegaConf.to_container(cfg.optim, resolve=True),
+        **OmegaConf.to_container(cfg.recipe, resolve=True),
         compile=cfg.compile,
         pretrained=cfg.pretrained,
         new_head=cfg.new_head,

@@ -68,9 +68,11 @@ def test_lr_scales_with_global_batch_and_follows_warmup_then_cosine():
     assert cosine == sorted(cosine, reverse=True) and cosine[-1] > 1e-5
 
 
-def test_no_weight_decay_on_tokens_norms_and_biases():
-    module = ClassificationModule(MODEL, FUSION)
+@pytest.mark.parametrize(("opt", "optimizer"), [("adamw", "AdamW"), ("lamb", "Lamb")])
+def test_the_optimizer_by_name_without_weight_decay_on_tokens_norms_and_biases(opt, optimizer):
+    module = ClassificationModule(MODEL, FUSION, opt=opt)
     trainer, _ = fit(module, epochs=1)
+    assert type(trainer.optimizers[0]).__name__ == optimizer
     groups = trainer.optimizers[0].param_groups
     names = {id(p): n for n, p in module.model.named_parameters()}
     no_decay = {names[id(p)] for g in groups if g["weight_decay"] == 0 for p in g["params"]}

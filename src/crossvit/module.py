@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any
 
@@ -10,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, get_optimizer_class
 from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from torchmetrics.classification import MulticlassAccuracy
@@ -29,6 +30,7 @@ class ClassificationModule(L.LightningModule):
         self,
         model: dict[str, Any],
         fusion: dict[str, Any],
+        opt: str = "adamw",
         lr: float = 5e-4,
         batch_size: int = 256,
         weight_decay: float = 0.05,
@@ -151,14 +153,15 @@ class ClassificationModule(L.LightningModule):
         # The official rule: lr scales with the global batch, lr = base_lr * global_batch / 512.
         global_batch = hp.batch_size * self.trainer.world_size * self.trainer.accumulate_grad_batches
         lr = hp.lr * global_batch / 512
+        # betas, eps and the fused CUDA kernel go to the optimizers that take them (AdamW takes all three).
+        takes = inspect.signature(get_optimizer_class(hp.opt, bind_defaults=False)).parameters
+        extra = dict(betas=tuple(hp.betas), eps=hp.eps, fused=self.device.type == "cuda" or None)
         optimizer = create_optimizer_v2(
             self.model,
-            opt="adamw",
+            opt=hp.opt,
             lr=lr,
             weight_decay=hp.weight_decay,
-            betas=tuple(hp.betas),
-            eps=hp.eps,
-            fused=self.device.type == "cuda" or None,
+            **{k: v for k, v in extra.items() if k in takes},
         )
         total = self.trainer.estimated_stepping_batches
         steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))

@@ -24,7 +24,7 @@ from crossvit.errors import ConfigError
 METRICS_FILE = "metrics.json"
 CONFIG_TREE_FILE = "config_tree.log"
 # The config tree shows these groups first, in this order; the rest follow as composed.
-TREE_ORDER = ("data", "model", "fusion", "optim", "trainer", "callbacks", "logger", "paths")
+TREE_ORDER = ("data", "model", "fusion", "optim", "recipe", "trainer", "callbacks", "logger", "paths")
 
 
 @rank_zero_only
