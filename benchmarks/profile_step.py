@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from torch.profiler import ProfilerActivity, profile
 
-from crossvit.models import build_model
+from crossvit.models import create_model
 
 
 def main() -> None:
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--mode", default="default")
     parser.add_argument("--steps", type=int, default=5)
     args = parser.parse_args()
-    model = build_model(args.model).cuda()
+    model = create_model(args.model).cuda()
     fwd = torch.compile(model.forward_branches, mode=None if args.mode == "default" else args.mode)
     opt = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, fused=True)
     x = torch.randn(args.batch_size, 3, model.input_size, model.input_size, device="cuda")

@@ -23,7 +23,7 @@ from timm.optim import create_optimizer_v2
 
 from crossvit.data import ImageFolderDataModule
 from crossvit.data.image_folder import Prefetcher
-from crossvit.models import build_model
+from crossvit.models import create_model
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device("cuda", 0)
-    model = build_model(args.model).to(device).train()
+    model = create_model(args.model).to(device).train()
     forward = torch.compile(model.forward_branches, mode=args.mode)
     opt = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, fused=True)
 

@@ -25,7 +25,7 @@ from timm.layers import DropPath
 from timm.optim import create_optimizer_v2
 
 from crossvit.flops import count
-from crossvit.models import build_model, load_config
+from crossvit.models import create_model, load_config
 from crossvit.weights import TIMM_NAMES
 
 
@@ -159,8 +159,8 @@ def main() -> None:
     rows = []
     for name in args.models:
         for fusion in args.fusions:
-            macs = count(build_model(name, fusion)).gflops * 1e9
-            candidates = [("ours", partial(build_model, name, fusion))]
+            macs = count(create_model(name, fusion)).gflops * 1e9
+            candidates = [("ours", partial(create_model, name, fusion))]
             if fusion == "cross_attention" and not args.no_timm and name in TIMM_NAMES:
                 # timm defaults to no drop path; give it the recipe's rate (our YAML's), so both do the same work.
                 drop_path = load_config("model", name).drop_path_rate
@@ -188,7 +188,7 @@ def main() -> None:
                         flush=True,
                     )
             if len(candidates) == 2:
-                diff = compare_logits(build_model(name), timm.create_model(TIMM_NAMES[name]), device)
+                diff = compare_logits(create_model(name), timm.create_model(TIMM_NAMES[name]), device)
                 print(f"{name}: logits of ours vs timm with the same weights, relative L2 diff {diff:.2e}")
                 rows.append({"model": name, "logits_rel_diff_vs_timm": diff})
 

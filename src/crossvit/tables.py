@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from crossvit import CONF_DIR
 from crossvit.flops import count
-from crossvit.models import build_model
+from crossvit.models import create_model
 
 PAPER_FILE = Path(__file__).with_name("paper.yaml")
 ABLATED_MODEL = "crossvit_small"  # Table 7 changes CrossViT-S
@@ -30,7 +30,7 @@ def ablation_overrides(row: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def measure(
     model: str, fusion: str = "cross_attention", fusion_args: Mapping | None = None, **overrides: Any
 ) -> dict[str, Any]:
-    cost = count(build_model(model, fusion, fusion_args=fusion_args, **overrides))
+    cost = count(create_model(model, fusion, fusion_args=fusion_args, **overrides))
     return {
         "model": model,
         "fusion": fusion,

@@ -38,10 +38,30 @@ def load_config(group: str, name: str) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def create_model(model: Mapping[str, Any], fusion: Mapping[str, Any]) -> CrossViT:
-    """Build a CrossViT from a `model` config group and a `fusion` config group (plain dicts or DictConfigs)."""
-    model = OmegaConf.to_container(model, resolve=True) if isinstance(model, DictConfig) else dict(model)
-    fusion = OmegaConf.to_container(fusion, resolve=True) if isinstance(fusion, DictConfig) else dict(fusion)
+def create_model(
+    model: str | Mapping[str, Any],
+    fusion: str | Mapping[str, Any] = "cross_attention",
+    fusion_args: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> CrossViT:
+    """A CrossViT, the way timm's create_model makes one: by name, conf/model/<model>.yaml with
+    conf/fusion/<fusion>.yaml (keyword overrides replace model keys; `in_chans` and `num_classes` come from the data,
+    ImageNet's 3 and 1000 unless given), or from the config groups as dicts (a checkpoint's hyper-parameters).
+
+    >>> create_model("crossvit_9", fusion="pairwise", num_classes=10)
+    """
+    if isinstance(model, str):
+        name, model = model, load_config("model", model)
+        unknown = set(overrides) - set(model) - set(DATA_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"create_model got {sorted(unknown)}, which are not keys of model/{name}.yaml "
+                f"({sorted(model)}) nor {list(DATA_KEYS)}"
+            )
+    if isinstance(fusion, str):
+        fusion = load_config("fusion", fusion)
+    model = OmegaConf.to_container(OmegaConf.merge(model, overrides), resolve=True)
+    fusion = OmegaConf.to_container(OmegaConf.merge(fusion, fusion_args or {}), resolve=True)
     name = fusion.pop("name")
     return CrossViT(**model, fusion=name, fusion_args=fusion)
 
@@ -49,17 +69,5 @@ def create_model(model: Mapping[str, Any], fusion: Mapping[str, Any]) -> CrossVi
 def build_model(
     name: str, fusion: str = "cross_attention", fusion_args: Mapping[str, Any] | None = None, **overrides: Any
 ) -> CrossViT:
-    """Compose conf/model/<name>.yaml with conf/fusion/<fusion>.yaml; keyword overrides replace model keys.
-    `in_chans` and `num_classes` come from the data (3 and 1000, ImageNet's, unless given).
-
-    >>> build_model("crossvit_9", fusion="pairwise", num_classes=10)
-    """
-    model_cfg = load_config("model", name)
-    unknown = set(overrides) - set(model_cfg) - set(DATA_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"build_model got {sorted(unknown)}, which are not keys of model/{name}.yaml "
-            f"({sorted(model_cfg)}) nor {list(DATA_KEYS)}"
-        )
-    fusion_cfg = OmegaConf.merge(load_config("fusion", fusion), fusion_args or {})
-    return create_model(OmegaConf.merge(model_cfg, overrides), fusion_cfg)
+    """The earlier name of `create_model(name, ...)`, kept so that existing code runs."""
+    return create_model(name, fusion, fusion_args, **overrides)
