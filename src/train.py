@@ -15,7 +15,7 @@ import hydra
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from crossvit.cli import drop_null_groups
+from crossvit.cli import drop_null_groups, follow_moved_keys
 from crossvit.errors import exit_on_config_error
 
 
@@ -86,5 +86,5 @@ def run(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    sys.argv = drop_null_groups(sys.argv, Path(__file__).parents[1] / "conf")
+    sys.argv = follow_moved_keys(drop_null_groups(sys.argv, Path(__file__).parents[1] / "conf"))
     main()

@@ -195,3 +195,10 @@ def test_the_optim_group_holds_the_optimizer_alone():
         optim = compose_train(f"optim={path.stem}").optim
         takes = inspect.signature(get_optimizer_class(optim.opt, bind_defaults=False)).parameters
         assert not set(optim) - {"opt", "batch_size"} - set(takes), path.name
+
+
+def test_keys_that_moved_to_the_recipe_still_work_with_a_notice():
+    proc = run_script("train.py", "optim.mixup=0.3", "+optim.ema_decay=0.99", "optim.lr=1e-3", "--cfg", "job")
+    job = OmegaConf.create(proc.stdout)
+    assert (job.recipe.mixup, job.recipe.ema_decay, job.optim.lr) == (0.3, 0.99, 1e-3)
+    assert "mixup" not in job.optim and "note: optim.mixup is now recipe.mixup" in proc.stderr

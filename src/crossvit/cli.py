@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -16,6 +17,26 @@ def drop_null_groups(argv: list[str], conf_dir: str | Path) -> list[str]:
     for arg in argv:
         group, _, value = arg.partition("=")
         out.append(f"~{group}" if value == "null" and group in groups else arg)
+    return out
+
+
+# Keys that moved to another group (README "What moved"): the old spelling still works, with a notice.
+MOVED = {
+    f"optim.{key}": f"recipe.{key}"
+    for key in ("warmup_epochs", "warmup_lr", "min_lr", "label_smoothing", "mixup", "cutmix", "mixup_switch_prob")
+} | {"optim.ema_decay": "recipe.ema_decay"}
+
+
+def follow_moved_keys(argv: list[str]) -> list[str]:
+    """`optim.mixup=0` as `recipe.mixup=0` (and the other moved keys, with + or ~ kept), saying so on stderr."""
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        bare = key.lstrip("+~")
+        if bare in MOVED:
+            print(f"note: {bare} is now {MOVED[bare]} (README, What moved)", file=sys.stderr)
+            arg = f"{key[: len(key) - len(bare)]}{MOVED[bare]}{sep}{value}"
+        out.append(arg)
     return out
 
 
