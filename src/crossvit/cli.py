@@ -21,10 +21,17 @@ def drop_null_groups(argv: list[str], conf_dir: str | Path) -> list[str]:
 
 
 # Keys that moved to another group (README "What moved"): the old spelling still works, with a notice.
-MOVED = {
-    f"optim.{key}": f"recipe.{key}"
-    for key in ("warmup_epochs", "warmup_lr", "min_lr", "label_smoothing", "mixup", "cutmix", "mixup_switch_prob")
-} | {"optim.ema_decay": "recipe.ema_decay"}
+RECIPE_KEYS = (
+    "warmup_epochs",
+    "warmup_lr",
+    "min_lr",
+    "label_smoothing",
+    "mixup",
+    "cutmix",
+    "mixup_switch_prob",
+    "ema_decay",
+)
+MOVED = {f"optim.{key}": f"recipe.{key}" for key in RECIPE_KEYS}
 
 
 def follow_moved_keys(argv: list[str]) -> list[str]:
