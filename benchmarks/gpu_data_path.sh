@@ -99,7 +99,11 @@ scale)  # 1, 2 and 4 GPUs in one call. Runs side by side use disjoint GPUs (64 c
   setup
   CVD=0 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
   CVD=2,3 run c18_syn_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
+  # crossvit_9 through the prefetcher outside Lightning, its stream at priority 0 and at the device's highest.
+  CUDA_VISIBLE_DEVICES=1 timeout 200 python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9 \
+    --out "$OUT/step_c9.json" > /tmp/runs/step_c9.log 2>&1 &
   wait
+  grep img/s /tmp/runs/step_c9.log
   CVD=0,1 run c18_syn_2_lsync trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead \
     "${SYN_ARGS[@]}" callbacks.preemption=null &
   CVD=2 run c18_gpu_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=gpu \

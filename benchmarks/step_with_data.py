@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -72,13 +72,20 @@ def main() -> None:
             for batch in module.train_dataloader():
                 yield module.prepare(batch, device, train=True)
 
-    def prefetch() -> Iterator:
-        while True:
-            loader = module.train_dataloader()
-            yield from Prefetcher(loader, lambda b, g: module.prepare(b, device, True, g), device, timeout_s=120)
+    def prefetch(priority: int = 0) -> Callable[[], Iterator]:
+        def batches() -> Iterator:
+            while True:
+                loader = module.train_dataloader()
+                prepare = lambda b, g: module.prepare(b, device, True, g)  # noqa: E731
+                yield from Prefetcher(loader, prepare, device, timeout_s=120, priority=priority)
 
+        return batches
+
+    # prefetch_hi: the prefetcher's stream at the device's highest priority (data kernels ahead of the step's).
+    highest = torch.cuda.Stream.priority_range()[1]
+    variants = (("static", static), ("inline", inline), ("prefetch", prefetch()), ("prefetch_hi", prefetch(highest)))
     rows = []
-    for name, source in (("static", static), ("inline", inline), ("prefetch", prefetch)):
+    for name, source in variants:
         batches = source()
         for _ in range(8):  # compile, CUDA graph capture, workers starting
             step(*next(batches))

@@ -280,12 +280,19 @@ class Prefetcher:
     """
 
     def __init__(
-        self, loader: DataLoader, prepare: Callable, device: torch.device, depth: int = 2, timeout_s: float = 600
+        self,
+        loader: DataLoader,
+        prepare: Callable,
+        device: torch.device,
+        depth: int = 2,
+        timeout_s: float = 600,
+        priority: int = 0,
     ) -> None:
         if device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         self.loader, self.prepare, self.device = loader, prepare, device
         self.depth, self.timeout_s = depth, timeout_s
+        self.priority = priority  # of its CUDA stream: negative runs the data kernels ahead of the step's
         self.sampler = loader.sampler  # Lightning calls its set_epoch through this attribute
 
     def __len__(self) -> int:
@@ -308,7 +315,7 @@ class Prefetcher:
             generator = torch.Generator().manual_seed(seed)
             if cuda:
                 torch.cuda.set_device(self.device)
-            stream = torch.cuda.Stream(self.device) if cuda else None
+            stream = torch.cuda.Stream(self.device, priority=self.priority) if cuda else None
             with torch.cuda.stream(stream) if cuda else nullcontext():
                 for batch in self.loader:
                     prepared = self.prepare(batch, generator)
