@@ -86,5 +86,6 @@ def run(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    sys.argv = follow_moved_keys(drop_null_groups(sys.argv, Path(__file__).parents[1] / "conf"))
+    conf = Path(__file__).parents[1] / "conf"
+    sys.argv = follow_moved_keys(drop_null_groups(sys.argv, conf), conf)
     main()

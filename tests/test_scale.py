@@ -1,17 +1,11 @@
 """Scale-out through existing engines: DDP (gloo on CPU) under torchrun and Lightning, Hydra sweeps, Optuna."""
 
-import socket
 import subprocess
 import sys
 
 import pytest
 from conftest import QUICK, QUIET, ROOT, SAME_STEPS, read_metrics, run_script, step_losses
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from lightning.fabric.plugins.environments.lightning import find_free_network_port
 
 
 @pytest.mark.slow
@@ -19,7 +13,7 @@ def test_ddp_over_two_torchrun_nodes_matches_one_process(tmp_path, one_process_r
     """Multi-node DDP without a cluster: two torchrun agents of one process each (rendezvous on 127.0.0.1), as two
     machines run them, with trainer.num_nodes=2 (gloo). Lightning's own launcher (trainer.devices=2) is the path of
     tests/reliability/test_resume.py's DDP test and of the sweep test below; srun's is tests/test_slurm.py's."""
-    port = str(free_port())
+    port = str(find_free_network_port())
     run = tmp_path / "nodes"
     agents = [
         subprocess.Popen(

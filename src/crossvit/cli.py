@@ -20,29 +20,17 @@ def drop_null_groups(argv: list[str], conf_dir: str | Path) -> list[str]:
     return out
 
 
-# Keys that moved to another group (README "What moved"): the old spelling still works, with a notice.
-RECIPE_KEYS = (
-    "warmup_epochs",
-    "warmup_lr",
-    "min_lr",
-    "label_smoothing",
-    "mixup",
-    "cutmix",
-    "mixup_switch_prob",
-    "ema_decay",
-)
-MOVED = {f"optim.{key}": f"recipe.{key}" for key in RECIPE_KEYS}
-
-
-def follow_moved_keys(argv: list[str]) -> list[str]:
-    """`optim.mixup=0` as `recipe.mixup=0` (and the other moved keys, with + or ~ kept), saying so on stderr."""
+def follow_moved_keys(argv: list[str], conf_dir: str | Path) -> list[str]:
+    """`optim.mixup=0` as `recipe.mixup=0`, saying so on stderr: every key of conf/recipe/paper.yaml lived in the
+    optim group before (README "What moved"); + or ~ is kept."""
+    moved = {f"optim.{key}": f"recipe.{key}" for key in OmegaConf.load(Path(conf_dir) / "recipe" / "paper.yaml")}
     out = []
     for arg in argv:
         key, sep, value = arg.partition("=")
         bare = key.lstrip("+~")
-        if bare in MOVED:
-            print(f"note: {bare} is now {MOVED[bare]} (README, What moved)", file=sys.stderr)
-            arg = f"{key[: len(key) - len(bare)]}{MOVED[bare]}{sep}{value}"
+        if bare in moved:
+            print(f"note: {bare} is now {moved[bare]} (README, What moved)", file=sys.stderr)
+            arg = f"{key[: len(key) - len(bare)]}{moved[bare]}{sep}{value}"
         out.append(arg)
     return out
 
