@@ -5,6 +5,9 @@
 #   bash benchmarks/gpu_data_path.sh scale    # 1/2/4 GPUs in one call (runs on disjoint GPUs side by side), with
 #                                             # and without Lightning's per-step SIGTERM broadcast
 #   bash benchmarks/gpu_data_path.sh jpeg_ddp # the JPEG folder on 2 and 4 GPUs, crossvit_9 on 1
+#   bash benchmarks/gpu_data_path.sh x2       # a 2-GPU machine: raw steps, 1-GPU runs of each decode on 16 cores,
+#                                             # then 2-GPU synthetic
+#   bash benchmarks/gpu_data_path.sh x2_ddp   # a 2-GPU machine: JPEG DDP, NCCL over two torchrun agents, bf16 DDP
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/runs
@@ -12,11 +15,13 @@ JPEGS=/tmp/jpegs
 GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 STOP_AFTER=${STOP_AFTER:-450}  # seconds into the call after which no new run starts (a call may last 600)
 PREFETCH=()
-run() {  # [CVD=0,1] run NAME OVERRIDES...: one src/train.py run (on GPUs $CVD); its train_img_s lands in $OUT/inloop.jsonl
+TASKSET=$(command -v taskset)  # runs given CPUS= use all cores where it is missing (env.txt says so)
+run() {  # [CVD=0,1] [CPUS=0-15] run NAME OVERRIDES...: one src/train.py run (on GPUs $CVD, CPU cores $CPUS); its
+  # train_img_s lands in $OUT/inloop.jsonl
   local name=$1; shift
   if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call"; return; fi
   local start=$SECONDS
-  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} timeout 200 python3 src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=2 callbacks.throughput.warmup=5 \
+  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout 200 python3 src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=2 callbacks.throughput.warmup=5 \
     logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name \
     > /tmp/runs/$name.log 2>&1
   local rc=$?
@@ -25,6 +30,7 @@ import json, os, pathlib, sys
 name, rc, wall, args = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 m = pathlib.Path(f"/tmp/runs/{name}/metrics.json")
 row = dict(name=name, rc=rc, wall_s=wall, overrides=args, gpus=os.environ.get("CVD", "all"),
+           cpus=os.environ.get("CPUS", "all"),
            **(json.loads(m.read_text()) if m.exists() else {}))
 log = pathlib.Path(f"/tmp/runs/{name}.log").read_text()
 row["accumulate_grad_stream_warnings"] = log.count("AccumulateGrad node's stream")
@@ -36,7 +42,7 @@ PY
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
 }
 setup() {  # the machine, and the JPEG folder every phase uses
-  { nvidia-smi --query-gpu=name,memory.total --format=csv; nproc; python3 -c 'import torch, torchvision, lightning, timm; print(torch.__version__, torchvision.__version__, lightning.__version__, timm.__version__)'; date -u; } >> "$OUT/env.txt" 2>&1
+  { nvidia-smi --query-gpu=name,memory.total --format=csv; nproc; echo "taskset: ${TASKSET:-missing}"; python3 -c 'import torch, torchvision, lightning, timm; print(torch.__version__, torchvision.__version__, lightning.__version__, timm.__version__)'; date -u; } >> "$OUT/env.txt" 2>&1
   [ -d $JPEGS ] || python3 benchmarks/make_jpeg_folder.py $JPEGS --train 20480 --val 2048 --classes 100 >> "$OUT/env.txt"
   cat "$OUT/env.txt"
 }
@@ -120,5 +126,47 @@ jpeg_ddp)  # the JPEG folder under DDP (c18_gpu_1 comes from `scale` on the same
   wait
   run c18_gpu_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=gpu data.num_workers=8
+  ;;
+x2)  # 2 GPUs, 32 cores. A 1-GPU run gets 16 cores (taskset), the budget; two such runs go side by side
+  # on disjoint GPUs and cores. hybrid: 14 decoding workers; gpu: 8 workers reading bytes.
+  setup
+  CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
+  CUDA_VISIBLE_DEVICES=1 ${TASKSET:+taskset -c 16-31} python3 benchmarks/throughput.py --models crossvit_18 crossvit_9 \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw_step.json" > /tmp/runs/raw.log 2>&1 &
+  wait
+  tail -4 /tmp/runs/raw.log
+  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14 &
+  CVD=1 CPUS=16-31 run c18_gpu_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=gpu data.num_workers=8 &
+  wait
+  CVD=0 CPUS=0-15 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14 &
+  CVD=1 CPUS=16-31 run c9_gpu_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=gpu data.num_workers=8 &
+  wait
+  run c18_syn_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
+  ;;
+x2_ddp)  # the JPEG folder on 2 GPUs (16 cores each), then NCCL across two torchrun agents (one GPU each, as two
+  # machines) against one GPU at twice the batch, per-step loss, bf16
+  setup
+  DECODE=${DECODE:-hybrid}
+  run c18_${DECODE}_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=$DECODE data.num_workers=14
+  EQ=(experiment=fashion_mnist data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0 recipe.label_smoothing=0
+      trainer.max_epochs=1 trainer.limit_train_batches=60 trainer.log_every_n_steps=1 logger=csv
+      '~callbacks.progress_bar' trainer.enable_progress_bar=false)
+  timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ[@]}" hydra.run.dir=/tmp/runs/eq_1gpu \
+    > /tmp/runs/eq_1gpu.log 2>&1
+  for node in 0 1; do
+    CUDA_VISIBLE_DEVICES=$node timeout 180 python3 -m torch.distributed.run --nnodes=2 --nproc_per_node=1 \
+      --node_rank=$node --master_addr=127.0.0.1 --master_port=29511 src/train.py trainer=ddp trainer.devices=1 \
+      trainer.num_nodes=2 data.batch_size=128 "${EQ[@]}" hydra.run.dir=/tmp/runs/eq_2nodes \
+      > /tmp/runs/eq_2nodes_$node.log 2>&1 &
+  done
+  wait
+  grep -h "MEMBER\|Backend\|nccl" /tmp/runs/eq_2nodes_*.log | sort | uniq | head -6
+  python3 benchmarks/compare_losses.py /tmp/runs/eq_1gpu /tmp/runs/eq_2nodes --out "$OUT/nccl_two_agents.json" 2>&1 | tail -4
+  tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
 esac

@@ -5,7 +5,8 @@
 
 decode=cpu: PIL decoding and timm's transforms in `--workers` processes, then the copy to the device.
 decode=gpu: workers only read bytes; nvJPEG decodes and crossvit.data.batch_augment augments on the device.
-Reports img/s and, for the GPU path, the device time one batch takes (what it takes from a training step).
+decode=hybrid: workers decode, crop and flip (PIL, timm); RandAugment, normalisation and erasing on the device.
+Reports img/s and, for the device paths, the device time one batch takes (what it takes from a training step).
 """
 
 from __future__ import annotations
@@ -37,19 +38,18 @@ def measure(root: Path, decode: str, workers: int, batch: int, batches: int, dev
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-        *data, y = next(loader)
+        item = next(loader)
         if decode == "cpu":
-            x = data[0].to(device, non_blocking=True)
+            x, y = (t.to(device, non_blocking=True) for t in item)
         else:
             cuda = device.type == "cuda"
             if cuda:
                 begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
                 begin.record()
-            x = module.augment(module.decode_batch(*data, device))
+            x, y = module.prepare(item, device, train=True)
             if cuda:
                 end.record()
                 gpu_ms.append((begin, end))
-        y = y.to(device, non_blocking=True)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
@@ -73,7 +73,7 @@ def measure(root: Path, decode: str, workers: int, batch: int, batches: int, dev
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path)
-    parser.add_argument("--decode", nargs="+", default=["cpu", "gpu"])
+    parser.add_argument("--decode", nargs="+", default=["cpu", "gpu", "hybrid"])
     parser.add_argument("--workers", type=int, nargs="+", default=[16])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batches", type=int, default=40)

@@ -4,7 +4,7 @@
 
 Variants, each the compiled bf16 step (forward, backward, fused AdamW) on batches of `--batch`:
   static    one device-resident batch, every step (the raw step, timed like the others: wall clock)
-  inline    each step's batch read by the workers, decoded and augmented on the device before the step
+  inline    each step's batch from the workers, prepared on the device (`--decode gpu` or `hybrid`) before the step
   prefetch  the same through crossvit.data.image_folder.Prefetcher (a thread and a CUDA stream of its own)
 `--trace` adds a torch.profiler table of a few inline steps (host calls that wait on the device show there).
 """
@@ -34,6 +34,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--mode", default="reduce-overhead")
+    parser.add_argument("--decode", default="gpu", choices=["gpu", "hybrid"])
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -57,7 +58,7 @@ def main() -> None:
         num_classes=classes,
         batch_size=args.batch,
         num_workers=args.workers,
-        decode="gpu",
+        decode=args.decode,
     )
     module.setup("fit")
 
@@ -98,6 +99,8 @@ def main() -> None:
         rows.append(
             dict(
                 variant=name,
+                decode=args.decode,
+                workers=args.workers,
                 model=args.model,
                 img_s=round(args.steps * args.batch / seconds, 1),
                 ms_per_step=round(1e3 * seconds / args.steps, 2),

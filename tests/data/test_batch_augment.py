@@ -155,8 +155,8 @@ def test_flip_rate_and_whole_pipeline(tmp_path):
         root=str(tmp_path), img_size=32, num_classes=1, decode="gpu", auto_augment=None, re_prob=0, batch_size=1
     )
     module.setup("fit")
-    data, lengths, _ = module.train_dataloader().collate_fn([module.train_set[0]] * 800)
-    x = module.augment(module.decode_batch(data, lengths, torch.device("cpu")))
+    batch = module.train_dataloader().collate_fn([module.train_set[0]] * 800)
+    x, _ = module.prepare(batch, torch.device("cpu"), train=True)
     left, right = x[..., :16].mean((1, 2, 3)), x[..., 16:].mean((1, 2, 3))
     decided = (left - right).abs() > 0.5  # crops of one half only cannot tell
     flipped = (left > right)[decided].float().mean()
@@ -176,7 +176,7 @@ def test_gpu_decoding_path_through_worker_processes(tmp_path):
         root=str(tmp_path), img_size=48, num_classes=2, decode="gpu", batch_size=8, num_workers=2
     )
     module.setup("fit")
-    train = [module.augment(module.decode_batch(d, n, torch.device("cpu"))) for d, n, _ in module.train_dataloader()]
+    train = [module.prepare(b, torch.device("cpu"), train=True)[0] for b in module.train_dataloader()]
     val = [module.evaluate(module.decode_batch(d, n, torch.device("cpu"))) for d, n, _ in module.val_dataloader()]
     assert len(train) == 3 and len(val) == 3
     for x in train + val:
@@ -228,3 +228,35 @@ def test_prefetcher_yields_the_synchronous_batches_and_stops_cleanly(tmp_path):
     assert len(epoch(True, stop_after=2)) == 2  # stopping early ends the thread
     assert len(epoch(True, stop_after=4)) == 4  # also when the thread has finished and its queue is full
     assert not [t for t in threading.enumerate() if t.name == "prefetcher"]
+
+
+def test_hybrid_path_cuts_timms_boxes_in_the_workers_and_finishes_on_the_device(tmp_path):
+    """decode=hybrid: the workers decode and cut timm's random box (the same draws as timm's own crop); the device
+    resizes. Without flip, RandAugment and erasing, its batches are decode=cpu's (timm's whole transform) for the same
+    seed, up to the resize's interpolation; with the recipe, the device part changes the pixels."""
+    from crossvit.data import ImageFolderDataModule
+
+    for i, img in enumerate(real_images(32, seed=11)):
+        for split in ("train", "val"):
+            (tmp_path / split / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+            img.save(tmp_path / split / f"c{i % 2}" / f"{i}.jpg", quality=90)
+    cpu = torch.device("cpu")
+
+    def first_epoch(decode: str, **recipe) -> tuple[torch.Tensor, torch.Tensor]:
+        module = ImageFolderDataModule(
+            root=str(tmp_path), img_size=48, num_classes=2, batch_size=8, num_workers=2, decode=decode, **recipe
+        )
+        module.setup("fit")
+        torch.manual_seed(0)  # the workers' seeds, and the sampler's order
+        batches = [module.prepare(b, cpu, True) if decode == "hybrid" else b for b in module.train_dataloader()]
+        return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+
+    plain = dict(auto_augment=None, color_jitter=None, re_prob=0.0, hflip=0.0)
+    (timm_x, timm_y), (ours_x, ours_y) = first_epoch("cpu", **plain), first_epoch("hybrid", **plain)
+    assert ours_x.shape == timm_x.shape == (32, 3, 48, 48) and torch.equal(ours_y, timm_y)
+    per_image = (ours_x - timm_x).abs().mean((1, 2, 3))  # normalised units: 0.05 is about 3 grey levels of 255
+    assert per_image.max() < 0.05, per_image
+    assert (ours_x - timm_x.roll(1, 0)).abs().mean((1, 2, 3)).min() > 0.1  # another image's crop is far off
+    recipe_x, _ = first_epoch("hybrid")  # flip, RandAugment rand-m9-mstd0.5-inc1 and erasing, on the "device"
+    changed = (recipe_x - ours_x).abs().amax((1, 2, 3)) > 0.1
+    assert torch.isfinite(recipe_x).all() and 0.3 < changed.float().mean() < 1.0

@@ -72,17 +72,25 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def crop_resize(images: list[torch.Tensor], boxes: torch.Tensor, size: int, taps: int = 1) -> torch.Tensor:
-    """Each uint8 [C, H, W] image's box (top, left, height, width; floats) resampled to size x size, as one batch.
+    """Each uint8 [C, H, W] image's box (top, left, height, width; floats) resampled to size x size, as one batch."""
+    flat = torch.cat([img.reshape(-1) for img in images])
+    return crop_resize_flat(flat, torch.tensor([img.shape[-2:] for img in images]), boxes, size, taps)
+
+
+def crop_resize_flat(
+    flat: torch.Tensor, hw: torch.Tensor, boxes: torch.Tensor, size: int, taps: int = 1, channels_last: bool = False
+) -> torch.Tensor:
+    """`crop_resize` on images held back to back in one flat uint8 tensor (on the device), their (H, W) on the host;
+    each image [C, H, W], or [H, W, C] with `channels_last` (as decoders write them). Returns [B, C, size, size].
 
     One pass for the whole batch, whatever the images' sizes (a per-image resize costs a few kernel launches an
     image, which on a GPU outlasts the arithmetic): bilinear samples, `taps` x `taps` of them averaged per output
     pixel (more taps stand in better for PIL's antialiased bicubic when a crop shrinks, at taps^2 the cost; one
     keeps ImageNet-sized crops within a grey level of PIL, tests/data/test_batch_augment.py). Returns float 0-255.
     """
-    device = images[0].device
-    c = images[0].shape[0]
-    flat = torch.cat([img.reshape(-1) for img in images])
-    hw = torch.tensor([img.shape[-2:] for img in images], dtype=torch.float32)
+    device, n = flat.device, len(hw)
+    hw = hw.float()
+    c = flat.numel() // int(hw.prod(1).sum())
     numel = hw.prod(1).long() * c
     start = to_device(torch.cumsum(numel, 0) - numel, device).view(-1, 1, 1, 1)
     hw, boxes = to_device(hw, device), to_device(boxes.float(), device)
@@ -91,15 +99,17 @@ def crop_resize(images: list[torch.Tensor], boxes: torch.Tensor, size: int, taps
     ys = (boxes[:, :1] + steps * boxes[:, 2:3] - 0.5).clamp(min=0).minimum(hw[:, :1] - 1)  # [B, S*taps]
     xs = (boxes[:, 1:2] + steps * boxes[:, 3:4] - 0.5).clamp(min=0).minimum(hw[:, 1:] - 1)
     y0, x0 = ys.floor(), xs.floor()
-    wy, wx = (ys - y0).view(len(images), 1, -1, 1), (xs - x0).view(len(images), 1, 1, -1)
+    wy, wx = (ys - y0).view(n, 1, -1, 1), (xs - x0).view(n, 1, 1, -1)
     y1, x1 = (y0 + 1).minimum(hw[:, :1] - 1), (x0 + 1).minimum(hw[:, 1:] - 1)
-    width = hw[:, 1:].long().view(-1, 1, 1, 1)
-    plane = (hw[:, :1] * hw[:, 1:]).long().view(-1, 1, 1, 1) * torch.arange(c, device=device).view(1, c, 1, 1)
-    base = start + plane
+    channel = torch.arange(c, device=device).view(1, c, 1, 1)
+    if channels_last:  # pixel (y, x) of channel k at (y * W + x) * C + k
+        row, col, base = hw[:, 1:].long().view(-1, 1, 1, 1) * c, c, start + channel
+    else:  # at k * H * W + y * W + x
+        row, col = hw[:, 1:].long().view(-1, 1, 1, 1), 1
+        base = start + (hw[:, :1] * hw[:, 1:]).long().view(-1, 1, 1, 1) * channel
 
     def at(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        rows = y.long().view(len(images), 1, -1, 1) * width
-        return flat[base + rows + x.long().view(len(images), 1, 1, -1)].float()
+        return flat[base + y.long().view(n, 1, -1, 1) * row + x.long().view(n, 1, 1, -1) * col].float()
 
     top = at(y0, x0) * (1 - wx) + at(y0, x1) * wx
     bottom = at(y1, x0) * (1 - wx) + at(y1, x1) * wx

@@ -2,7 +2,9 @@
 
 `decode="cpu"`: workers decode with PIL and run timm's transforms. `decode="gpu"`: workers only read the files'
 bytes; the batch is decoded where training runs (nvJPEG on a GPU) and augmented there as a whole
-(crossvit.data.batch_augment), drawing from the same distributions.
+(crossvit.data.batch_augment), drawing from the same distributions. `decode="hybrid"`: workers decode with PIL and
+cut timm's random crop box (no resize); the batch of crops is resized, flipped and augmented where training runs, as
+for decode=gpu. For a GPU whose training step outpaces nvJPEG in the training process, with CPU cores to spare.
 """
 
 from __future__ import annotations
@@ -20,14 +22,23 @@ import torch.distributed as dist
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
+from timm.data.transforms import RandomResizedCropAndInterpolation
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.io import ImageReadMode, decode_jpeg, read_file
+from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
+from torchvision.transforms.functional import pil_to_tensor
 
 from crossvit.errors import ConfigError, check_one_batch
 
-from .batch_augment import BatchRandAugment, random_erasing, random_resized_crop, resize_center_crop, to_device
+from .batch_augment import (
+    BatchRandAugment,
+    crop_boxes,
+    crop_resize_flat,
+    random_erasing,
+    resize_center_crop,
+    to_device,
+)
 from .resume import MidEpochResume, ResumableDistributedSampler, SkipStart
 
 
@@ -57,10 +68,39 @@ def read_encoded(path: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
 
 
+def load_decoded(path: str) -> torch.Tensor:
+    """An image as uint8 [3, H, W]: torchvision's decoders (libjpeg-turbo for JPEGs) without PIL's copies; PIL for
+    whatever they refuse (and load_image names an unreadable file)."""
+    try:
+        return decode_image(read_file(path), mode=ImageReadMode.RGB)
+    except RuntimeError:
+        return pil_to_tensor(load_image(path))
+
+
 def collate_encoded(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One flat byte tensor, the files' lengths and the labels: three tensors cross from a worker, not one a file."""
     data = [s[0] for s in samples]
     return torch.cat(data), torch.tensor([len(d) for d in data]), torch.tensor([s[1] for s in samples])
+
+
+class RandomCropBox:
+    """timm's RandomResizedCropAndInterpolation box (the same draws from Python's `random`), cut out but not resized:
+    decode=hybrid resizes the batch on the device. Returns a view of the crop, uint8 [h, w, 3] (the image's own
+    layout: the collate's one copy makes it contiguous). Takes a decoded uint8 [3, H, W] tensor."""
+
+    def __init__(self, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> None:
+        self.scale, self.ratio = scale, ratio
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        top, left, h, w = RandomResizedCropAndInterpolation.get_params(img, self.scale, self.ratio)
+        return img.permute(1, 2, 0)[top : top + h, left : left + w]  # decode_jpeg's [3, H, W] is a view of HWC
+
+
+def collate_crops(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Crops of many sizes ([h, w, 3] each) as one flat uint8 tensor, their (h, w) and the labels."""
+    crops = [s[0] for s in samples]
+    flat = torch.cat([c.reshape(-1) for c in crops])
+    return flat, torch.tensor([c.shape[:2] for c in crops]), torch.tensor([s[1] for s in samples])
 
 
 def _is_readable(path: str) -> bool:
@@ -103,11 +143,14 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         super().__init__()
         if in_chans != 3:
             raise ConfigError(f"data.in_chans={in_chans}: image_folder decodes images as RGB; set data.in_chans=3")
-        if decode not in ("cpu", "gpu"):
-            raise ConfigError(f"data.decode={decode}: choose cpu (PIL in the workers) or gpu (nvJPEG on the device)")
-        if decode == "gpu" and (re_mode != "pixel" or interpolation != "bicubic"):
+        if decode not in ("cpu", "gpu", "hybrid"):
             raise ConfigError(
-                f"data.decode=gpu implements the paper's re_mode=pixel and interpolation=bicubic, not "
+                f"data.decode={decode}: choose cpu (PIL and timm in the workers), gpu (nvJPEG and the augmentation on "
+                f"the device) or hybrid (PIL decoding and cropping in the workers, the rest on the device)"
+            )
+        if decode != "cpu" and (re_mode != "pixel" or decode == "gpu" and interpolation != "bicubic"):
+            raise ConfigError(
+                f"data.decode={decode} implements the paper's re_mode=pixel and interpolation=bicubic, not "
                 f"data.re_mode={re_mode} data.interpolation={interpolation}; set data.decode=cpu for those"
             )
         if prefetch < 0:
@@ -118,7 +161,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         self.std = torch.tensor(std).view(1, -1, 1, 1) * 255
         try:
             fill = tuple(round(255 * m) for m in mean)  # timm fills RandAugment's warps with the mean colour
-            self.rand_augment = BatchRandAugment(auto_augment, fill) if decode == "gpu" and auto_augment else None
+            self.rand_augment = BatchRandAugment(auto_augment, fill) if decode != "cpu" and auto_augment else None
         except ValueError as e:
             raise ConfigError(f"data.auto_augment: {e}; or set data.decode=cpu") from None
         self.root = Path(root)
@@ -130,13 +173,15 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             pin_memory=pin_memory,
             persistent_workers=persistent_workers and num_workers > 0,
         )
-        if decode == "gpu":
-            self.loader_args["collate_fn"] = collate_encoded
+        # What leaves the workers: decoded images (cpu; hybrid's evaluation), files' bytes (gpu), crops (hybrid).
+        self.train_collate = {"cpu": None, "gpu": collate_encoded, "hybrid": collate_crops}[decode]
+        self.eval_collate = collate_encoded if decode == "gpu" else None
         self.train_transform = self.eval_transform = None  # decode=gpu: crossvit.data.batch_augment instead
         if decode == "cpu":
             self.train_transform = create_transform(
                 img_size,
                 is_training=True,
+                hflip=hflip,
                 auto_augment=auto_augment,
                 color_jitter=color_jitter,
                 re_prob=re_prob,
@@ -145,6 +190,9 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
                 mean=mean,
                 std=std,
             )
+        if decode == "hybrid":
+            self.train_transform = RandomCropBox()
+        if decode != "gpu":
             # Resize the short side to img_size / crop_pct, then centre-crop img_size (the paper's 256/224 rule).
             self.eval_transform = create_transform(
                 img_size, is_training=False, interpolation=interpolation, crop_pct=crop_pct, mean=mean, std=std
@@ -153,7 +201,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         self.skip_corrupt = skip_corrupt
         self.train_set = self.val_set = None
 
-    def _folder(self, split: str, transform) -> ImageFolder:
+    def _folder(self, split: str, transform, loader: Callable) -> ImageFolder:
         path = self.root / split
         if not path.is_dir():
             raise ConfigError(
@@ -163,7 +211,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         ds = ImageFolder(
             str(path),
             transform=transform,
-            loader=load_image if self.decode == "cpu" else read_encoded,
+            loader=loader,
             is_valid_file=lambda p: p.lower().endswith(IMG_EXTENSIONS),
         )
         if self.skip_corrupt:
@@ -177,8 +225,10 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        self.train_set = self._folder("train", self.train_transform)
-        self.val_set = self._folder("val", self.eval_transform)
+        # decode=hybrid evaluates with timm's PIL transform, as decode=cpu.
+        train_loader = {"cpu": load_image, "gpu": read_encoded, "hybrid": load_decoded}[self.decode]
+        self.train_set = self._folder("train", self.train_transform, train_loader)
+        self.val_set = self._folder("val", self.eval_transform, read_encoded if self.decode == "gpu" else load_image)
         if self.train_set.classes != self.val_set.classes:
             only_train = sorted(set(self.train_set.classes) - set(self.val_set.classes))[:5]
             only_val = sorted(set(self.val_set.classes) - set(self.train_set.classes))[:5]
@@ -213,31 +263,50 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             seed = torch.initial_seed() % 2**32
             sampler = ResumableDistributedSampler(self.train_set, replicas, rank, shuffle=True, seed=seed)
         self.resume_sampler(sampler, self.batch_size)
-        loader = DataLoader(self.train_set, self.batch_size, sampler=sampler, drop_last=True, **self.loader_args)
+        loader = DataLoader(
+            self.train_set,
+            self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            collate_fn=self.train_collate,
+            **self.loader_args,
+        )
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
-        if self.decode == "gpu" and device.type == "cuda" and self.prefetch:
+        if self.decode != "cpu" and device.type == "cuda" and self.prefetch:
             return Prefetcher(loader, lambda batch, g: self.prepare(batch, device, True, g), device, self.prefetch)
         return loader
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_set, self.eval_batch_size, **self.loader_args)
+        return DataLoader(self.val_set, self.eval_batch_size, collate_fn=self.eval_collate, **self.loader_args)
 
     def test_dataloader(self) -> DataLoader:
         return self.val_dataloader()
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        if self.decode == "cpu" or len(batch) == 2:  # decoded already: by timm in the workers, or by the prefetcher
-            return super().transfer_batch_to_device(batch, device, dataloader_idx)
-        training = self.trainer is not None and self.trainer.training
-        return self.prepare(batch, device, train=training)
+        # Still to prepare: decode=gpu's encoded files, decode=hybrid's training crops (three tensors each). Whatever
+        # the prefetcher prepared, and decode=hybrid's evaluation batches (timm's, in the workers), are ready.
+        if self.decode != "cpu" and len(batch) == 3:
+            return self.prepare(batch, device, train=self.trainer is not None and self.trainer.training)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def prepare(
         self, batch, device: torch.device, train: bool, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """An encoded batch from the workers -> decoded, augmented (train) or resized (eval) images on `device`."""
-        data, lengths, y = batch
-        images = self.decode_batch(data, lengths, device)
-        x = self.augment(images, generator) if train else self.evaluate(images)
+        """A batch from the workers -> augmented (train) or resized (eval) images on `device`. decode=gpu: encoded
+        files, decoded here; decode=hybrid: training crops (flat uint8, their sizes), resized here."""
+        if self.decode == "hybrid":
+            flat, hw, y = batch
+            whole = torch.cat([torch.zeros_like(hw), hw], 1)  # each crop is the box
+            x = self.augment(to_device(flat, device), hw, whole, generator, channels_last=True)
+        else:
+            data, lengths, y = batch
+            images = self.decode_batch(data, lengths, device)
+            if train:
+                flat = torch.cat([img.reshape(-1) for img in images])
+                hw = torch.tensor([img.shape[-2:] for img in images])
+                x = self.augment(flat, hw, crop_boxes(hw, generator=generator), generator)
+            else:
+                x = self.evaluate(images)
         return x, y.to(device, non_blocking=True)
 
     @staticmethod
@@ -251,11 +320,19 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
                 f"names the file, or set data.skip_corrupt=true"
             ) from None
 
-    def augment(self, images: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
-        """The training transform on a decoded batch: crop, flip, RandAugment, normalise, erase."""
-        x, _ = random_resized_crop(images, self.img_size, generator)
+    def augment(
+        self,
+        flat: torch.Tensor,
+        hw: torch.Tensor,
+        boxes: torch.Tensor,
+        generator: torch.Generator | None = None,
+        channels_last: bool = False,
+    ) -> torch.Tensor:
+        """The training transform on decoded images (flat uint8 on the device, their (h, w) and crop boxes on the
+        host): crop and resize, flip, RandAugment, normalise, erase."""
+        x = crop_resize_flat(flat, hw, boxes, self.img_size, channels_last=channels_last)
         if self.hflip > 0:
-            flip = to_device(torch.rand(len(images), generator=generator) < self.hflip, x.device).view(-1, 1, 1, 1)
+            flip = to_device(torch.rand(len(hw), generator=generator) < self.hflip, x.device).view(-1, 1, 1, 1)
             x = torch.where(flip, x.flip(-1), x)
         if self.rand_augment is not None:
             x = self.rand_augment(x, generator)
