@@ -7,7 +7,8 @@
 #   bash benchmarks/gpu_data_path.sh jpeg_ddp # the JPEG folder on 2 and 4 GPUs, crossvit_9 on 1
 #   bash benchmarks/gpu_data_path.sh x2       # a 2-GPU machine: raw steps, 1-GPU runs of each decode on 16 cores,
 #                                             # then 2-GPU synthetic
-#   bash benchmarks/gpu_data_path.sh x2_ddp   # a 2-GPU machine: JPEG DDP, NCCL over two torchrun agents, bf16 DDP
+#   bash benchmarks/gpu_data_path.sh x2_b     # a 2-GPU machine: decode=hybrid, DDP buckets, NCCL over two agents
+#   bash benchmarks/gpu_data_path.sh x2_c     # a 2-GPU machine: the JPEG folder under DDP
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/runs
@@ -147,17 +148,23 @@ x2)  # 2 GPUs, 32 cores. A 1-GPU run gets 16 cores (taskset), the issue's budget
   wait
   run c18_syn_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
   ;;
-x2_ddp)  # the JPEG folder on 2 GPUs (16 cores each), then NCCL across two torchrun agents (one GPU each, as two
-  # machines) against one GPU at twice the batch, per-step loss, bf16
+x2_b)  # decode=hybrid on 1 GPU (16 cores), DDP with one gradient bucket against Lightning's default buckets, and
+  # NCCL across two torchrun agents (one GPU each, as two machines) against one GPU at twice the batch, bf16
   setup
-  DECODE=${DECODE:-hybrid}
-  run c18_${DECODE}_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=$DECODE data.num_workers=14
+  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14 &
+  CVD=1 CPUS=16-31 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14 &
+  wait
+  run c18_syn_2_bucket trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" \
+    'trainer.strategy={_target_:lightning.pytorch.strategies.DDPStrategy,bucket_cap_mb:256,gradient_as_bucket_view:true}'
   EQ=(experiment=fashion_mnist data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0 recipe.label_smoothing=0
       trainer.max_epochs=1 trainer.limit_train_batches=60 trainer.log_every_n_steps=1 logger=csv
       '~callbacks.progress_bar' trainer.enable_progress_bar=false)
-  timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ[@]}" hydra.run.dir=/tmp/runs/eq_1gpu \
-    > /tmp/runs/eq_1gpu.log 2>&1
+  CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
+  CUDA_VISIBLE_DEVICES=1 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ[@]}" \
+    hydra.run.dir=/tmp/runs/eq_1gpu > /tmp/runs/eq_1gpu.log 2>&1 &
+  wait
   for node in 0 1; do
     CUDA_VISIBLE_DEVICES=$node timeout 180 python3 -m torch.distributed.run --nnodes=2 --nproc_per_node=1 \
       --node_rank=$node --master_addr=127.0.0.1 --master_port=29511 src/train.py trainer=ddp trainer.devices=1 \
@@ -165,8 +172,14 @@ x2_ddp)  # the JPEG folder on 2 GPUs (16 cores each), then NCCL across two torch
       > /tmp/runs/eq_2nodes_$node.log 2>&1 &
   done
   wait
-  grep -h "MEMBER\|Backend\|nccl" /tmp/runs/eq_2nodes_*.log | sort | uniq | head -6
-  python3 benchmarks/compare_losses.py /tmp/runs/eq_1gpu /tmp/runs/eq_2nodes --out "$OUT/nccl_two_agents.json" 2>&1 | tail -4
+  grep -h "MEMBER" /tmp/runs/eq_2nodes_*.log | sort | uniq | head -4
+  python3 benchmarks/compare_losses.py /tmp/runs/eq_1gpu /tmp/runs/eq_2nodes --out "$OUT/nccl_two_agents.json" 2>&1 \
+    | tail -4
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
+  ;;
+x2_c)  # the JPEG folder on 2 GPUs, 16 cores a rank
+  setup
+  run c18_${DECODE:-hybrid}_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead \
+    "${JPEG_ARGS[@]}" data.decode=${DECODE:-hybrid} data.num_workers=14 ${STRATEGY:+"trainer.strategy=$STRATEGY"}
   ;;
 esac

@@ -18,7 +18,14 @@ from timm.data.auto_augment import AugmentOp, rand_augment_transform
 from timm.data.random_erasing import RandomErasing
 from timm.data.transforms import RandomResizedCropAndInterpolation
 
-from crossvit.data.batch_augment import RAND_INCREASING_OPS, BatchRandAugment, crop_boxes, crop_resize, random_erasing
+from crossvit.data.batch_augment import (
+    RAND_INCREASING_OPS,
+    BatchRandAugment,
+    crop_boxes,
+    crop_resize,
+    crop_resize_flat,
+    random_erasing,
+)
 
 pytestmark = needs_fmnist
 FILL = (124, 116, 104)  # timm's img_mean for ImageNet's mean colour
@@ -103,6 +110,22 @@ def test_batched_crop_resize_gives_pils_pixels():
     ]
     diff = (ours - torch.stack([TF.pil_to_tensor(r) for r in reference]).float()).abs()
     assert diff.mean() < 1.0 and (diff > 8).float().mean() < 0.01, diff.mean()
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_crop_resize_of_a_batch_larger_than_float32_counts_exactly(channels_last):
+    """A batch of 256 ImageNet photographs holds ~35M pixels, past float32's exact integers (2**24): the offsets of
+    each image and channel must still be exact. Three uniform 3001 x 2001 images, each channel its own value."""
+    h, w, n = 3001, 2001, 3
+    values = torch.arange(1, 3 * n + 1, dtype=torch.uint8).view(n, 3) * 20
+    shape = (n, h, w, 3) if channels_last else (n, 3, h, w)
+    view = values.view(n, 1, 1, 3) if channels_last else values.view(n, 3, 1, 1)
+    flat = view.expand(shape).reshape(-1)
+    hw = torch.tensor([[h, w]] * n)
+    boxes = torch.tensor([[0.0, 0.0, h, w]] * n)
+    out = crop_resize_flat(flat, hw, boxes, 8, channels_last=channels_last)
+    assert out.shape == (n, 3, 8, 8)
+    assert torch.equal(out, values.float().view(n, 3, 1, 1).expand(n, 3, 8, 8))
 
 
 def test_rand_augment_choices_follow_timm():

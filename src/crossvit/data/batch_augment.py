@@ -89,11 +89,11 @@ def crop_resize_flat(
     keeps ImageNet-sized crops within a grey level of PIL, tests/data/test_batch_augment.py). Returns float 0-255.
     """
     device, n = flat.device, len(hw)
-    hw = hw.float()
-    c = flat.numel() // int(hw.prod(1).sum())
-    numel = hw.prod(1).long() * c
-    start = to_device(torch.cumsum(numel, 0) - numel, device).view(-1, 1, 1, 1)
-    hw, boxes = to_device(hw, device), to_device(boxes.float(), device)
+    pixels = hw.long().prod(1)  # counts in int64: a batch holds more than float32's 2**24 exact integers
+    c = flat.numel() // int(pixels.sum())
+    start = to_device(torch.cumsum(pixels * c, 0) - pixels * c, device).view(-1, 1, 1, 1)
+    plane = to_device(pixels, device).view(-1, 1, 1, 1)
+    hw, boxes = to_device(hw.float(), device), to_device(boxes.float(), device)
     # Sample positions: pixel centres of the output grid, subdivided into taps x taps, in input pixel coordinates.
     steps = (torch.arange(size * taps, device=device, dtype=torch.float32) + 0.5) / (size * taps)
     ys = (boxes[:, :1] + steps * boxes[:, 2:3] - 0.5).clamp(min=0).minimum(hw[:, :1] - 1)  # [B, S*taps]
@@ -105,8 +105,7 @@ def crop_resize_flat(
     if channels_last:  # pixel (y, x) of channel k at (y * W + x) * C + k
         row, col, base = hw[:, 1:].long().view(-1, 1, 1, 1) * c, c, start + channel
     else:  # at k * H * W + y * W + x
-        row, col = hw[:, 1:].long().view(-1, 1, 1, 1), 1
-        base = start + (hw[:, :1] * hw[:, 1:]).long().view(-1, 1, 1, 1) * channel
+        row, col, base = hw[:, 1:].long().view(-1, 1, 1, 1), 1, start + plane * channel
 
     def at(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return flat[base + y.long().view(n, 1, -1, 1) * row + x.long().view(n, 1, 1, -1) * col].float()
