@@ -177,6 +177,18 @@ x2_b)  # decode=hybrid on 1 GPU (16 cores), DDP with one gradient bucket against
     | tail -4
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
+x2_d)  # decode=hybrid outside Lightning (static / inline / prefetcher at priority 0 and highest), 16 cores each;
+  # then 2-GPU synthetic with Lightning's own SIGTERM handling (callbacks.preemption=null): its per-step broadcast
+  setup
+  CUDA_VISIBLE_DEVICES=0 taskset -c 0-15 timeout 200 python3 -u benchmarks/step_with_data.py $JPEGS --decode hybrid \
+    --workers 14 --model crossvit_18 --out "$OUT/step_hyb_c18.json" > /tmp/runs/step_hyb_c18.log 2>&1 &
+  CUDA_VISIBLE_DEVICES=1 taskset -c 16-31 timeout 200 python3 -u benchmarks/step_with_data.py $JPEGS --decode hybrid \
+    --workers 14 --model crossvit_9 --out "$OUT/step_hyb_c9.json" > /tmp/runs/step_hyb_c9.log 2>&1 &
+  wait
+  grep -h img/s /tmp/runs/step_hyb_c18.log /tmp/runs/step_hyb_c9.log
+  run c18_syn_2_lsync trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" \
+    callbacks.preemption=null
+  ;;
 x2_c)  # the JPEG folder on 2 GPUs, 16 cores a rank
   setup
   run c18_${DECODE:-hybrid}_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead \
