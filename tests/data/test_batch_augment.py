@@ -175,7 +175,14 @@ def test_flip_rate_and_whole_pipeline(tmp_path):
     Image.fromarray(pixels).save(tmp_path / "train" / "a" / "0.jpg")
     Image.fromarray(pixels).save(tmp_path / "val" / "a" / "0.jpg")
     module = ImageFolderDataModule(
-        root=str(tmp_path), img_size=32, num_classes=1, decode="gpu", auto_augment=None, re_prob=0, batch_size=1
+        root=str(tmp_path),
+        img_size=32,
+        num_classes=1,
+        decode="gpu",
+        auto_augment=None,
+        color_jitter=None,
+        re_prob=0,
+        batch_size=1,
     )
     module.setup("fit")
     batch = module.train_dataloader().collate_fn([module.train_set[0]] * 800)
@@ -283,3 +290,35 @@ def test_hybrid_path_cuts_timms_boxes_in_the_workers_and_finishes_on_the_device(
     recipe_x, _ = first_epoch("hybrid")  # flip, RandAugment rand-m9-mstd0.5-inc1 and erasing, on the "device"
     changed = (recipe_x - ours_x).abs().amax((1, 2, 3)) > 0.1
     assert torch.isfinite(recipe_x).all() and 0.3 < changed.float().mean() < 1.0
+
+
+def test_decode_auto_takes_hybrid_on_a_gpu_unless_the_recipe_needs_timms_cpu_transform(tmp_path):
+    from types import SimpleNamespace
+
+    from crossvit.data import ImageFolderDataModule
+    from crossvit.data.image_folder import RandomCropBox
+    from crossvit.errors import ConfigError
+
+    for split in ("train", "val"):
+        for i, img in enumerate(real_images(4, seed=5)):
+            (tmp_path / split / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+            img.save(tmp_path / split / f"c{i % 2}" / f"{i}.jpg")
+
+    def chosen(device: str, **recipe) -> ImageFolderDataModule:
+        module = ImageFolderDataModule(root=str(tmp_path), img_size=32, num_classes=2, batch_size=2, **recipe)
+        assert module.decode is None  # not before the device is known
+        # Only what setup reads of the trainer: where training runs, and how many processes share the data.
+        module.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)), world_size=1)
+        module.setup("fit")
+        return module
+
+    gpu = chosen("cuda")
+    assert gpu.decode == "hybrid" and isinstance(gpu.train_transform, RandomCropBox)
+    assert gpu.rand_augment is not None  # the recipe's RandAugment, on the device
+    assert chosen("cpu").decode == "cpu"
+    assert chosen("cuda", re_mode="const").decode == "cpu"  # erasing with a constant: timm's transform only
+    assert chosen("cuda", auto_augment=None).decode == "cpu"  # colour jitter instead of RandAugment: likewise
+    with pytest.raises(ConfigError, match="data.decode=hybrid implements RandAugment, not colour jitter"):
+        ImageFolderDataModule(root=str(tmp_path), img_size=32, decode="hybrid", auto_augment=None)
+    with pytest.raises(ConfigError, match="data.re_mode=const"):
+        ImageFolderDataModule(root=str(tmp_path), img_size=32, decode="hybrid", re_mode="const")

@@ -42,7 +42,8 @@ def image_root(tmp_path_factory):
 
 
 def recipe_module(root, **kwargs) -> ImageFolderDataModule:
-    """The paper's augmentation as conf/data/image_folder.yaml gives it."""
+    """The paper's augmentation as conf/data/image_folder.yaml gives it on a CPU (decode=auto: timm's transform)."""
+    kwargs.setdefault("decode", "cpu")
     return ImageFolderDataModule(root=str(root), img_size=240, num_classes=3, persistent_workers=False, **kwargs)
 
 

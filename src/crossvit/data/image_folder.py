@@ -4,7 +4,8 @@
 bytes; the batch is decoded where training runs (nvJPEG on a GPU) and augmented there as a whole
 (crossvit.data.batch_augment), drawing from the same distributions. `decode="hybrid"`: workers decode with PIL and
 cut timm's random crop box (no resize); the batch of crops is resized, flipped and augmented where training runs, as
-for decode=gpu. For a GPU whose training step outpaces nvJPEG in the training process, with CPU cores to spare.
+for decode=gpu. `decode="auto"` (the default) takes hybrid on a GPU, the fastest there (docs/benchmarks.md), and cpu
+elsewhere.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
@@ -40,6 +42,12 @@ from .batch_augment import (
     to_device,
 )
 from .resume import MidEpochResume, ResumableDistributedSampler, SkipStart
+
+DECODES = {
+    "cpu": "PIL decoding and timm's transforms in the workers",
+    "gpu": "the workers read the files; nvJPEG and the augmentation on the device",
+    "hybrid": "decoding and timm's random crop in the workers; resize and augmentation on the device",
+}
 
 
 class RepeatAugDistributedSampler(SkipStart, RepeatAugSampler, DistributedSampler):
@@ -136,34 +144,34 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         std: tuple[float, ...] = IMAGENET_DEFAULT_STD,
         repeated_aug: bool = False,
         skip_corrupt: bool = False,
-        decode: str = "cpu",
+        decode: str = "auto",
         prefetch: int = 2,
         hflip: float = 0.5,
     ) -> None:
         super().__init__()
         if in_chans != 3:
             raise ConfigError(f"data.in_chans={in_chans}: image_folder decodes images as RGB; set data.in_chans=3")
-        if decode not in ("cpu", "gpu", "hybrid"):
+        if decode not in ("auto", *DECODES):
             raise ConfigError(
-                f"data.decode={decode}: choose cpu (PIL and timm in the workers), gpu (nvJPEG and the augmentation on "
-                f"the device) or hybrid (PIL decoding and cropping in the workers, the rest on the device)"
-            )
-        if decode != "cpu" and (re_mode != "pixel" or decode == "gpu" and interpolation != "bicubic"):
-            raise ConfigError(
-                f"data.decode={decode} implements the paper's re_mode=pixel and interpolation=bicubic, not "
-                f"data.re_mode={re_mode} data.interpolation={interpolation}; set data.decode=cpu for those"
+                f"data.decode={decode}: choose auto (hybrid on a GPU, else cpu), cpu (PIL and timm in the workers), "
+                f"gpu (nvJPEG and the augmentation on the device) or hybrid (decoding and cropping in the workers, "
+                f"the rest on the device)"
             )
         if prefetch < 0:
             raise ConfigError(f"data.prefetch={prefetch}: the number of batches prepared ahead; 0 turns it off")
-        self.decode, self.prefetch = decode, prefetch
+        self.prefetch = prefetch
+        self.recipe = dict(
+            auto_augment=auto_augment,
+            color_jitter=color_jitter,
+            re_prob=re_prob,
+            re_mode=re_mode,
+            interpolation=interpolation,
+            mean=mean,
+            std=std,
+        )
         self.img_size, self.crop_pct, self.hflip, self.re_prob = img_size, crop_pct, hflip, re_prob
         self.mean = torch.tensor(mean).view(1, -1, 1, 1) * 255
         self.std = torch.tensor(std).view(1, -1, 1, 1) * 255
-        try:
-            fill = tuple(round(255 * m) for m in mean)  # timm fills RandAugment's warps with the mean colour
-            self.rand_augment = BatchRandAugment(auto_augment, fill) if decode != "cpu" and auto_augment else None
-        except ValueError as e:
-            raise ConfigError(f"data.auto_augment: {e}; or set data.decode=cpu") from None
         self.root = Path(root)
         self.num_classes = num_classes
         self.batch_size = batch_size
@@ -173,33 +181,62 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             pin_memory=pin_memory,
             persistent_workers=persistent_workers and num_workers > 0,
         )
+        self.repeated_aug = repeated_aug
+        self.skip_corrupt = skip_corrupt
+        self.train_set = self.val_set = None
+        self.decode = None  # decode=auto: chosen in setup, once the device is known
+        if decode != "auto":
+            self._use(decode)
+
+    def _use(self, decode: str) -> None:
+        """Where decoding and augmentation run: the transforms, what crosses from the workers, RandAugment."""
+        r = self.recipe
+        if decode != "cpu" and (r["re_mode"] != "pixel" or decode == "gpu" and r["interpolation"] != "bicubic"):
+            raise ConfigError(
+                f"data.decode={decode} implements the paper's re_mode=pixel and interpolation=bicubic, not "
+                f"data.re_mode={r['re_mode']} data.interpolation={r['interpolation']}; set data.decode=cpu for those"
+            )
+        if decode != "cpu" and r["color_jitter"] and not r["auto_augment"]:
+            raise ConfigError(
+                f"data.decode={decode} implements RandAugment, not colour jitter (data.auto_augment=null, "
+                f"data.color_jitter={r['color_jitter']}); set data.color_jitter=null, or data.decode=cpu"
+            )
+        try:
+            fill = tuple(round(255 * m) for m in r["mean"])  # timm fills RandAugment's warps with the mean colour
+            self.rand_augment = (
+                BatchRandAugment(r["auto_augment"], fill) if decode != "cpu" and r["auto_augment"] else None
+            )
+        except ValueError as e:
+            raise ConfigError(f"data.auto_augment: {e}; or set data.decode=cpu") from None
+        self.decode = decode
         # What leaves the workers: decoded images (cpu; hybrid's evaluation), files' bytes (gpu), crops (hybrid).
         self.train_collate = {"cpu": None, "gpu": collate_encoded, "hybrid": collate_crops}[decode]
         self.eval_collate = collate_encoded if decode == "gpu" else None
         self.train_transform = self.eval_transform = None  # decode=gpu: crossvit.data.batch_augment instead
         if decode == "cpu":
-            self.train_transform = create_transform(
-                img_size,
-                is_training=True,
-                hflip=hflip,
-                auto_augment=auto_augment,
-                color_jitter=color_jitter,
-                re_prob=re_prob,
-                re_mode=re_mode,
-                interpolation=interpolation,
-                mean=mean,
-                std=std,
-            )
+            self.train_transform = create_transform(self.img_size, is_training=True, hflip=self.hflip, **r)
         if decode == "hybrid":
             self.train_transform = RandomCropBox()
         if decode != "gpu":
             # Resize the short side to img_size / crop_pct, then centre-crop img_size (the paper's 256/224 rule).
             self.eval_transform = create_transform(
-                img_size, is_training=False, interpolation=interpolation, crop_pct=crop_pct, mean=mean, std=std
+                self.img_size,
+                is_training=False,
+                interpolation=r["interpolation"],
+                crop_pct=self.crop_pct,
+                mean=r["mean"],
+                std=r["std"],
             )
-        self.repeated_aug = repeated_aug
-        self.skip_corrupt = skip_corrupt
-        self.train_set = self.val_set = None
+
+    def _choose(self) -> str:
+        """decode=auto: hybrid on a GPU (measured fastest there: docs/benchmarks.md), unless the recipe asks for what
+        only timm's CPU transform does; cpu otherwise."""
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        r = self.recipe
+        device_recipe = r["re_mode"] == "pixel" and not (r["color_jitter"] and not r["auto_augment"])
+        decode = "hybrid" if device.type == "cuda" and device_recipe else "cpu"
+        rank_zero_info(f"data.decode=auto: {decode} ({DECODES[decode]}) for {device}")
+        return decode
 
     def _folder(self, split: str, transform, loader: Callable) -> ImageFolder:
         path = self.root / split
@@ -225,6 +262,8 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
+        if self.decode is None:
+            self._use(self._choose())
         # decode=hybrid evaluates with timm's PIL transform, as decode=cpu.
         train_loader = {"cpu": load_image, "gpu": read_encoded, "hybrid": load_decoded}[self.decode]
         self.train_set = self._folder("train", self.train_transform, train_loader)
