@@ -159,3 +159,39 @@ def test_train_img_s_counts_training_steps_only():
     assert len(clock.ends) == 10  # 160 training images / 16
     expected = 8 * 16 / (clock.ends[-1] - clock.ends[1])  # batches 3..10, after the 2 warm-up steps
     assert float(trainer.callback_metrics["train/img_s"]) == pytest.approx(expected, rel=0.25)
+
+
+def test_training_steps_do_not_wait_for_the_device_to_log_the_loss(monkeypatch):
+    """A metric shown in the progress bar used to be read (`.item()`, a wait on a GPU) after every step. Now nothing
+    reads a tensor between one training step and the next; the bar reads the loss at most every loss_every_s."""
+    from crossvit.callbacks import LossProgressBar
+
+    reads = []
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda t: reads.append(1) or item(t))
+
+    class ReadsBetweenSteps(L.Callback):  # from one step's end to the next's start: logging and the bar
+        def __init__(self):
+            self.at_end, self.at_start = [], []
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            self.at_end.append(len(reads))
+
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.at_start.append(len(reads))
+
+    counter, bar = ReadsBetweenSteps(), LossProgressBar(loss_every_s=3600)
+    data = SyntheticDataModule(img_size=28, in_chans=3, num_classes=10, size=192, test_size=32, batch_size=16)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[counter, bar],
+    )
+    trainer.fit(ClassificationModule(MODEL, FUSION), datamodule=data)
+    between = [start - end for end, start in zip(counter.at_end, counter.at_start[1:])]
+    assert between == [0] * 9, between
+    assert isinstance(bar.get_metrics(trainer, trainer.lightning_module).get("train/loss"), float)

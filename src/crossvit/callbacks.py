@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 import psutil
 import torch
-from lightning.pytorch.callbacks import RichModelSummary
+from lightning.pytorch.callbacks import RichModelSummary, RichProgressBar
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -62,6 +62,30 @@ class TrainThroughput(L.Callback):
             self.img_s = self.images / (self._now(module) - self.start)
         if self.img_s is not None:
             module.log("train/img_s", self.img_s, rank_zero_only=True)
+
+
+class LossProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, with the training loss read at most every `loss_every_s` seconds.
+
+    A metric logged with prog_bar=True is turned into a Python number after every training step (`.item()`), so the
+    host waits for each step to finish before it can queue the next: on a GPU the launch work of one step no longer
+    overlaps the previous one's kernels. The module logs `train/loss` without prog_bar; this bar reads it itself.
+    """
+
+    def __init__(self, loss_every_s: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.loss_every_s = loss_every_s
+        self._loss: float | None = None
+        self._read_at = -math.inf
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        metrics = super().get_metrics(trainer, pl_module)
+        loss = trainer.callback_metrics.get("train/loss") if trainer.training else None
+        if loss is not None and time.monotonic() - self._read_at >= self.loss_every_s:
+            self._loss, self._read_at = float(loss), time.monotonic()
+        if self._loss is not None:
+            metrics["train/loss"] = round(self._loss, 4)
+        return metrics
 
 
 class _CountedSummary:

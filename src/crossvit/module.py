@@ -104,7 +104,9 @@ class ClassificationModule(L.LightningModule):
         self.first_bad_step.copy_(torch.where(bad & (self.first_bad_step < 0), self.global_step, self.first_bad_step))
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self.check_finite()
-        self.log("train/loss", loss, prog_bar=True, sync_dist=True)
+        # Not prog_bar: Lightning would turn it into a number after every step, a host wait on the GPU each step
+        # (crossvit.callbacks.LossProgressBar shows it instead).
+        self.log("train/loss", loss, sync_dist=True)
         return loss
 
     def check_finite(self) -> None:
