@@ -9,6 +9,8 @@
 #                                             # then 2-GPU synthetic
 #   bash benchmarks/gpu_data_path.sh x2_b     # a 2-GPU machine: decode=hybrid, DDP buckets, NCCL over two agents
 #   bash benchmarks/gpu_data_path.sh x2_c     # a 2-GPU machine: the JPEG folder under DDP
+#   bash benchmarks/gpu_data_path.sh next     # 2 or 4 GPUs: the in-loop figures again now that no step waits for the
+#                                             # device to log its loss, 1 GPU and all GPUs, synthetic and JPEG
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/runs
@@ -188,6 +190,18 @@ x2_d)  # decode=hybrid outside Lightning (static / inline / prefetcher at priori
   grep -h img/s /tmp/runs/step_hyb_c18.log /tmp/runs/step_hyb_c9.log
   run c18_syn_2_lsync trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" \
     callbacks.preemption=null
+  ;;
+next)  # 16 cores a GPU. 1-GPU runs side by side on GPUs 0 and 1, then every GPU of the machine
+  setup
+  CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
+  CVD=1 CPUS=16-31 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14 &
+  wait
+  run c18_syn_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
+  run c18_hyb_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14
+  CVD=0 CPUS=0-15 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14
   ;;
 x2_c)  # the JPEG folder on 2 GPUs, 16 cores a rank
   setup

@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> float:
     from hydra.utils import instantiate
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from crossvit.callbacks import received_sigterm
+    from crossvit.callbacks import requeue_if_asked, stop_signal
     from crossvit.module import ClassificationModule
     from crossvit.run import close_loggers, finish, start
 
@@ -54,10 +54,11 @@ def run(cfg: DictConfig) -> float:
     except (Exception, SIGTERMException) as error:
         # Preempted: crossvit.callbacks.PreemptionCheckpoint saved checkpoints/last.ckpt. A DDP collective that
         # fails because a signalled peer has gone is the same preemption, not a result.
-        if not (isinstance(error, SIGTERMException) or received_sigterm(trainer)):
+        if not (isinstance(error, SIGTERMException) or stop_signal(trainer)):
             raise
         print(
-            f"stopped by SIGTERM at global step {trainer.global_step}, before the run finished (no metrics.json); "
+            f"stopped by {stop_signal(trainer) or 'SIGTERM'} at global step {trainer.global_step}, before the run "
+            f"finished (no metrics.json); "
             f"resume with: python src/train.py ... hydra.run.dir={run_dir} ckpt_path=last",
             file=sys.stderr,
         )
@@ -65,6 +66,7 @@ def run(cfg: DictConfig) -> float:
         # submitit, which then records no result for the job, so a sweep never counts it as finished (a SLURM
         # requeue reruns it; the sweep driver waits for that run).
         close_loggers(loggers)
+        requeue_if_asked(trainer)  # a time limit under submitit: it requeues the job now (and exits, on rank 0)
         raise SystemExit(128 + signal.SIGTERM) from None
     fit_time = time.perf_counter() - begin
     throughput = trainer.callback_metrics.get("train/img_s")

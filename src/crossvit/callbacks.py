@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import resource
 import signal
 import threading
@@ -122,10 +123,16 @@ class PreemptionCheckpoint(L.Callback):
     became the SLURM job's result. Here the handler only records the signal; the ranks agree through a MAX all-reduce
     of their flags after each training step, read on the host one step later so that it never waits for the device,
     and raise together.
+
+    Under submitit, the signal SLURM sends before a job's time limit (`--signal=USR2@signal_delay_s`, also its
+    preemption signal) is taken the same way, and `requeue_if_asked` hands it back to submitit once the checkpoint is
+    saved: submitit's handler requeues the job and exits at once, which in the middle of a step would lose the work
+    since the last checkpoint.
     """
 
     def __init__(self) -> None:
-        self.received_sigterm = False
+        self.received_sigterm = False  # or submitit's requeue signal: either stops training here
+        self.deferred: int | None = None  # submitit's requeue signal, for requeue_if_asked
         self._agreed: tuple[torch.Tensor, torch.cuda.Event | None] | None = None  # last step's all-reduced flag
 
     def _install(self, trainer: L.Trainer) -> None:
@@ -138,7 +145,15 @@ class PreemptionCheckpoint(L.Callback):
                 launcher.kill(signum)  # ranks that Lightning started itself get the signal too
             self.received_sigterm = True
 
-        signal.signal(signal.SIGTERM, on_sigterm)  # Lightning's teardown restores the handler from before the stage
+        def on_requeue_signal(signum: int, frame: FrameType | None) -> None:
+            self.deferred = signum
+            self.received_sigterm = True
+
+        # Lightning's teardown restores every handler from before the stage, submitit's included.
+        signal.signal(signal.SIGTERM, on_sigterm)
+        requeue = submitit_requeue_signal()
+        if requeue is not None and callable(signal.getsignal(requeue)):  # a submitit job's handler is installed
+            signal.signal(requeue, on_requeue_signal)
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._install(trainer)
@@ -180,12 +195,30 @@ class PreemptionCheckpoint(L.Callback):
         if isinstance(exception, SIGTERMException) and trainer.checkpoint_callback is not None:
             path = f"{trainer.checkpoint_callback.dirpath}/last.ckpt"
             trainer.save_checkpoint(path)
-            rank_zero_info(f"SIGTERM: saved {path} at global step {trainer.global_step}")
+            name = signal.Signals(self.deferred).name if self.deferred else "SIGTERM"
+            rank_zero_info(f"{name}: saved {path} at global step {trainer.global_step}")
 
 
-def received_sigterm(trainer: L.Trainer) -> bool:
-    """Whether this process was sent SIGTERM during the trainer's stages (PreemptionCheckpoint records it)."""
-    return any(getattr(c, "received_sigterm", False) for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint))
+def submitit_requeue_signal() -> signal.Signals | None:
+    """The signal submitit asks SLURM for before a time limit and on preemption (SUBMITIT_PREEMPT_SIGNAL, USR2)."""
+    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
+
+
+def stop_signal(trainer: L.Trainer) -> str | None:
+    """The signal that stopped this process during the trainer's stages, as PreemptionCheckpoint recorded it: SIGTERM,
+    or submitit's requeue signal; None if none came."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, PreemptionCheckpoint) and callback.received_sigterm:
+            return signal.Signals(callback.deferred).name if callback.deferred else "SIGTERM"
+    return None
+
+
+def requeue_if_asked(trainer: L.Trainer) -> None:
+    """After a stop on submitit's requeue signal, with the checkpoint saved and the trainer torn down (submitit's
+    handler is back): send that signal again. On rank 0 submitit requeues the job and exits; other ranks return."""
+    for callback in trainer.callbacks:
+        if isinstance(callback, PreemptionCheckpoint) and callback.deferred is not None:
+            signal.raise_signal(callback.deferred)
 
 
 def step_memory(module: L.LightningModule, batch_size: int, probe: int = 2) -> tuple[float, float]:
