@@ -2,9 +2,9 @@
 
 `decode="cpu"`: workers decode with PIL and run timm's transforms. `decode="gpu"`: workers only read the files'
 bytes; the batch is decoded where training runs (nvJPEG on a GPU) and augmented there as a whole
-(crossvit.data.batch_augment), drawing from the same distributions. `decode="hybrid"`: workers decode with PIL and
-cut timm's random crop box (no resize); the batch of crops is resized, flipped and augmented where training runs, as
-for decode=gpu. `decode="auto"` (the default) takes hybrid on a GPU, the fastest there (docs/benchmarks.md), and cpu
+(crossvit.data.batch_augment), drawing from the same distributions. `decode="hybrid"`: workers decode (torchvision's
+libjpeg-turbo) and cut timm's random crop box (no resize); the batch of crops is resized, flipped and augmented where
+training runs, as for decode=gpu. `decode="auto"` (the default) takes hybrid on a GPU, the fastest there (docs/benchmarks.md), and cpu
 elsewhere.
 """
 
