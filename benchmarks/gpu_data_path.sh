@@ -11,6 +11,7 @@
 #   bash benchmarks/gpu_data_path.sh x2_c     # a 2-GPU machine: the JPEG folder under DDP
 #   bash benchmarks/gpu_data_path.sh next     # 2 or 4 GPUs: the in-loop figures again now that no step waits for the
 #                                             # device to log its loss, 1 GPU and all GPUs, synthetic and JPEG
+#   bash benchmarks/gpu_data_path.sh ddp_probe  # the DDP step without Lightning: which DDP/compile settings scale
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/runs
@@ -202,6 +203,13 @@ next)  # 16 cores a GPU. 1-GPU runs side by side on GPUs 0 and 1, then every GPU
     data.decode=hybrid data.num_workers=14
   CVD=0 CPUS=0-15 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=hybrid data.num_workers=14
+  ;;
+ddp_probe)  # benchmarks/ddp_step.py: one process, then every GPU under each DDP variant (a compile each)
+  { nvidia-smi --query-gpu=name --format=csv,noheader; nproc; date -u; } >> "$OUT/env.txt"
+  timeout 150 python3 -m torch.distributed.run --nproc_per_node=1 benchmarks/ddp_step.py --model crossvit_18 \
+    --out "$OUT/ddp_1.json" 2>&1 | grep img/s
+  timeout 400 python3 -m torch.distributed.run --nproc_per_node=$GPUS benchmarks/ddp_step.py --model crossvit_18 \
+    --out "$OUT/ddp_$GPUS.json" 2>&1 | grep img/s
   ;;
 x2_c)  # the JPEG folder on 2 GPUs, 16 cores a rank
   setup

@@ -4,8 +4,8 @@
 bytes; the batch is decoded where training runs (nvJPEG on a GPU) and augmented there as a whole
 (crossvit.data.batch_augment), drawing from the same distributions. `decode="hybrid"`: workers decode (torchvision's
 libjpeg-turbo) and cut timm's random crop box (no resize); the batch of crops is resized, flipped and augmented where
-training runs, as for decode=gpu. `decode="auto"` (the default) takes hybrid on a GPU, the fastest there (docs/benchmarks.md), and cpu
-elsewhere.
+training runs, as for decode=gpu. `decode="auto"` (the default) takes hybrid on a GPU, the fastest there
+(docs/benchmarks.md), and cpu elsewhere.
 """
 
 from __future__ import annotations

@@ -1,0 +1,132 @@
+"""The compiled bf16 training step under DDP, without Lightning: which DDP and compile settings scale.
+
+    torchrun --nproc_per_node=1 benchmarks/ddp_step.py --model crossvit_18 --out ddp_1.json   # the reference
+    torchrun --nproc_per_node=2 benchmarks/ddp_step.py --model crossvit_18 --out ddp_2.json
+    torchrun --nproc_per_node=2 benchmarks/ddp_step.py --smoke                             # CPU (gloo), tiny, eager
+
+The step is the module's: `forward_branches` compiled (`--mode`), called inside the DDP-wrapped module as Lightning
+calls training_step, bf16 autocast, cross-entropy, backward, fused AdamW, on a GPU-resident random batch of
+`--batch` per rank. Variants, each compiled afresh:
+  ddp           DDP's defaults; dynamo splits the compiled graph at DDP's buckets (optimize_ddp) so that the
+                all-reduce of one bucket overlaps the backward of the next (what `trainer=ddp` runs)
+  no_split      torch._dynamo.config.optimize_ddp = False: one graph, every all-reduce after the whole backward
+  static        DDP(static_graph=True, gradient_as_bucket_view=True): no per-step search for unused parameters
+  bf16_hook     gradients all-reduced in bf16 (DDP's bf16_compress_hook): half the bytes
+With one process there is no DDP: the plain compiled step, the figure the others are divided by.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from timm.optim import create_optimizer_v2
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from crossvit.models import create_model
+
+VARIANTS = ("ddp", "no_split", "static", "bf16_hook")
+
+
+class Step(torch.nn.Module):
+    """What DDP wraps under Lightning: the module whose forward runs the compiled branches and averages them."""
+
+    def __init__(self, model: torch.nn.Module, mode: str | None) -> None:
+        super().__init__()
+        self.model = model
+        self.branches = model.forward_branches if mode == "eager" else torch.compile(model.forward_branches, mode=mode)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack(self.branches(x)).mean(0)
+
+
+def measure(variant: str, args: argparse.Namespace, device: torch.device, world: int) -> dict:
+    torch._dynamo.reset()
+    torch._dynamo.config.optimize_ddp = variant != "no_split"
+    torch.manual_seed(0)
+    model = create_model(args.model, **({"in_chans": 1, "num_classes": 10} if args.smoke else {})).to(device)
+    step_module: torch.nn.Module = Step(model, args.mode)
+    if world > 1:
+        ddp_args = dict(static_graph=True, gradient_as_bucket_view=True) if variant == "static" else {}
+        step_module = DDP(step_module, device_ids=[device.index] if device.type == "cuda" else None, **ddp_args)
+        if variant == "bf16_hook":
+            step_module.register_comm_hook(None, default_hooks.bf16_compress_hook)
+    opt = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, fused=device.type == "cuda")
+    size = model.img_size[0]
+    x = torch.randn(args.batch, model.in_chans, size, size, device=device)
+    y = torch.randint(0, model.num_classes, (args.batch,), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step() -> None:
+        with autocast:
+            loss = F.cross_entropy(step_module(x), y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):  # compile, CUDA graph capture, DDP's first-iteration bucket rebuild
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    dist.barrier()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    return dict(
+        variant=variant if world > 1 else "one_process",
+        model=args.model,
+        mode=args.mode,
+        world=world,
+        batch_per_rank=args.batch,
+        img_s=round(world * args.batch * args.steps / seconds, 1),
+        ms_per_step=round(1e3 * seconds / args.steps, 2),
+        device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        torch=torch.__version__,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="crossvit_18")
+    parser.add_argument("--mode", default="reduce-overhead", help="torch.compile mode, or eager")
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--smoke", action="store_true", help="CPU, gloo, crossvit_micro_28, eager, a few steps")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    if args.smoke:
+        args.model, args.mode, args.batch, args.steps, args.warmup = "crossvit_micro_28", "eager", 8, 3, 1
+    cuda = torch.cuda.is_available() and not args.smoke
+    dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    rows = []
+    for variant in args.variants if world > 1 else ["ddp"]:
+        rows.append(measure(variant, args, device, world))
+        if rank == 0:
+            r = rows[-1]
+            print(
+                f"{r['variant']:12s} {r['world']} x {args.model}: {r['img_s']:9,.0f} img/s  "
+                f"{r['ms_per_step']:7.2f} ms/step"
+            )
+    if rank == 0 and args.out:
+        args.out.write_text(json.dumps(rows, indent=1))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
