@@ -107,7 +107,10 @@ class RandomCropBox:
 def collate_crops(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Crops of many sizes ([h, w, 3] each) as one flat uint8 tensor, their (h, w) and the labels."""
     crops = [s[0] for s in samples]
-    flat = torch.cat([c.reshape(-1) for c in crops])
+    sizes = [c.numel() for c in crops]
+    flat = torch.empty(sum(sizes), dtype=torch.uint8)
+    for crop, part in zip(crops, flat.split(sizes)):  # one copy of each (strided) crop
+        part.view(crop.shape).copy_(crop)
     return flat, torch.tensor([c.shape[:2] for c in crops]), torch.tensor([s[1] for s in samples])
 
 
