@@ -23,3 +23,20 @@ def test_throughput_smoke_runs_ours_and_timm(tmp_path):
     (check,) = [r for r in rows if "logits_rel_diff_vs_timm" in r]
     assert check["logits_rel_diff_vs_timm"] < 1e-5  # fp32 on the CPU
     assert "| crossvit_tiny | cross_attention | ours | eager |" in proc.stdout
+
+
+def test_ddp_step_smoke_runs_every_variant_on_two_processes(tmp_path):
+    """benchmarks/ddp_step.py waits for a multi-GPU machine; this keeps it runnable: torchrun, gloo, tiny, eager."""
+    out = tmp_path / "ddp.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(ROOT / "benchmarks" / "ddp_step.py"),
+         "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [r["variant"] for r in rows] == ["ddp", "no_split", "static", "bf16_hook"]
+    assert all(r["world"] == 2 and r["img_s"] > 0 for r in rows)
