@@ -201,8 +201,12 @@ next)  # 16 cores a GPU. 1-GPU runs side by side on GPUs 0 and 1, then every GPU
   run c18_syn_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
   run c18_hyb_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=hybrid data.num_workers=14
+  # crossvit_9 is bound by the workers' decoding: a share of each batch to nvJPEG instead
   CVD=0 CPUS=0-15 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14
+    data.decode=hybrid data.num_workers=14 &
+  CVD=1 CPUS=16-31 run c9_hyb40_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14 data.device_decode_share=0.4 &
+  wait
   ;;
 ddp_probe)  # benchmarks/ddp_step.py: one process, then every GPU under each DDP variant (a compile each)
   { nvidia-smi --query-gpu=name --format=csv,noheader; nproc; date -u; } >> "$OUT/env.txt"

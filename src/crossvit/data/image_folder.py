@@ -28,8 +28,7 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
-from torchvision.transforms.functional import pil_to_tensor
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from crossvit.errors import ConfigError, check_one_batch
 
@@ -76,15 +75,6 @@ def read_encoded(path: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
 
 
-def load_decoded(path: str) -> torch.Tensor:
-    """An image as uint8 [3, H, W]: torchvision's decoders (libjpeg-turbo for JPEGs) without PIL's copies; PIL for
-    whatever they refuse (and load_image names an unreadable file)."""
-    try:
-        return decode_image(read_file(path), mode=ImageReadMode.RGB)
-    except RuntimeError:
-        return pil_to_tensor(load_image(path))
-
-
 def collate_encoded(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One flat byte tensor, the files' lengths and the labels: three tensors cross from a worker, not one a file."""
     data = [s[0] for s in samples]
@@ -104,14 +94,35 @@ class RandomCropBox:
         return img.permute(1, 2, 0)[top : top + h, left : left + w]  # decode_jpeg's [3, H, W] is a view of HWC
 
 
-def collate_crops(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Crops of many sizes ([h, w, 3] each) as one flat uint8 tensor, their (h, w) and the labels."""
-    crops = [s[0] for s in samples]
-    sizes = [c.numel() for c in crops]
-    flat = torch.empty(sum(sizes), dtype=torch.uint8)
-    for crop, part in zip(crops, flat.split(sizes)):  # one copy of each (strided) crop
-        part.view(crop.shape).copy_(crop)
-    return flat, torch.tensor([c.shape[:2] for c in crops]), torch.tensor([s[1] for s in samples])
+class HybridCollate:
+    """decode=hybrid's batches, made in the workers: the first files of a batch decoded here (libjpeg-turbo) and cut to
+    timm's random crop box; the last `device_share` of them left encoded for nvJPEG on the device, whose boxes are
+    drawn there. Returns (crops: flat uint8, their (h, w), encoded: flat bytes, their lengths, labels)."""
+
+    def __init__(self, device_share: float = 0.0) -> None:
+        self.device_share, self.crop = device_share, RandomCropBox()
+
+    def __call__(self, samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, ...]:
+        here = len(samples) - round(self.device_share * len(samples))
+        try:  # read_encoded made every file an RGB or grey JPEG
+            crops = [self.crop(decode_jpeg(data, mode=ImageReadMode.RGB)) for data, _ in samples[:here]]
+        except RuntimeError as e:
+            raise ConfigError(
+                f"a JPEG in this batch cannot be decoded ({e}); find it with data.decode=cpu, which names the file, "
+                f"or set data.skip_corrupt=true"
+            ) from None
+        sizes = [c.numel() for c in crops]
+        flat = torch.empty(sum(sizes), dtype=torch.uint8)
+        for crop, part in zip(crops, flat.split(sizes)):  # one copy of each (strided) crop
+            part.view(crop.shape).copy_(crop)
+        encoded = [data for data, _ in samples[here:]]
+        return (
+            flat,
+            torch.tensor([c.shape[:2] for c in crops], dtype=torch.long).view(-1, 2),
+            torch.cat(encoded) if encoded else torch.empty(0, dtype=torch.uint8),
+            torch.tensor([len(d) for d in encoded], dtype=torch.long),
+            torch.tensor([label for _, label in samples]),
+        )
 
 
 def _is_readable(path: str) -> bool:
@@ -150,6 +161,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         decode: str = "auto",
         prefetch: int = 2,
         hflip: float = 0.5,
+        device_decode_share: float = 0.0,
     ) -> None:
         super().__init__()
         if in_chans != 3:
@@ -162,7 +174,12 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             )
         if prefetch < 0:
             raise ConfigError(f"data.prefetch={prefetch}: the number of batches prepared ahead; 0 turns it off")
-        self.prefetch = prefetch
+        if not 0 <= device_decode_share <= 1:
+            raise ConfigError(
+                f"data.device_decode_share={device_decode_share}: the share of each decode=hybrid batch decoded on "
+                f"the device, from 0 to 1"
+            )
+        self.prefetch, self.device_decode_share = prefetch, device_decode_share
         self.recipe = dict(
             auto_augment=auto_augment,
             color_jitter=color_jitter,
@@ -212,14 +229,15 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         except ValueError as e:
             raise ConfigError(f"data.auto_augment: {e}; or set data.decode=cpu") from None
         self.decode = decode
-        # What leaves the workers: decoded images (cpu; hybrid's evaluation), files' bytes (gpu), crops (hybrid).
-        self.train_collate = {"cpu": None, "gpu": collate_encoded, "hybrid": collate_crops}[decode]
+        # What leaves the workers: decoded images (cpu; hybrid's evaluation), files' bytes (gpu), crops and bytes
+        # (hybrid).
+        self.train_collate = {"cpu": None, "gpu": collate_encoded, "hybrid": HybridCollate(self.device_decode_share)}[
+            decode
+        ]
         self.eval_collate = collate_encoded if decode == "gpu" else None
         self.train_transform = self.eval_transform = None  # decode=gpu: crossvit.data.batch_augment instead
         if decode == "cpu":
             self.train_transform = create_transform(self.img_size, is_training=True, hflip=self.hflip, **r)
-        if decode == "hybrid":
-            self.train_transform = RandomCropBox()
         if decode != "gpu":
             # Resize the short side to img_size / crop_pct, then centre-crop img_size (the paper's 256/224 rule).
             self.eval_transform = create_transform(
@@ -268,8 +286,9 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         if self.decode is None:
             self._use(self._choose())
         # decode=hybrid evaluates with timm's PIL transform, as decode=cpu.
-        train_loader = {"cpu": load_image, "gpu": read_encoded, "hybrid": load_decoded}[self.decode]
-        self.train_set = self._folder("train", self.train_transform, train_loader)
+        self.train_set = self._folder(
+            "train", self.train_transform, load_image if self.decode == "cpu" else read_encoded
+        )
         self.val_set = self._folder("val", self.eval_transform, read_encoded if self.decode == "gpu" else load_image)
         if self.train_set.classes != self.val_set.classes:
             only_train = sorted(set(self.train_set.classes) - set(self.val_set.classes))[:5]
@@ -325,9 +344,9 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         return self.val_dataloader()
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        # Still to prepare: decode=gpu's encoded files, decode=hybrid's training crops (three tensors each). Whatever
-        # the prefetcher prepared, and decode=hybrid's evaluation batches (timm's, in the workers), are ready.
-        if self.decode != "cpu" and len(batch) == 3:
+        # Still to prepare: decode=gpu's encoded files, decode=hybrid's training crops and files. Whatever the
+        # prefetcher prepared, and decode=hybrid's evaluation batches (timm's, in the workers), are (images, labels).
+        if self.decode != "cpu" and len(batch) > 2:
             return self.prepare(batch, device, train=self.trainer is not None and self.trainer.training)
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
@@ -335,20 +354,21 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         self, batch, device: torch.device, train: bool, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch from the workers -> augmented (train) or resized (eval) images on `device`. decode=gpu: encoded
-        files, decoded here; decode=hybrid: training crops (flat uint8, their sizes), resized here."""
+        files, decoded here; decode=hybrid: training crops (resized here) and encoded files (decoded and cropped
+        here), in the batch's order."""
         if self.decode == "hybrid":
-            flat, hw, y = batch
-            whole = torch.cat([torch.zeros_like(hw), hw], 1)  # each crop is the box
-            x = self.augment(to_device(flat, device), hw, whole, generator, channels_last=True)
+            flat, hw, data, lengths, y = batch
+            parts = []
+            if len(hw):  # each crop is its own box
+                boxes = torch.cat([torch.zeros_like(hw), hw], 1)
+                parts.append(crop_resize_flat(to_device(flat, device), hw, boxes, self.img_size, channels_last=True))
+            if len(lengths):
+                parts.append(self.crop(self.decode_batch(data, lengths, device), generator))
+            x = self.augment(torch.cat(parts) if len(parts) > 1 else parts[0], generator)
         else:
             data, lengths, y = batch
             images = self.decode_batch(data, lengths, device)
-            if train:
-                flat = torch.cat([img.reshape(-1) for img in images])
-                hw = torch.tensor([img.shape[-2:] for img in images])
-                x = self.augment(flat, hw, crop_boxes(hw, generator=generator), generator)
-            else:
-                x = self.evaluate(images)
+            x = self.augment(self.crop(images, generator), generator) if train else self.evaluate(images)
         return x, y.to(device, non_blocking=True)
 
     @staticmethod
@@ -362,19 +382,16 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
                 f"names the file, or set data.skip_corrupt=true"
             ) from None
 
-    def augment(
-        self,
-        flat: torch.Tensor,
-        hw: torch.Tensor,
-        boxes: torch.Tensor,
-        generator: torch.Generator | None = None,
-        channels_last: bool = False,
-    ) -> torch.Tensor:
-        """The training transform on decoded images (flat uint8 on the device, their (h, w) and crop boxes on the
-        host): crop and resize, flip, RandAugment, normalise, erase."""
-        x = crop_resize_flat(flat, hw, boxes, self.img_size, channels_last=channels_last)
+    def crop(self, images: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+        """Decoded uint8 [3, H, W] images -> timm's random resized crops, float [B, 3, S, S] (0-255)."""
+        flat = torch.cat([img.reshape(-1) for img in images])
+        hw = torch.tensor([img.shape[-2:] for img in images])
+        return crop_resize_flat(flat, hw, crop_boxes(hw, generator=generator), self.img_size)
+
+    def augment(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The training transform after the crop, on float 0-255 crops: flip, RandAugment, normalise, erase."""
         if self.hflip > 0:
-            flip = to_device(torch.rand(len(hw), generator=generator) < self.hflip, x.device).view(-1, 1, 1, 1)
+            flip = to_device(torch.rand(len(x), generator=generator) < self.hflip, x.device).view(-1, 1, 1, 1)
             x = torch.where(flip, x.flip(-1), x)
         if self.rand_augment is not None:
             x = self.rand_augment(x, generator)
