@@ -12,6 +12,8 @@
 #   bash benchmarks/gpu_data_path.sh next     # 2 or 4 GPUs: the in-loop figures again now that no step waits for the
 #                                             # device to log its loss, 1 GPU and all GPUs, synthetic and JPEG
 #   bash benchmarks/gpu_data_path.sh ddp_probe  # the DDP step without Lightning: which DDP/compile settings scale
+#   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
+#                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/runs
@@ -214,6 +216,28 @@ ddp_probe)  # benchmarks/ddp_step.py: one process, then every GPU under each DDP
     --out "$OUT/ddp_1.json" 2>&1 | grep img/s
   timeout 400 python3 -m torch.distributed.run --nproc_per_node=$GPUS benchmarks/ddp_step.py --model crossvit_18 \
     --out "$OUT/ddp_$GPUS.json" 2>&1 | grep img/s
+  ;;
+nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
+  EQ=(experiment=fashion_mnist data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0 recipe.label_smoothing=0
+      trainer.max_epochs=1 trainer.limit_train_batches=60 trainer.log_every_n_steps=1 logger=csv
+      '~callbacks.progress_bar' trainer.enable_progress_bar=false)
+  CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ[@]}" \
+    hydra.run.dir=/tmp/runs/eq_1gpu > /tmp/runs/eq_1gpu.log 2>&1 &
+  CUDA_VISIBLE_DEVICES=1 timeout 120 python3 src/train.py trainer=gpu trainer.precision=32-true data.batch_size=256 \
+    "${EQ[@]}" hydra.run.dir=/tmp/runs/eq_fp32 > /tmp/runs/eq_fp32.log 2>&1 &
+  wait
+  CUDA_VISIBLE_DEVICES=0,1 timeout 180 python3 src/train.py trainer=ddp trainer.devices=2 data.batch_size=128 \
+    "${EQ[@]}" hydra.run.dir=/tmp/runs/eq_2gpus > /tmp/runs/eq_2gpus.log 2>&1
+  for node in 0 1; do
+    CUDA_VISIBLE_DEVICES=$node timeout 180 python3 -m torch.distributed.run --nnodes=2 --nproc_per_node=1 \
+      --node_rank=$node --master_addr=127.0.0.1 --master_port=29511 src/train.py trainer=ddp trainer.devices=1 \
+      trainer.num_nodes=2 data.batch_size=128 "${EQ[@]}" hydra.run.dir=/tmp/runs/eq_2nodes \
+      > /tmp/runs/eq_2nodes_$node.log 2>&1 &
+  done
+  wait
+  python3 benchmarks/compare_losses.py /tmp/runs/eq_1gpu /tmp/runs/eq_2gpus /tmp/runs/eq_2nodes /tmp/runs/eq_fp32 \
+    --out "$OUT/ddp_equivalence.json" 2>&1 | tail -4
+  tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
 x2_c)  # the JPEG folder on 2 GPUs, 16 cores a rank
   setup
