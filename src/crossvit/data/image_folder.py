@@ -34,9 +34,9 @@ from crossvit.errors import ConfigError, check_one_batch
 
 from .batch_augment import (
     BatchRandAugment,
-    crop_boxes,
     crop_resize_flat,
     random_erasing,
+    random_resized_crop,
     resize_center_crop,
     to_device,
 )
@@ -363,12 +363,15 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
                 boxes = torch.cat([torch.zeros_like(hw), hw], 1)
                 parts.append(crop_resize_flat(to_device(flat, device), hw, boxes, self.img_size, channels_last=True))
             if len(lengths):
-                parts.append(self.crop(self.decode_batch(data, lengths, device), generator))
+                parts.append(random_resized_crop(self.decode_batch(data, lengths, device), self.img_size, generator)[0])
             x = self.augment(torch.cat(parts) if len(parts) > 1 else parts[0], generator)
         else:
             data, lengths, y = batch
             images = self.decode_batch(data, lengths, device)
-            x = self.augment(self.crop(images, generator), generator) if train else self.evaluate(images)
+            if train:
+                x = self.augment(random_resized_crop(images, self.img_size, generator)[0], generator)
+            else:
+                x = self.evaluate(images)
         return x, y.to(device, non_blocking=True)
 
     @staticmethod
@@ -381,12 +384,6 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
                 f"a JPEG in this batch cannot be decoded on {device} ({e}); find it with data.decode=cpu, which "
                 f"names the file, or set data.skip_corrupt=true"
             ) from None
-
-    def crop(self, images: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
-        """Decoded uint8 [3, H, W] images -> timm's random resized crops, float [B, 3, S, S] (0-255)."""
-        flat = torch.cat([img.reshape(-1) for img in images])
-        hw = torch.tensor([img.shape[-2:] for img in images])
-        return crop_resize_flat(flat, hw, crop_boxes(hw, generator=generator), self.img_size)
 
     def augment(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The training transform after the crop, on float 0-255 crops: flip, RandAugment, normalise, erase."""
