@@ -54,6 +54,19 @@ setup() {  # the machine, and the JPEG folder every phase uses
 }
 JPEG_ARGS=(data=image_folder data.root=$JPEGS data.num_classes=100 data.batch_size=256 data.eval_batch_size=256)
 SYN_ARGS=(data=synthetic data.size=20480 data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true)
+# Per-step loss comparisons (x2_b, nccl_eq): 60 bf16 steps of crossvit_micro_28 on Fashion-MNIST in a fixed order
+EQ60=(experiment=fashion_mnist data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0
+      recipe.label_smoothing=0 trainer.max_epochs=1 trainer.limit_train_batches=60 trainer.log_every_n_steps=1
+      logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false)
+two_agents() {  # EQ60 at 2 x 128 over two torchrun agents of one GPU each (as two machines): /tmp/runs/eq_2nodes
+  for node in 0 1; do
+    CUDA_VISIBLE_DEVICES=$node timeout 180 python3 -m torch.distributed.run --nnodes=2 --nproc_per_node=1 \
+      --node_rank=$node --master_addr=127.0.0.1 --master_port=29511 src/train.py trainer=ddp trainer.devices=1 \
+      trainer.num_nodes=2 data.batch_size=128 "${EQ60[@]}" hydra.run.dir=/tmp/runs/eq_2nodes \
+      > /tmp/runs/eq_2nodes_$node.log 2>&1 &
+  done
+  wait
+}
 
 case ${1:-single} in
 single)  # everything one GPU needs, most important first
@@ -163,20 +176,11 @@ x2_b)  # decode=hybrid on 1 GPU (16 cores), DDP with one gradient bucket against
   wait
   run c18_syn_2_bucket trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" \
     'trainer.strategy={_target_:lightning.pytorch.strategies.DDPStrategy,bucket_cap_mb:256,gradient_as_bucket_view:true}'
-  EQ=(experiment=fashion_mnist data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0 recipe.label_smoothing=0
-      trainer.max_epochs=1 trainer.limit_train_batches=60 trainer.log_every_n_steps=1 logger=csv
-      '~callbacks.progress_bar' trainer.enable_progress_bar=false)
   CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
-  CUDA_VISIBLE_DEVICES=1 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ[@]}" \
+  CUDA_VISIBLE_DEVICES=1 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \
     hydra.run.dir=/tmp/runs/eq_1gpu > /tmp/runs/eq_1gpu.log 2>&1 &
   wait
-  for node in 0 1; do
-    CUDA_VISIBLE_DEVICES=$node timeout 180 python3 -m torch.distributed.run --nnodes=2 --nproc_per_node=1 \
-      --node_rank=$node --master_addr=127.0.0.1 --master_port=29511 src/train.py trainer=ddp trainer.devices=1 \
-      trainer.num_nodes=2 data.batch_size=128 "${EQ[@]}" hydra.run.dir=/tmp/runs/eq_2nodes \
-      > /tmp/runs/eq_2nodes_$node.log 2>&1 &
-  done
-  wait
+  two_agents
   grep -h "MEMBER" /tmp/runs/eq_2nodes_*.log | sort | uniq | head -4
   python3 benchmarks/compare_losses.py /tmp/runs/eq_1gpu /tmp/runs/eq_2nodes --out "$OUT/nccl_two_agents.json" 2>&1 \
     | tail -4
@@ -218,23 +222,14 @@ ddp_probe)  # benchmarks/ddp_step.py: one process, then every GPU under each DDP
     --out "$OUT/ddp_$GPUS.json" 2>&1 | grep img/s
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
-  EQ=(experiment=fashion_mnist data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0 recipe.label_smoothing=0
-      trainer.max_epochs=1 trainer.limit_train_batches=60 trainer.log_every_n_steps=1 logger=csv
-      '~callbacks.progress_bar' trainer.enable_progress_bar=false)
-  CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ[@]}" \
+  CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \
     hydra.run.dir=/tmp/runs/eq_1gpu > /tmp/runs/eq_1gpu.log 2>&1 &
   CUDA_VISIBLE_DEVICES=1 timeout 120 python3 src/train.py trainer=gpu trainer.precision=32-true data.batch_size=256 \
-    "${EQ[@]}" hydra.run.dir=/tmp/runs/eq_fp32 > /tmp/runs/eq_fp32.log 2>&1 &
+    "${EQ60[@]}" hydra.run.dir=/tmp/runs/eq_fp32 > /tmp/runs/eq_fp32.log 2>&1 &
   wait
   CUDA_VISIBLE_DEVICES=0,1 timeout 180 python3 src/train.py trainer=ddp trainer.devices=2 data.batch_size=128 \
-    "${EQ[@]}" hydra.run.dir=/tmp/runs/eq_2gpus > /tmp/runs/eq_2gpus.log 2>&1
-  for node in 0 1; do
-    CUDA_VISIBLE_DEVICES=$node timeout 180 python3 -m torch.distributed.run --nnodes=2 --nproc_per_node=1 \
-      --node_rank=$node --master_addr=127.0.0.1 --master_port=29511 src/train.py trainer=ddp trainer.devices=1 \
-      trainer.num_nodes=2 data.batch_size=128 "${EQ[@]}" hydra.run.dir=/tmp/runs/eq_2nodes \
-      > /tmp/runs/eq_2nodes_$node.log 2>&1 &
-  done
-  wait
+    "${EQ60[@]}" hydra.run.dir=/tmp/runs/eq_2gpus > /tmp/runs/eq_2gpus.log 2>&1
+  two_agents
   python3 benchmarks/compare_losses.py /tmp/runs/eq_1gpu /tmp/runs/eq_2gpus /tmp/runs/eq_2nodes /tmp/runs/eq_fp32 \
     --out "$OUT/ddp_equivalence.json" 2>&1 | tail -4
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
