@@ -9,8 +9,9 @@
 #                                             # then 2-GPU synthetic
 #   bash benchmarks/gpu_data_path.sh x2_b     # a 2-GPU machine: decode=hybrid, DDP buckets, NCCL over two agents
 #   bash benchmarks/gpu_data_path.sh x2_c     # a 2-GPU machine: the JPEG folder under DDP
-#   bash benchmarks/gpu_data_path.sh next     # 2 or 4 GPUs: the in-loop figures again now that no step waits for the
-#                                             # device to log its loss, 1 GPU and all GPUs, synthetic and JPEG
+#   bash benchmarks/gpu_data_path.sh next     # a 2-GPU machine: raw steps and the 1-GPU in-loop figures again now that
+#                                             # no step waits for the device to log its loss; device_decode_share
+#   bash benchmarks/gpu_data_path.sh next_ddp # every GPU: synthetic and JPEG in-loop figures, then nccl_eq
 #   bash benchmarks/gpu_data_path.sh ddp_probe  # the DDP step without Lightning: which DDP/compile settings scale
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
@@ -198,21 +199,31 @@ x2_d)  # decode=hybrid outside Lightning (static / inline / prefetcher at priori
   run c18_syn_2_lsync trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" \
     callbacks.preemption=null
   ;;
-next)  # 16 cores a GPU. 1-GPU runs side by side on GPUs 0 and 1, then every GPU of the machine
+next)  # 1 GPU, 16 cores each, runs side by side on GPUs 0 and 1: the raw step, then the in-loop figures now that no
+  # step waits for the device to log its loss; crossvit_9 (bound by the workers' decoding) with a share to nvJPEG
   setup
   CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
-  CVD=1 CPUS=16-31 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+  CUDA_VISIBLE_DEVICES=1 ${TASKSET:+taskset -c 16-31} python3 benchmarks/throughput.py --models crossvit_18 crossvit_9 \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw_step.json" > /tmp/runs/raw.log 2>&1 &
+  wait
+  tail -4 /tmp/runs/raw.log
+  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14 &
+  CVD=1 CPUS=16-31 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=hybrid data.num_workers=14 &
   wait
+  CVD=0 CPUS=0-15 run c9_hyb30_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14 data.device_decode_share=0.3 &
+  CVD=1 CPUS=16-31 run c9_hyb50_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14 data.device_decode_share=0.5 &
+  wait
+  ;;
+next_ddp)  # every GPU of the machine: synthetic and the JPEG folder (14 workers a rank), then nccl_eq's runs
+  setup
   run c18_syn_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
   run c18_hyb_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=hybrid data.num_workers=14
-  # crossvit_9 is bound by the workers' decoding: a share of each batch to nvJPEG instead
-  CVD=0 CPUS=0-15 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14 &
-  CVD=1 CPUS=16-31 run c9_hyb40_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14 data.device_decode_share=0.4 &
-  wait
+  (( SECONDS < 380 )) && bash "$0" nccl_eq
   ;;
 ddp_probe)  # benchmarks/ddp_step.py: one process, then every GPU under each DDP variant (a compile each)
   { nvidia-smi --query-gpu=name --format=csv,noheader; nproc; date -u; } >> "$OUT/env.txt"
