@@ -12,6 +12,7 @@
 #   bash benchmarks/gpu_data_path.sh next     # a 2-GPU machine: raw steps and the 1-GPU in-loop figures again now that
 #                                             # no step waits for the device to log its loss; device_decode_share
 #   bash benchmarks/gpu_data_path.sh next_ddp # every GPU: synthetic and JPEG in-loop figures, then nccl_eq
+#   bash benchmarks/gpu_data_path.sh scaling  # 1 GPU, then every GPU, each run alone: synthetic and JPEG
 #   bash benchmarks/gpu_data_path.sh ddp_probe  # the DDP step without Lightning: which DDP/compile settings scale
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
@@ -224,6 +225,15 @@ next_ddp)  # every GPU of the machine: synthetic and the JPEG folder (14 workers
   run c18_hyb_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=hybrid data.num_workers=14
   (( SECONDS < 380 )) && bash "$0" nccl_eq
+  ;;
+scaling)  # 1 GPU then 2 in one call, each run alone on the machine (16 cores a GPU): the scaling figures
+  setup
+  CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
+  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14
+  run c18_syn_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
+  run c18_hyb_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14
   ;;
 ddp_probe)  # benchmarks/ddp_step.py: one process, then every GPU under each DDP variant (a compile each)
   { nvidia-smi --query-gpu=name --format=csv,noheader; nproc; date -u; } >> "$OUT/env.txt"
