@@ -13,6 +13,10 @@ calls training_step, bf16 autocast, cross-entropy, backward, fused AdamW, on a G
   static        DDP(static_graph=True, gradient_as_bucket_view=True): no per-step search for unused parameters
   bf16_hook     gradients all-reduced in bf16 (DDP's bf16_compress_hook): half the bytes
 With one process there is no DDP: the plain compiled step, the figure the others are divided by.
+
+`--profile N` then runs N more steps of each variant under torch.profiler and adds rank 0's device timeline a step:
+the time any kernel runs (busy), the time no kernel runs (idle: the host or a wait is the limit), NCCL's kernel time
+and the part of it no compute kernel overlaps (exposed), and the kernels taking the most device time.
 """
 
 from __future__ import annotations
@@ -33,6 +37,58 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from crossvit.models import create_model
 
 VARIANTS = ("ddp", "no_split", "static", "bf16_hook")
+
+
+def _union_ns(spans: list[tuple[int, int]]) -> tuple[int, list[tuple[int, int]]]:
+    """Total length of the union of [start, end) spans, and the merged spans."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return sum(e - s for s, e in merged), merged
+
+
+def _overlap_ns(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
+    """Length of the intersection of two sorted, merged span lists."""
+    i = j = total = 0
+    while i < len(a) and j < len(b):
+        total += max(0, min(a[i][1], b[j][1]) - max(a[i][0], b[j][0]))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def device_timeline(prof: torch.profiler.profile, steps: int, wall_s: float) -> dict:
+    """Per step, in ms: busy / idle device time, NCCL kernel time and its exposed part; the top kernels."""
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+    def spans(events: list) -> list[tuple[int, int]]:  # the profiler's times are in microseconds
+        return [(int(e.time_range.start * 1e3), int(e.time_range.end * 1e3)) for e in events]
+
+    def per_step(ns: float) -> float:
+        return round(ns / 1e6 / steps, 3)
+
+    nccl = [e for e in kernels if "nccl" in e.name.lower()]
+    compute = [e for e in kernels if "nccl" not in e.name.lower()]
+    busy, _ = _union_ns(spans(kernels))
+    nccl_ns, nccl_merged = _union_ns(spans(nccl))
+    _, compute_merged = _union_ns(spans(compute))
+    by_name: dict[str, float] = {}
+    for e in kernels:
+        by_name[e.name] = by_name.get(e.name, 0.0) + (e.time_range.end - e.time_range.start) / 1e3
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:12]
+    return dict(
+        wall_ms=round(1e3 * wall_s / steps, 3),
+        busy_ms=per_step(busy),
+        idle_ms=round(1e3 * wall_s / steps - busy / 1e6 / steps, 3),
+        nccl_ms=per_step(nccl_ns),
+        nccl_exposed_ms=per_step(nccl_ns - _overlap_ns(nccl_merged, compute_merged)),
+        top_kernels_ms=[(name[:90], round(ms / steps, 3)) for name, ms in top],
+    )
 
 
 class Step(torch.nn.Module):
@@ -82,6 +138,19 @@ def measure(variant: str, args: argparse.Namespace, device: torch.device, world:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
+    profiled = {}
+    if args.profile:
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device.type == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        with torch.profiler.profile(activities=activities) as prof:
+            dist.barrier()
+            began = time.perf_counter()
+            for _ in range(args.profile):
+                step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            profiled = device_timeline(prof, args.profile, time.perf_counter() - began)
     return dict(
         variant=variant if world > 1 else "one_process",
         model=args.model,
@@ -92,6 +161,7 @@ def measure(variant: str, args: argparse.Namespace, device: torch.device, world:
         ms_per_step=round(1e3 * seconds / args.steps, 2),
         device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         torch=torch.__version__,
+        **({"profile": profiled} if profiled else {}),
     )
 
 
@@ -103,6 +173,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--profile", type=int, default=0, help="profile this many more steps of each variant")
     parser.add_argument("--smoke", action="store_true", help="CPU, gloo, crossvit_micro_28, eager, a few steps")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -123,6 +194,12 @@ def main() -> None:
                 f"{r['variant']:12s} {r['world']} x {args.model}: {r['img_s']:9,.0f} img/s  "
                 f"{r['ms_per_step']:7.2f} ms/step"
             )
+            if "profile" in r:
+                t = r["profile"]
+                print(
+                    f"  profiled: wall {t['wall_ms']} ms, device busy {t['busy_ms']}, idle {t['idle_ms']}, "
+                    f"nccl {t['nccl_ms']} (exposed {t['nccl_exposed_ms']})"
+                )
     if rank == 0 and args.out:
         args.out.write_text(json.dumps(rows, indent=1))
     dist.destroy_process_group()

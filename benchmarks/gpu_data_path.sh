@@ -13,6 +13,7 @@
 #                                             # no step waits for the device to log its loss; device_decode_share
 #   bash benchmarks/gpu_data_path.sh next_ddp # every GPU: synthetic and JPEG in-loop figures, then nccl_eq
 #   bash benchmarks/gpu_data_path.sh scaling  # 1 GPU, then every GPU, each run alone: synthetic and JPEG
+#   bash benchmarks/gpu_data_path.sh x4       # a 4-GPU machine: 1, 2 and 4 GPUs, synthetic and JPEG; nvJPEG check
 #   bash benchmarks/gpu_data_path.sh ddp_probe  # the DDP step without Lightning: which DDP/compile settings scale
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
@@ -235,12 +236,29 @@ scaling)  # 1 GPU then 2 in one call, each run alone on the machine (16 cores a 
   run c18_hyb_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=hybrid data.num_workers=14
   ;;
+x4)  # a 4-GPU machine, 16 cores a GPU: 1 GPU beside 2 GPUs on disjoint GPUs and cores, then all 4; synthetic, then
+  # the JPEG folder; nvJPEG's stream check
+  setup
+  CUDA_VISIBLE_DEVICES=3 timeout 60 python3 benchmarks/check_nvjpeg_stream.py $JPEGS --out "$OUT/nvjpeg_stream.json"
+  CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
+  CVD=2,3 CPUS=32-63 run c18_syn_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead \
+    "${SYN_ARGS[@]}" &
+  wait
+  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14 &
+  CVD=2,3 CPUS=32-63 run c18_hyb_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead \
+    "${JPEG_ARGS[@]}" data.decode=hybrid data.num_workers=14 &
+  wait
+  run c18_syn_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
+  run c18_hyb_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14
+  ;;
 ddp_probe)  # benchmarks/ddp_step.py: one process, then every GPU under each DDP variant (a compile each)
   { nvidia-smi --query-gpu=name --format=csv,noheader; nproc; date -u; } >> "$OUT/env.txt"
   timeout 150 python3 -m torch.distributed.run --nproc_per_node=1 benchmarks/ddp_step.py --model crossvit_18 \
-    --out "$OUT/ddp_1.json" 2>&1 | grep img/s
+    --profile 5 --out "$OUT/ddp_1.json" 2>&1 | grep -A1 img/s
   timeout 400 python3 -m torch.distributed.run --nproc_per_node=$GPUS benchmarks/ddp_step.py --model crossvit_18 \
-    --out "$OUT/ddp_$GPUS.json" 2>&1 | grep img/s
+    --profile 5 --out "$OUT/ddp_$GPUS.json" 2>&1 | grep -A1 img/s
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \

@@ -30,7 +30,7 @@ def test_ddp_step_smoke_runs_every_variant_on_two_processes(tmp_path):
     out = tmp_path / "ddp.json"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(ROOT / "benchmarks" / "ddp_step.py"),
-         "--smoke", "--out", str(out)],
+         "--smoke", "--profile", "1", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -39,4 +39,4 @@ def test_ddp_step_smoke_runs_every_variant_on_two_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(out.read_text())
     assert [r["variant"] for r in rows] == ["ddp", "no_split", "static", "bf16_hook"]
-    assert all(r["world"] == 2 and r["img_s"] > 0 for r in rows)
+    assert all(r["world"] == 2 and r["img_s"] > 0 and r["profile"]["wall_ms"] > 0 for r in rows)

@@ -94,35 +94,22 @@ class RandomCropBox:
         return img.permute(1, 2, 0)[top : top + h, left : left + w]  # decode_jpeg's [3, H, W] is a view of HWC
 
 
-class HybridCollate:
-    """decode=hybrid's batches, made in the workers: the first files of a batch decoded here (libjpeg-turbo) and cut to
-    timm's random crop box; the last `device_share` of them left encoded for nvJPEG on the device, whose boxes are
-    drawn there. Returns (crops: flat uint8, their (h, w), encoded: flat bytes, their lengths, labels)."""
-
-    def __init__(self, device_share: float = 0.0) -> None:
-        self.device_share, self.crop = device_share, RandomCropBox()
-
-    def __call__(self, samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, ...]:
-        here = len(samples) - round(self.device_share * len(samples))
-        try:  # read_encoded made every file an RGB or grey JPEG
-            crops = [self.crop(decode_jpeg(data, mode=ImageReadMode.RGB)) for data, _ in samples[:here]]
-        except RuntimeError as e:
-            raise ConfigError(
-                f"a JPEG in this batch cannot be decoded ({e}); find it with data.decode=cpu, which names the file, "
-                f"or set data.skip_corrupt=true"
-            ) from None
-        sizes = [c.numel() for c in crops]
-        flat = torch.empty(sum(sizes), dtype=torch.uint8)
-        for crop, part in zip(crops, flat.split(sizes)):  # one copy of each (strided) crop
-            part.view(crop.shape).copy_(crop)
-        encoded = [data for data, _ in samples[here:]]
-        return (
-            flat,
-            torch.tensor([c.shape[:2] for c in crops], dtype=torch.long).view(-1, 2),
-            torch.cat(encoded) if encoded else torch.empty(0, dtype=torch.uint8),
-            torch.tensor([len(d) for d in encoded], dtype=torch.long),
-            torch.tensor([label for _, label in samples]),
-        )
+def collate_crops(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """decode=hybrid's batches, made in the workers: each file decoded here (libjpeg-turbo) and cut to timm's random
+    crop box. Returns (crops back to back: flat uint8 HWC, their (h, w), labels)."""
+    cut = RandomCropBox()
+    try:  # read_encoded made every file an RGB or grey JPEG
+        crops = [cut(decode_jpeg(data, mode=ImageReadMode.RGB)) for data, _ in samples]
+    except RuntimeError as e:
+        raise ConfigError(
+            f"a JPEG in this batch cannot be decoded ({e}); find it with data.decode=cpu, which names the file, "
+            f"or set data.skip_corrupt=true"
+        ) from None
+    sizes = [c.numel() for c in crops]
+    flat = torch.empty(sum(sizes), dtype=torch.uint8)
+    for crop, part in zip(crops, flat.split(sizes)):  # one copy of each (strided) crop
+        part.view(crop.shape).copy_(crop)
+    return flat, torch.tensor([c.shape[:2] for c in crops], dtype=torch.long), torch.tensor([y for _, y in samples])
 
 
 def _is_readable(path: str) -> bool:
@@ -161,7 +148,6 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         decode: str = "auto",
         prefetch: int = 2,
         hflip: float = 0.5,
-        device_decode_share: float = 0.0,
     ) -> None:
         super().__init__()
         if in_chans != 3:
@@ -174,12 +160,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             )
         if prefetch < 0:
             raise ConfigError(f"data.prefetch={prefetch}: the number of batches prepared ahead; 0 turns it off")
-        if not 0 <= device_decode_share <= 1:
-            raise ConfigError(
-                f"data.device_decode_share={device_decode_share}: the share of each decode=hybrid batch decoded on "
-                f"the device, from 0 to 1"
-            )
-        self.prefetch, self.device_decode_share = prefetch, device_decode_share
+        self.prefetch = prefetch
         self.recipe = dict(
             auto_augment=auto_augment,
             color_jitter=color_jitter,
@@ -231,9 +212,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         self.decode = decode
         # What leaves the workers: decoded images (cpu; hybrid's evaluation), files' bytes (gpu), crops and bytes
         # (hybrid).
-        self.train_collate = {"cpu": None, "gpu": collate_encoded, "hybrid": HybridCollate(self.device_decode_share)}[
-            decode
-        ]
+        self.train_collate = {"cpu": None, "gpu": collate_encoded, "hybrid": collate_crops}[decode]
         self.eval_collate = collate_encoded if decode == "gpu" else None
         self.train_transform = self.eval_transform = None  # decode=gpu: crossvit.data.batch_augment instead
         if decode == "cpu":
@@ -354,17 +333,12 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         self, batch, device: torch.device, train: bool, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch from the workers -> augmented (train) or resized (eval) images on `device`. decode=gpu: encoded
-        files, decoded here; decode=hybrid: training crops (resized here) and encoded files (decoded and cropped
-        here), in the batch's order."""
+        files, decoded here; decode=hybrid: training crops, resized here."""
         if self.decode == "hybrid":
-            flat, hw, data, lengths, y = batch
-            parts = []
-            if len(hw):  # each crop is its own box
-                boxes = torch.cat([torch.zeros_like(hw), hw], 1)
-                parts.append(crop_resize_flat(to_device(flat, device), hw, boxes, self.img_size, channels_last=True))
-            if len(lengths):
-                parts.append(random_resized_crop(self.decode_batch(data, lengths, device), self.img_size, generator)[0])
-            x = self.augment(torch.cat(parts) if len(parts) > 1 else parts[0], generator)
+            flat, hw, y = batch
+            boxes = torch.cat([torch.zeros_like(hw), hw], 1)  # each crop is its own box
+            x = crop_resize_flat(to_device(flat, device), hw, boxes, self.img_size, channels_last=True)
+            x = self.augment(x, generator)
         else:
             data, lengths, y = batch
             images = self.decode_batch(data, lengths, device)
@@ -377,6 +351,11 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
     @staticmethod
     def decode_batch(data: torch.Tensor, lengths: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
         """The batch's JPEGs (concatenated bytes) decoded in one batched call on `device`: nvJPEG on a GPU."""
+        if device.type == "cuda":
+            # torchvision allocates the outputs on this stream but has nvJPEG write them from its own stream without
+            # waiting for this one, so it can be handed (and overwrite) memory that kernels queued here still read:
+            # NaNs and device-side asserts downstream (pytorch/vision#9606; benchmarks/check_nvjpeg_stream.py).
+            torch.cuda.current_stream(device).synchronize()
         try:
             return decode_jpeg(list(data.split(lengths.tolist())), mode=ImageReadMode.RGB, device=device)
         except RuntimeError as e:
