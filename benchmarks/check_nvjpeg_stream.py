@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    paths = sorted((args.root / "train").rglob("*.jpg"))[: args.batch]
+    paths = sorted(p for p in (args.root / "train").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))[: args.batch]
     files = [read_file(str(p)) for p in paths]
     device = torch.device("cuda")
 
