@@ -12,6 +12,8 @@ calls training_step, bf16 autocast, cross-entropy, backward, fused AdamW, on a G
   no_split      torch._dynamo.config.optimize_ddp = False: one graph, every all-reduce after the whole backward
   static        DDP(static_graph=True, gradient_as_bucket_view=True): no per-step search for unused parameters
   bf16_hook     gradients all-reduced in bf16 (DDP's bf16_compress_hook): half the bytes
+  compiled_autograd  the backward compiled whole by compiled autograd, DDP's reducer traced into it
+                (optimize_ddp="python_reducer"): its all-reduces scheduled by the compiler inside one graph
 With one process there is no DDP: the plain compiled step, the figure the others are divided by.
 
 `--profile N` then runs N more steps of each variant under torch.profiler and adds rank 0's device timeline a step:
@@ -25,18 +27,20 @@ import argparse
 import json
 import os
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
+from torch._dynamo import compiled_autograd
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from crossvit.models import create_model
 
-VARIANTS = ("ddp", "no_split", "static", "bf16_hook")
+VARIANTS = ("ddp", "compiled_autograd", "no_split", "bf16_hook", "static")  # the likeliest to answer first
 
 
 def _union_ns(spans: list[tuple[int, int]]) -> tuple[int, list[tuple[int, int]]]:
@@ -105,7 +109,7 @@ class Step(torch.nn.Module):
 
 def measure(variant: str, args: argparse.Namespace, device: torch.device, world: int) -> dict:
     torch._dynamo.reset()
-    torch._dynamo.config.optimize_ddp = variant != "no_split"
+    torch._dynamo.config.optimize_ddp = {"no_split": False, "compiled_autograd": "python_reducer"}.get(variant, True)
     torch.manual_seed(0)
     model = create_model(args.model, **({"in_chans": 1, "num_classes": 10} if args.smoke else {})).to(device)
     step_module: torch.nn.Module = Step(model, args.mode)
@@ -120,10 +124,16 @@ def measure(variant: str, args: argparse.Namespace, device: torch.device, world:
     y = torch.randint(0, model.num_classes, (args.batch,), device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
+    backward_compiler = None
+    if variant == "compiled_autograd":
+        mode = None if args.mode in ("eager", "default") else args.mode
+        backward_compiler = torch.compile(backend="eager" if args.mode == "eager" else "inductor", mode=mode)
+
     def step() -> None:
         with autocast:
             loss = F.cross_entropy(step_module(x), y)
-        loss.backward()
+        with compiled_autograd._enable(backward_compiler) if backward_compiler else nullcontext():
+            loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -187,21 +197,28 @@ def main() -> None:
         torch.cuda.set_device(device)
     rows = []
     for variant in args.variants if world > 1 else ["ddp"]:
-        rows.append(measure(variant, args, device, world))
-        if rank == 0:
-            r = rows[-1]
+        try:
+            rows.append(measure(variant, args, device, world))
+        except Exception as e:  # a variant the installed torch cannot compile: say so, go on to the next
+            rows.append(dict(variant=variant, model=args.model, world=world, error=f"{type(e).__name__}: {e}"[:500]))
+        if rank != 0:
+            continue
+        r = rows[-1]
+        if "error" in r:
+            print(f"{variant:12s} {world} x {args.model}: failed: {r['error'][:200]}")
+        else:
             print(
                 f"{r['variant']:12s} {r['world']} x {args.model}: {r['img_s']:9,.0f} img/s  "
                 f"{r['ms_per_step']:7.2f} ms/step"
             )
-            if "profile" in r:
-                t = r["profile"]
-                print(
-                    f"  profiled: wall {t['wall_ms']} ms, device busy {t['busy_ms']}, idle {t['idle_ms']}, "
-                    f"nccl {t['nccl_ms']} (exposed {t['nccl_exposed_ms']})"
-                )
-    if rank == 0 and args.out:
-        args.out.write_text(json.dumps(rows, indent=1))
+        if "profile" in r:
+            t = r["profile"]
+            print(
+                f"  profiled: wall {t['wall_ms']} ms, device busy {t['busy_ms']}, idle {t['idle_ms']}, "
+                f"nccl {t['nccl_ms']} (exposed {t['nccl_exposed_ms']})"
+            )
+        if args.out:  # after each variant: a call that runs out of time keeps what it measured
+            args.out.write_text(json.dumps(rows, indent=1))
     dist.destroy_process_group()
 
 

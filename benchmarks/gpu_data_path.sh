@@ -256,9 +256,9 @@ x4)  # a 4-GPU machine, 16 cores a GPU: 1 GPU beside 2 GPUs on disjoint GPUs and
 ddp_probe)  # benchmarks/ddp_step.py: one process, then every GPU under each DDP variant (a compile each)
   { nvidia-smi --query-gpu=name --format=csv,noheader; nproc; date -u; } >> "$OUT/env.txt"
   timeout 150 python3 -m torch.distributed.run --nproc_per_node=1 benchmarks/ddp_step.py --model crossvit_18 \
-    --profile 5 --out "$OUT/ddp_1.json" 2>&1 | grep -A1 img/s
-  timeout 400 python3 -m torch.distributed.run --nproc_per_node=$GPUS benchmarks/ddp_step.py --model crossvit_18 \
-    --profile 5 --out "$OUT/ddp_$GPUS.json" 2>&1 | grep -A1 img/s
+    --profile 5 --out "$OUT/ddp_1.json" 2>&1 | grep -E "img/s|failed|profiled"
+  timeout 420 python3 -m torch.distributed.run --nproc_per_node=$GPUS benchmarks/ddp_step.py --model crossvit_18 \
+    --profile 5 --out "$OUT/ddp_$GPUS.json" 2>&1 | grep -E "img/s|failed|profiled"
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \

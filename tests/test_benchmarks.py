@@ -30,7 +30,7 @@ def test_ddp_step_smoke_runs_every_variant_on_two_processes(tmp_path):
     out = tmp_path / "ddp.json"
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", str(ROOT / "benchmarks" / "ddp_step.py"),
-         "--smoke", "--profile", "1", "--out", str(out)],
+         "--smoke", "--profile", "1", "--variants", "ddp", "no_split", "static", "bf16_hook", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
