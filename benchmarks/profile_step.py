@@ -1,55 +1,183 @@
-"""Where a training step's GPU time goes: top kernels of our compiled CrossViT train step.
+"""Where a training step's device time goes, by kernel class, beside the step's floors (issue 14).
 
-python benchmarks/profile_step.py --model crossvit_9 --batch-size 256 [--mode reduce-overhead]
+    python benchmarks/profile_step.py --models crossvit_18 crossvit_9 --impls ours timm --out profile.json
+    python benchmarks/profile_step.py --smoke      # tiny, on the CPU: checks that the script runs
+
+The step is throughput.py's (bf16 autocast, cross-entropy, backward, fused AdamW, GPU-resident random batch, the
+recipe's drop path for timm too), compiled with `--mode`. First the floors: arithmetic, 3 x 2 x MACs/image x batch
+at the bf16 matmul rate measured here; memory, the optimizer's 28 bytes a parameter (read weight, gradient and two
+moments; write weight and moments, fp32) at the device-to-device copy rate measured here (activations come on top).
+Then `--steps` profiled steps: device time a step by kernel class (GEMM, attention, norm, fused/elementwise,
+optimizer, copies/casts, other), the time no kernel runs (idle: launches or the host), kernel count, top kernels.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import time
+from datetime import date
+from functools import partial
 
+import timm
 import torch
 import torch.nn.functional as F
+from throughput import matmul_rate, timed
 from timm.optim import create_optimizer_v2
 from torch.profiler import ProfilerActivity, profile
 
-from crossvit.models import create_model
+from crossvit.flops import count
+from crossvit.models import create_model, load_config
+from crossvit.weights import TIMM_NAMES
+
+# First match wins: attention kernels' names can hold "gemm", norms fused by inductor hold "triton".
+CLASSES = (
+    ("attention", r"flash|fmha|sdpa|attention|_mha"),
+    ("gemm", r"gemm|cutlass|xmma|nvjet|cublas|wgmma|matmul|\bmm\b|addmm|bmm|linear"),
+    ("optimizer", r"adam|multi_tensor|foreach"),
+    ("norm", r"layer_norm|layernorm"),
+    ("copy_cast", r"copy|memcpy|memset|cast|convert|fill|cat\b|index"),
+    ("fused_elementwise", r"triton|elementwise|vectorized|reduce|softmax|gelu|dropout|bernoulli|mul|add|div"),
+)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", default="crossvit_9")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--mode", default="default")
-    parser.add_argument("--steps", type=int, default=5)
-    args = parser.parse_args()
-    model = create_model(args.model).cuda()
-    fwd = torch.compile(model.forward_branches, mode=None if args.mode == "default" else args.mode)
-    opt = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, fused=True)
-    x = torch.randn(args.batch_size, 3, model.input_size, model.input_size, device="cuda")
-    y = torch.randint(0, 1000, (args.batch_size,), device="cuda")
+def kernel_class(name: str) -> str:
+    lowered = name.lower()
+    return next((cls for cls, pattern in CLASSES if re.search(pattern, lowered)), "other")
 
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = F.cross_entropy(torch.stack(fwd(x)).mean(0), y)
+
+def copy_rate(device: torch.device) -> float:
+    """Measured device memory bytes/s of a 1 GiB device-to-device copy (bytes read plus bytes written)."""
+    if device.type != "cuda":
+        return float("nan")
+    src = torch.empty(2**30, dtype=torch.uint8, device=device).random_()
+    dst = torch.empty_like(src)
+    return 2 * src.numel() / timed(lambda: dst.copy_(src), device, steps=20, warmup=5)
+
+
+def _union_us(spans: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for s, e in sorted(spans):
+        if e > end:
+            total += e - max(s, end)
+            end = e
+    return total
+
+
+def profile_step(model: torch.nn.Module, mode: str, batch: int, device: torch.device, steps: int) -> dict:
+    """Per step, in ms: wall, device busy and idle, and device time by kernel class; the top kernels."""
+    model = model.to(device).train()
+    size = model.input_size if hasattr(model, "input_size") else model.img_size[0]
+    fwd = model.forward_branches if hasattr(model, "forward_branches") else model.forward
+    if mode != "eager":
+        fwd = torch.compile(fwd, mode=None if mode == "compile" else mode)
+    opt = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, fused=device.type == "cuda" or None)
+    x = torch.randn(batch, model.in_chans, size, size, device=device)
+    y = torch.randint(0, model.num_classes, (batch,), device=device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step() -> None:
+        with amp:
+            out = fwd(x)
+            loss = F.cross_entropy(torch.stack(out).mean(0) if isinstance(out, (list, tuple)) else out, y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(10):
+    for _ in range(10):  # compile, CUDA graph capture
         step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(args.steps):
-            step()
+    cuda = device.type == "cuda"
+    if cuda:
         torch.cuda.synchronize()
-    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
-    total = sum(e.self_device_time_total for e in events)
-    launches = sum(e.count for e in events)
-    print(f"GPU time per step {total / args.steps / 1e3:.2f} ms, {launches / args.steps:.0f} kernels per step")
-    for e in sorted(events, key=lambda e: -e.self_device_time_total)[:30]:
-        share = e.self_device_time_total / total
-        ms = e.self_device_time_total / args.steps / 1e3
-        print(f"{share:6.1%} {ms:7.3f} ms {e.count // args.steps:5d}x  {e.key[:110]}")
+    activities = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+    with profile(activities=activities) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize()
+        wall_ms = 1e3 * (time.perf_counter() - start) / steps
+    # On a GPU the device's kernels; on the CPU (the smoke run) the top-level ops stand in for them.
+    wanted = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
+    kernels = [e for e in prof.events() if e.device_type == wanted and (cuda or e.cpu_parent is None)]
+    by_class: dict[str, float] = {}
+    by_name: dict[str, float] = {}
+    for e in kernels:
+        us = e.time_range.end - e.time_range.start
+        by_class[kernel_class(e.name)] = by_class.get(kernel_class(e.name), 0.0) + us
+        by_name[e.name] = by_name.get(e.name, 0.0) + us
+    busy_ms = _union_us([(e.time_range.start, e.time_range.end) for e in kernels]) / 1e3 / steps
+    top = sorted(by_name.items(), key=lambda kv: -kv[1])[:15]
+    return dict(
+        wall_ms=round(wall_ms, 3),
+        busy_ms=round(busy_ms, 3),
+        idle_ms=round(wall_ms - busy_ms, 3),
+        kernels_per_step=round(len(kernels) / steps),
+        by_class_ms={k: round(v / 1e3 / steps, 3) for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])},
+        top_kernels_ms=[(n[:100], round(us / 1e3 / steps, 3)) for n, us in top],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["crossvit_18", "crossvit_9"])
+    parser.add_argument("--impls", nargs="+", default=["ours", "timm"], choices=["ours", "timm"])
+    parser.add_argument("--mode", default="reduce-overhead", help="eager, compile, reduce-overhead, max-autotune")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="tiny and on the CPU, eager")
+    parser.add_argument("--out", help="write the rows as JSON here")
+    args = parser.parse_args()
+    if args.smoke:
+        args.models, args.mode, args.batch_size, args.steps = ["crossvit_tiny"], "eager", 2, 1
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    flops_rate, bytes_rate = matmul_rate(device), copy_rate(device)
+    env = dict(
+        date=str(date.today()),
+        device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        torch=torch.__version__,
+        timm=timm.__version__,
+        batch_size=args.batch_size,
+        mode=args.mode,
+        bf16_matmul_tflops=round(flops_rate / 1e12, 1),
+        copy_gb_s=round(bytes_rate / 1e9, 1),
+    )
+    print(json.dumps(env))
+    rows = []
+    for name in args.models:
+        ours = create_model(name)
+        macs, params = count(ours).gflops * 1e9, sum(p.numel() for p in ours.parameters())
+        floors = dict(
+            flops_floor_ms=round(1e3 * 3 * 2 * macs * args.batch_size / flops_rate, 3),
+            optimizer_bytes_floor_ms=round(1e3 * 28 * params / bytes_rate, 3),
+        )
+        makers = {
+            "ours": partial(create_model, name),
+            "timm": partial(
+                timm.create_model,
+                TIMM_NAMES.get(name, name),
+                pretrained=False,
+                drop_path_rate=load_config("model", name).drop_path_rate,
+            ),
+        }
+        for impl in args.impls:
+            torch._dynamo.reset()
+            torch.manual_seed(0)
+            measured = profile_step(makers[impl](), args.mode, args.batch_size, device, args.steps)
+            r = dict(model=name, impl=impl, **floors, **measured)
+            r["img_s_profiled"] = round(1e3 * args.batch_size / r["wall_ms"], 1)
+            rows.append(r)
+            classes = ", ".join(f"{k} {v}" for k, v in r["by_class_ms"].items())
+            print(
+                f"{name} {impl}: {r['wall_ms']} ms a step (floors: {r['flops_floor_ms']} ms of FLOPs, "
+                f"{r['optimizer_bytes_floor_ms']} ms of optimizer bytes); device busy {r['busy_ms']}, idle "
+                f"{r['idle_ms']}, {r['kernels_per_step']} kernels; {classes}",
+                flush=True,
+            )
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"env": env, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":
