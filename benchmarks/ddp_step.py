@@ -137,30 +137,27 @@ def measure(variant: str, args: argparse.Namespace, device: torch.device, world:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    for _ in range(args.warmup):  # compile, CUDA graph capture, DDP's first-iteration bucket rebuild
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    dist.barrier()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
+    def seconds_for(steps: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        dist.barrier()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    seconds_for(args.warmup)  # compile, CUDA graph capture, DDP's first-iteration bucket rebuild
+    seconds = seconds_for(args.steps)
     profiled = {}
     if args.profile:
         activities = [torch.profiler.ProfilerActivity.CPU]
         if device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)
         with torch.profiler.profile(activities=activities) as prof:
-            dist.barrier()
-            began = time.perf_counter()
-            for _ in range(args.profile):
-                step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            profiled = device_timeline(prof, args.profile, time.perf_counter() - began)
+            profiled_seconds = seconds_for(args.profile)
+        profiled = device_timeline(prof, args.profile, profiled_seconds)
     return dict(
         variant=variant if world > 1 else "one_process",
         model=args.model,

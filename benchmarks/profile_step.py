@@ -22,9 +22,7 @@ from functools import partial
 
 import timm
 import torch
-import torch.nn.functional as F
-from throughput import matmul_rate, timed
-from timm.optim import create_optimizer_v2
+from throughput import matmul_rate, timed, training_step
 from torch.profiler import ProfilerActivity, profile
 
 from crossvit.flops import count
@@ -67,24 +65,7 @@ def _union_us(spans: list[tuple[float, float]]) -> float:
 
 def profile_step(model: torch.nn.Module, mode: str, batch: int, device: torch.device, steps: int) -> dict:
     """Per step, in ms: wall, device busy and idle, and device time by kernel class; the top kernels."""
-    model = model.to(device).train()
-    size = model.input_size if hasattr(model, "input_size") else model.img_size[0]
-    fwd = model.forward_branches if hasattr(model, "forward_branches") else model.forward
-    if mode != "eager":
-        fwd = torch.compile(fwd, mode=None if mode == "compile" else mode)
-    opt = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, fused=device.type == "cuda" or None)
-    x = torch.randn(batch, model.in_chans, size, size, device=device)
-    y = torch.randint(0, model.num_classes, (batch,), device=device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-    def step() -> None:
-        with amp:
-            out = fwd(x)
-            loss = F.cross_entropy(torch.stack(out).mean(0) if isinstance(out, (list, tuple)) else out, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
+    step, _, _ = training_step(model.to(device).train(), mode, batch, device)
     for _ in range(10):  # compile, CUDA graph capture
         step()
     cuda = device.type == "cuda"

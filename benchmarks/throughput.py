@@ -74,9 +74,11 @@ def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x)
 
 
-def measure(model: torch.nn.Module, mode: str, batch: int, device: torch.device, steps: int, warmup: int) -> dict:
-    """Train-step and inference img/s and peak training memory of one model in one compile mode."""
-    model = model.to(device)
+def training_step(
+    model: torch.nn.Module, mode: str, batch: int, device: torch.device
+) -> tuple[Callable[[], None], Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+    """(step, logits, x): one training step (bf16 autocast on a GPU, cross-entropy, backward, fused AdamW) on a
+    GPU-resident random batch x, and the model's forward compiled in `mode`, for ours and timm's models alike."""
     size = model.input_size if hasattr(model, "input_size") else model.img_size[0]
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     fwd = model.forward_branches if hasattr(model, "forward_branches") else model.forward
@@ -86,16 +88,25 @@ def measure(model: torch.nn.Module, mode: str, batch: int, device: torch.device,
     x = torch.randn(batch, model.in_chans, size, size, device=device)
     y = torch.randint(0, model.num_classes, (batch,), device=device)
 
-    def logits(inp):
+    def logits(inp: torch.Tensor) -> torch.Tensor:
         out = fwd(inp)
         return torch.stack(out).mean(0) if isinstance(out, (list, tuple)) else out
 
-    def train_step():
+    def step() -> None:
         with amp:
             loss = F.cross_entropy(logits(x), y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+
+    return step, logits, x
+
+
+def measure(model: torch.nn.Module, mode: str, batch: int, device: torch.device, steps: int, warmup: int) -> dict:
+    """Train-step and inference img/s and peak training memory of one model in one compile mode."""
+    model = model.to(device)
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    train_step, logits, x = training_step(model, mode, batch, device)
 
     model.train()
     if device.type == "cuda":
