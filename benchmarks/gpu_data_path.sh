@@ -71,6 +71,14 @@ two_agents() {  # EQ60 at 2 x 128 over two torchrun agents of one GPU each (as t
   wait
 }
 
+raw_beside_syn_1() {  # the raw steps (GPU 1, cores 16-31) beside crossvit_18's 1-GPU synthetic run (GPU 0, 0-15)
+  CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
+  CUDA_VISIBLE_DEVICES=1 ${TASKSET:+taskset -c 16-31} python3 benchmarks/throughput.py --models crossvit_18 crossvit_9 \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw_step.json" > /tmp/runs/raw.log 2>&1 &
+  wait
+  tail -4 /tmp/runs/raw.log
+}
+
 case ${1:-single} in
 single)  # everything one GPU needs, most important first
   setup
@@ -152,11 +160,7 @@ jpeg_ddp)  # the JPEG folder under DDP (c18_gpu_1 comes from `scale` on the same
 x2)  # 2 GPUs, 32 cores. A 1-GPU run gets 16 cores (taskset), the issue's budget; two such runs go side by side
   # on disjoint GPUs and cores. hybrid: 14 decoding workers; gpu: 8 workers reading bytes.
   setup
-  CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
-  CUDA_VISIBLE_DEVICES=1 ${TASKSET:+taskset -c 16-31} python3 benchmarks/throughput.py --models crossvit_18 crossvit_9 \
-    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw_step.json" > /tmp/runs/raw.log 2>&1 &
-  wait
-  tail -4 /tmp/runs/raw.log
+  raw_beside_syn_1
   CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=hybrid data.num_workers=14 &
   CVD=1 CPUS=16-31 run c18_gpu_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
@@ -204,11 +208,7 @@ x2_d)  # decode=hybrid outside Lightning (static / inline / prefetcher at priori
 next)  # 1 GPU, 16 cores each, runs side by side on GPUs 0 and 1: the raw step, then the in-loop figures now that no
   # step waits for the device to log its loss; crossvit_9 (bound by the workers' decoding) with a share to nvJPEG
   setup
-  CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
-  CUDA_VISIBLE_DEVICES=1 ${TASKSET:+taskset -c 16-31} python3 benchmarks/throughput.py --models crossvit_18 crossvit_9 \
-    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw_step.json" > /tmp/runs/raw.log 2>&1 &
-  wait
-  tail -4 /tmp/runs/raw.log
+  raw_beside_syn_1
   CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=hybrid data.num_workers=14 &
   CVD=1 CPUS=16-31 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
