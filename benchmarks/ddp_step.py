@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from profile_step import length, merged, overlap
 from timm.optim import create_optimizer_v2
 from torch._dynamo import compiled_autograd
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
@@ -43,44 +44,19 @@ from crossvit.models import create_model
 VARIANTS = ("ddp", "compiled_autograd", "no_split", "bf16_hook", "static")  # the likeliest to answer first
 
 
-def _union_ns(spans: list[tuple[int, int]]) -> tuple[int, list[tuple[int, int]]]:
-    """Total length of the union of [start, end) spans, and the merged spans."""
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return sum(e - s for s, e in merged), merged
-
-
-def _overlap_ns(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> int:
-    """Length of the intersection of two sorted, merged span lists."""
-    i = j = total = 0
-    while i < len(a) and j < len(b):
-        total += max(0, min(a[i][1], b[j][1]) - max(a[i][0], b[j][0]))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return total
-
-
 def device_timeline(prof: torch.profiler.profile, steps: int, wall_s: float) -> dict:
     """Per step, in ms: busy / idle device time, NCCL kernel time and its exposed part; the top kernels."""
     kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
 
-    def spans(events: list) -> list[tuple[int, int]]:  # the profiler's times are in microseconds
-        return [(int(e.time_range.start * 1e3), int(e.time_range.end * 1e3)) for e in events]
+    def spans(events: list) -> list[tuple[float, float]]:  # merged, in ms
+        return merged([(e.time_range.start / 1e3, e.time_range.end / 1e3) for e in events])
 
-    def per_step(ns: float) -> float:
-        return round(ns / 1e6 / steps, 3)
+    def per_step(ms: float) -> float:
+        return round(ms / steps, 3)
 
-    nccl = [e for e in kernels if "nccl" in e.name.lower()]
-    compute = [e for e in kernels if "nccl" not in e.name.lower()]
-    busy, _ = _union_ns(spans(kernels))
-    nccl_ns, nccl_merged = _union_ns(spans(nccl))
-    _, compute_merged = _union_ns(spans(compute))
+    nccl = spans([e for e in kernels if "nccl" in e.name.lower()])
+    compute = spans([e for e in kernels if "nccl" not in e.name.lower()])
+    busy = length(spans(kernels))
     by_name: dict[str, float] = {}
     for e in kernels:
         by_name[e.name] = by_name.get(e.name, 0.0) + (e.time_range.end - e.time_range.start) / 1e3
@@ -88,9 +64,9 @@ def device_timeline(prof: torch.profiler.profile, steps: int, wall_s: float) -> 
     return dict(
         wall_ms=round(1e3 * wall_s / steps, 3),
         busy_ms=per_step(busy),
-        idle_ms=round(1e3 * wall_s / steps - busy / 1e6 / steps, 3),
-        nccl_ms=per_step(nccl_ns),
-        nccl_exposed_ms=per_step(nccl_ns - _overlap_ns(nccl_merged, compute_merged)),
+        idle_ms=per_step(1e3 * wall_s - busy),
+        nccl_ms=per_step(length(nccl)),
+        nccl_exposed_ms=per_step(length(nccl) - overlap(nccl, compute)),
         top_kernels_ms=[(name[:90], round(ms / steps, 3)) for name, ms in top],
     )
 

@@ -54,13 +54,32 @@ def copy_rate(device: torch.device) -> float:
     return 2 * src.numel() / timed(lambda: dst.copy_(src), device, steps=20, warmup=5)
 
 
-def _union_us(spans: list[tuple[float, float]]) -> float:
-    total, end = 0.0, float("-inf")
-    for s, e in sorted(spans):
-        if e > end:
-            total += e - max(s, end)
-            end = e
+def merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """[start, end) spans (kernels on a timeline) merged where they overlap, sorted: their union."""
+    out: list[tuple[float, float]] = []
+    for start, end in sorted(spans):
+        if out and start <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], end))
+        else:
+            out.append((start, end))
+    return out
+
+
+def overlap(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> float:
+    """Length of the intersection of two merged span lists."""
+    i = j = 0
+    total = 0.0
+    while i < len(a) and j < len(b):
+        total += max(0.0, min(a[i][1], b[j][1]) - max(a[i][0], b[j][0]))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
     return total
+
+
+def length(spans: list[tuple[float, float]]) -> float:
+    return sum(end - start for start, end in spans)
 
 
 def profile_step(model: torch.nn.Module, mode: str, batch: int, device: torch.device, steps: int) -> dict:
@@ -88,7 +107,7 @@ def profile_step(model: torch.nn.Module, mode: str, batch: int, device: torch.de
         us = e.time_range.end - e.time_range.start
         by_class[kernel_class(e.name)] = by_class.get(kernel_class(e.name), 0.0) + us
         by_name[e.name] = by_name.get(e.name, 0.0) + us
-    busy_ms = _union_us([(e.time_range.start, e.time_range.end) for e in kernels]) / 1e3 / steps
+    busy_ms = length(merged([(e.time_range.start, e.time_range.end) for e in kernels])) / 1e3 / steps
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:15]
     return dict(
         wall_ms=round(wall_ms, 3),

@@ -33,7 +33,8 @@ def test_throughput_smoke_runs_ours_and_timm(tmp_path):
 
 def test_ddp_step_smoke_runs_the_ddp_variants_on_two_processes(tmp_path):
     """benchmarks/ddp_step.py waits for a multi-GPU machine; this keeps it runnable: torchrun, gloo, tiny, eager.
-    (Its compiled_autograd variant compiles the backward even here: two minutes on two cores, left out.)"""
+    (Its compiled_autograd variant traces every backward through dynamo even here: two minutes on two cores, left
+    out.)"""
     out = tmp_path / "ddp.json"
     variants = ["ddp", "no_split", "static", "bf16_hook"]
     launcher = ("-m", "torch.distributed.run", "--nproc_per_node=2")

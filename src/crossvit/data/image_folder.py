@@ -210,8 +210,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         except ValueError as e:
             raise ConfigError(f"data.auto_augment: {e}; or set data.decode=cpu") from None
         self.decode = decode
-        # What leaves the workers: decoded images (cpu; hybrid's evaluation), files' bytes (gpu), crops and bytes
-        # (hybrid).
+        # What leaves the workers: decoded images (cpu; hybrid's evaluation), files' bytes (gpu), crops (hybrid).
         self.train_collate = {"cpu": None, "gpu": collate_encoded, "hybrid": collate_crops}[decode]
         self.eval_collate = collate_encoded if decode == "gpu" else None
         self.train_transform = self.eval_transform = None  # decode=gpu: crossvit.data.batch_augment instead
