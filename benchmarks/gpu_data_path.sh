@@ -13,7 +13,8 @@
 #                                             # no step waits for the device to log its loss; device_decode_share
 #   bash benchmarks/gpu_data_path.sh next_ddp # every GPU: synthetic and JPEG in-loop figures, then nccl_eq
 #   bash benchmarks/gpu_data_path.sh scaling  # 1 GPU, then every GPU, each run alone: synthetic and JPEG
-#   bash benchmarks/gpu_data_path.sh x4       # a 4-GPU machine: 1, 2 and 4 GPUs, synthetic and JPEG; nvJPEG check
+#   bash benchmarks/gpu_data_path.sh x4       # a 4-GPU machine: 1 and 2 GPUs synthetic and JPEG, 4 synthetic; nvJPEG
+#   bash benchmarks/gpu_data_path.sh x4_jpeg  # the same machine: the JPEG folder on 4 GPUs
 #   bash benchmarks/gpu_data_path.sh ddp_probe  # the DDP step without Lightning: which DDP/compile settings scale
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
@@ -236,8 +237,8 @@ scaling)  # 1 GPU then 2 in one call, each run alone on the machine (16 cores a 
   run c18_hyb_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=hybrid data.num_workers=14
   ;;
-x4)  # a 4-GPU machine, 16 cores a GPU: 1 GPU beside 2 GPUs on disjoint GPUs and cores, then all 4; synthetic, then
-  # the JPEG folder; nvJPEG's stream check
+x4)  # a 4-GPU machine, 16 cores a GPU: 1 GPU beside 2 GPUs on disjoint GPUs and cores, synthetic then the JPEG
+  # folder; then 4 GPUs synthetic; nvJPEG's stream check first
   setup
   CUDA_VISIBLE_DEVICES=3 timeout 60 python3 benchmarks/check_nvjpeg_stream.py $JPEGS --out "$OUT/nvjpeg_stream.json"
   CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
@@ -250,6 +251,9 @@ x4)  # a 4-GPU machine, 16 cores a GPU: 1 GPU beside 2 GPUs on disjoint GPUs and
     "${JPEG_ARGS[@]}" data.decode=hybrid data.num_workers=14 &
   wait
   run c18_syn_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
+  ;;
+x4_jpeg)  # the JPEG folder on 4 GPUs (x4 has the 1- and 2-GPU runs; a call of its own: x4 fills its 10 minutes)
+  setup
   run c18_hyb_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=hybrid data.num_workers=14
   ;;
