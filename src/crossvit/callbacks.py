@@ -195,8 +195,14 @@ class PreemptionCheckpoint(L.Callback):
         if isinstance(exception, SIGTERMException) and trainer.checkpoint_callback is not None:
             path = f"{trainer.checkpoint_callback.dirpath}/last.ckpt"
             trainer.save_checkpoint(path)
-            name = signal.Signals(self.deferred).name if self.deferred else "SIGTERM"
-            rank_zero_info(f"{name}: saved {path} at global step {trainer.global_step}")
+            rank_zero_info(f"{self.stopped_by or 'SIGTERM'}: saved {path} at global step {trainer.global_step}")
+
+    @property
+    def stopped_by(self) -> str | None:
+        """The signal that stopped training here: SIGTERM or submitit's requeue signal; None while none came."""
+        if not self.received_sigterm:
+            return None
+        return signal.Signals(self.deferred).name if self.deferred else "SIGTERM"
 
 
 def submitit_requeue_signal() -> signal.Signals | None:
@@ -204,21 +210,23 @@ def submitit_requeue_signal() -> signal.Signals | None:
     return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
 
 
+def _preemption(trainer: L.Trainer) -> PreemptionCheckpoint | None:
+    return next((c for c in trainer.callbacks if isinstance(c, PreemptionCheckpoint)), None)
+
+
 def stop_signal(trainer: L.Trainer) -> str | None:
     """The signal that stopped this process during the trainer's stages, as PreemptionCheckpoint recorded it: SIGTERM,
     or submitit's requeue signal; None if none came."""
-    for callback in trainer.callbacks:
-        if isinstance(callback, PreemptionCheckpoint) and callback.received_sigterm:
-            return signal.Signals(callback.deferred).name if callback.deferred else "SIGTERM"
-    return None
+    callback = _preemption(trainer)
+    return callback.stopped_by if callback is not None else None
 
 
 def requeue_if_asked(trainer: L.Trainer) -> None:
     """After a stop on submitit's requeue signal, with the checkpoint saved and the trainer torn down (submitit's
     handler is back): send that signal again. On rank 0 submitit requeues the job and exits; other ranks return."""
-    for callback in trainer.callbacks:
-        if isinstance(callback, PreemptionCheckpoint) and callback.deferred is not None:
-            signal.raise_signal(callback.deferred)
+    callback = _preemption(trainer)
+    if callback is not None and callback.deferred is not None:
+        signal.raise_signal(callback.deferred)
 
 
 def step_memory(module: L.LightningModule, batch_size: int, probe: int = 2) -> tuple[float, float]:
