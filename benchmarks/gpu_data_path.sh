@@ -16,6 +16,8 @@
 #   bash benchmarks/gpu_data_path.sh x4       # a 4-GPU machine: 1 and 2 GPUs synthetic and JPEG, 4 synthetic; nvJPEG
 #   bash benchmarks/gpu_data_path.sh x4_jpeg  # the same machine: the JPEG folder on 4 GPUs
 #   bash benchmarks/gpu_data_path.sh ddp_probe  # the DDP step without Lightning: which DDP/compile settings scale
+#   bash benchmarks/gpu_data_path.sh x4_fixed # a 4-GPU machine, once DDP is built on the current stream and the
+#                                             # step's loss is averaged without a barrier: 1, 2 and 4 GPUs
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -254,6 +256,18 @@ x4)  # a 4-GPU machine, 16 cores a GPU: 1 GPU beside 2 GPUs on disjoint GPUs and
   ;;
 x4_jpeg)  # the JPEG folder on 4 GPUs (x4 has the 1- and 2-GPU runs; a call of its own: x4 fills its 10 minutes)
   setup
+  run c18_hyb_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14
+  ;;
+x4_fixed)  # 1 GPU (synthetic, JPEG) beside 2 GPUs (synthetic), on disjoint GPUs and cores; then 4 GPUs
+  setup
+  CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
+  CVD=1 CPUS=16-31 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14 &
+  CVD=2,3 CPUS=32-63 run c18_syn_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead \
+    "${SYN_ARGS[@]}" &
+  wait
+  run c18_syn_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
   run c18_hyb_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=hybrid data.num_workers=14
   ;;

@@ -1,5 +1,6 @@
 """Scale-out through existing engines: DDP (gloo on CPU) under torchrun and Lightning, Hydra sweeps, Optuna."""
 
+import os
 import subprocess
 import sys
 
@@ -11,7 +12,9 @@ from lightning.fabric.plugins.environments.lightning import find_free_network_po
 @pytest.mark.slow
 def test_ddp_over_two_torchrun_nodes_matches_one_process(tmp_path, one_process_run):
     """Multi-node DDP without a cluster: two torchrun agents of one process each (rendezvous on 127.0.0.1), as two
-    machines run them, with trainer.num_nodes=2 (gloo). Lightning's own launcher (trainer.devices=2) is the path of
+    machines run them, with trainer.num_nodes=2 (gloo). The per-step loss logged is the global batch's, averaged
+    over the ranks without a barrier inside the step (under NCCL a barrier makes the host wait for the GPU each
+    step). Lightning's own launcher (trainer.devices=2) is the path of
     tests/reliability/test_resume.py's DDP test and of the sweep test below; srun's is tests/test_slurm.py's."""
     port = str(find_free_network_port())
     run = tmp_path / "nodes"
@@ -35,8 +38,10 @@ def test_ddp_over_two_torchrun_nodes_matches_one_process(tmp_path, one_process_r
                 f"hydra.run.dir={run}",
                 *SAME_STEPS,
                 *QUIET,
+                "+callbacks.barriers._target_=spies.TrainingStepBarriers",
             ],  # fmt: skip
             cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -47,6 +52,7 @@ def test_ddp_over_two_torchrun_nodes_matches_one_process(tmp_path, one_process_r
     for node, (agent, out) in enumerate(zip(agents, outs)):
         assert agent.returncode == 0, out[-3000:]
         assert f"GLOBAL_RANK: {node}, MEMBER: {node + 1}/2" in out, out[-3000:]  # one world: node 1 is rank 1
+        assert f"rank {node}: 0 barriers in 48 training steps" in out, out[-3000:]
     one, two = step_losses(one_process_run), step_losses(run)
     assert len(one) == 48 and one.keys() == two.keys()  # 3 epochs of 256 training images / global batch 16
     for step in one:

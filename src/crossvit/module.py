@@ -16,6 +16,7 @@ from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
 from torchmetrics.classification import MulticlassAccuracy
 
+from crossvit.distributed import mean_over_ranks
 from crossvit.models import create_model
 from crossvit.weights import load_pretrained
 
@@ -105,8 +106,8 @@ class ClassificationModule(L.LightningModule):
         if self.global_step % self.trainer.log_every_n_steps == 0:
             self.check_finite()
         # Not prog_bar: Lightning would turn it into a number after every step, a host wait on the GPU each step
-        # (crossvit.callbacks.LossProgressBar shows it instead).
-        self.log("train/loss", loss, sync_dist=True)
+        # (crossvit.callbacks.LossProgressBar shows it instead). Not sync_dist either: see mean_over_ranks.
+        self.log("train/loss", mean_over_ranks(loss))
         return loss
 
     def check_finite(self) -> None:
