@@ -46,7 +46,9 @@ VARIANTS = ("ddp", "compiled_autograd", "no_split", "bf16_hook", "static")  # th
 
 def device_timeline(prof: torch.profiler.profile, steps: int, wall_s: float) -> dict:
     """Per step, in ms: busy / idle device time, NCCL kernel time and its exposed part; the top kernels."""
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    # Not the ranges record_function marks on the device's timeline (DDP's forward, compiled graphs): they lie over
+    # the kernels and are no work of their own.
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation]
 
     def spans(events: list) -> list[tuple[float, float]]:  # merged, in ms
         return merged([(e.time_range.start / 1e3, e.time_range.end / 1e3) for e in events])

@@ -100,7 +100,11 @@ def profile_step(model: torch.nn.Module, mode: str, batch: int, device: torch.de
         wall_ms = 1e3 * (time.perf_counter() - start) / steps
     # On a GPU the device's kernels; on the CPU (the smoke run) the top-level ops stand in for them.
     wanted = torch.autograd.DeviceType.CUDA if cuda else torch.autograd.DeviceType.CPU
-    kernels = [e for e in prof.events() if e.device_type == wanted and (cuda or e.cpu_parent is None)]
+    kernels = [
+        e
+        for e in prof.events()
+        if e.device_type == wanted and (cuda or e.cpu_parent is None) and not e.is_user_annotation  # see ddp_step.py
+    ]
     by_class: dict[str, float] = {}
     by_name: dict[str, float] = {}
     for e in kernels:
