@@ -18,6 +18,8 @@
 #   bash benchmarks/gpu_data_path.sh ddp_probe  # the DDP step without Lightning: which DDP/compile settings scale
 #   bash benchmarks/gpu_data_path.sh x4_fixed # a 4-GPU machine, once DDP is built on the current stream and the
 #                                             # step's loss is averaged without a barrier: 1, 2 and 4 GPUs
+#   bash benchmarks/gpu_data_path.sh nvimgcodec  # nvImageCodec's hardware JPEG decoders for crossvit_9's crops (its
+#                                             # wheels in .device/nvimg: benchmarks/check_nvimgcodec.py says how)
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -277,6 +279,14 @@ ddp_probe)  # benchmarks/ddp_step.py: one process, then every GPU under each DDP
     --profile 5 --out "$OUT/ddp_1.json" 2>&1 | grep -E "img/s|failed|profiled"
   timeout 420 python3 -m torch.distributed.run --nproc_per_node=$GPUS benchmarks/ddp_step.py --model crossvit_18 \
     --profile 5 --out "$OUT/ddp_$GPUS.json" 2>&1 | grep -E "img/s|failed|profiled"
+  ;;
+nvimgcodec)  # one GPU: nvImageCodec's decoders alone and beside crossvit_9's compiled step
+  setup
+  python3 -m pip install -q --no-index --no-deps --target /tmp/nvimg .device/nvimg/*.whl
+  find / -name 'libnvjpeg.so*' -not -path '/proc/*' 2>/dev/null | head -5 | tee -a "$OUT/env.txt"
+  CUDA_VISIBLE_DEVICES=0 PYTHONPATH=$PYTHONPATH:/tmp/nvimg LD_LIBRARY_PATH=/tmp/nvimg/nvidia/nvjpeg/lib:${LD_LIBRARY_PATH:-} \
+    timeout 400 python3 benchmarks/check_nvimgcodec.py $JPEGS --out "$OUT/nvimgcodec.json" 2>&1 | tee /tmp/runs/nvimg.log \
+    | grep -E "img/s|unavailable|error|Error" | tail -20
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \

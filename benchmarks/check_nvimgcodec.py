@@ -1,0 +1,204 @@
+"""nvImageCodec's JPEG decoders for decode=hybrid's training crops: can the GPU's hardware JPEG engines (NVJPG) take
+the decoding that 16 cores cannot do for crossvit_9, without slowing its training step?
+
+    pip download --no-deps -d .device/nvimg nvidia-nvimgcodec-cu13==0.9.0.20 nvidia-nvjpeg==13.0.1.86  # 29 MB
+    bash benchmarks/gpu_data_path.sh nvimgcodec   # on the GPU machine (carry .device/whl and .device/nvimg)
+
+nvImageCodec is the library DALI decodes with (its wheel is 25 MB, DALI's 198 MB). For each decoder (`hw`: the
+hardware engines only; `cuda`: nvJPEG on the SMs; `torchvision`: torchvision's nvJPEG batch decode, whole images
+only; `cpu`: nvImageCodec's libjpeg-turbo) and each mode (`full` images, or only timm's random-crop `roi`) it prints:
+img/s at `--batch` alone; the mean absolute difference of its pixels from torchvision's CPU decode of the same
+region; and, on a GPU, a compiled training step's ms alone and with the decoder running beside it in a thread (its
+img/s then). A decoder that cannot decode a mode (None in nvImageCodec's result) is reported as such, not fatal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+
+import torch
+from throughput import training_step
+from timm.data.transforms import RandomResizedCropAndInterpolation
+from torchvision.io import ImageReadMode, decode_jpeg
+
+from crossvit.models import create_model
+
+
+def crop_boxes(sizes: list[tuple[int, int]], seed: int = 0) -> list[tuple[int, int, int, int]]:
+    """timm's RandomResizedCrop box (top, left, h, w) for images of these (h, w), drawn as the workers draw them."""
+    import random
+
+    random.seed(seed)
+    return [
+        RandomResizedCropAndInterpolation.get_params(torch.empty(1, 1, 1).expand(3, h, w), (0.08, 1.0), (3 / 4, 4 / 3))
+        for h, w in sizes
+    ]
+
+
+class Decode:
+    """One decoder: a batch of encoded files (and boxes, for `roi`) -> HWC uint8 tensors on its device, or None."""
+
+    def __init__(self, name: str, device: torch.device) -> None:
+        self.name, self.device = name, device
+        if name == "torchvision":
+            return
+        from nvidia import nvimgcodec
+
+        self.nvimgcodec = nvimgcodec
+        kind = {"hw": "HW_GPU_ONLY", "cuda": "GPU_ONLY", "cpu": "CPU_ONLY"}[name]
+        backend = nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, kind))
+        self.decoder = nvimgcodec.Decoder(device_id=device.index or 0, backends=[backend])
+
+    def __call__(self, files: list[bytes], boxes: list[tuple[int, int, int, int]] | None) -> list | None:
+        if self.name == "torchvision":
+            if boxes is not None:
+                return None  # no region decoding
+            tensors = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files]
+            return [x.permute(1, 2, 0) for x in decode_jpeg(tensors, mode=ImageReadMode.RGB, device=self.device)]
+        n = self.nvimgcodec
+        streams = [n.CodeStream(f) for f in files]
+        if boxes is not None:
+            streams = [
+                s.get_sub_code_stream(region=n.Region(top, left, top + h, left + w))
+                for s, (top, left, h, w) in zip(streams, boxes)
+            ]
+        stream = torch.cuda.current_stream(self.device).cuda_stream if self.device.type == "cuda" else 0
+        images = self.decoder.decode(streams, cuda_stream=stream)
+        if any(im is None for im in images):
+            return None
+        return [torch.from_dlpack(im) for im in images]  # zero-copy, HWC uint8, where the decoder wrote it
+
+
+def img_s(decode: Decode, batches: list[tuple[list[bytes], list | None]]) -> float | None:
+    sync = torch.cuda.synchronize if decode.device.type == "cuda" else (lambda: None)
+    if decode(*batches[0]) is None:  # warm-up, and can it decode this mode at all
+        return None
+    sync()
+    start = time.perf_counter()
+    for files, boxes in batches:
+        decode(files, boxes)
+    sync()
+    return sum(len(f) for f, _ in batches) / (time.perf_counter() - start)
+
+
+def pixel_diff(decode: Decode, files: list[bytes], boxes: list | None) -> float | None:
+    """Mean absolute difference (0-255) from torchvision's CPU decode of the same regions."""
+    out = decode(files, boxes)
+    if out is None:
+        return None
+    diffs = []
+    for i, (f, x) in enumerate(zip(files, out)):
+        ref = decode_jpeg(torch.frombuffer(bytearray(f), dtype=torch.uint8), mode=ImageReadMode.RGB).permute(1, 2, 0)
+        if boxes is not None:
+            top, left, h, w = boxes[i]
+            ref = ref[top : top + h, left : left + w]
+        diffs.append((x.cpu().float() - ref.float()).abs().mean().item() if x.shape == ref.shape else float("inf"))
+    return round(sum(diffs) / len(diffs), 3)
+
+
+def timed_steps(step, steps: int) -> float:
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    torch.cuda.synchronize()
+    return 1e3 * (time.perf_counter() - start) / steps
+
+
+def beside_step(decode: Decode, batches: list, step, steps: int) -> dict:
+    """The training step's ms alone, then with `decode` running on its own stream in a thread."""
+    device = decode.device
+    alone = timed_steps(step, steps)
+    done, decoded = threading.Event(), [0]
+
+    def decode_loop() -> None:
+        with torch.cuda.stream(torch.cuda.Stream(device)):
+            while not done.is_set():
+                for files, boxes in batches:
+                    decode(files, boxes)
+                    torch.cuda.current_stream(device).synchronize()
+                    decoded[0] += len(files)
+                    if done.is_set():
+                        break
+
+    thread = threading.Thread(target=decode_loop)
+    start = time.perf_counter()
+    thread.start()
+    together = timed_steps(step, steps)
+    done.set()
+    thread.join()
+    return dict(
+        step_ms_alone=round(alone, 2),
+        step_ms_beside_decode=round(together, 2),
+        decode_img_s_beside_step=round(decoded[0] / (time.perf_counter() - start), 1),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", type=Path, help="an image folder (benchmarks/make_jpeg_folder.py)")
+    parser.add_argument("--decoders", nargs="+", default=["hw", "cuda", "torchvision"])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batches", type=int, default=10)
+    parser.add_argument("--model", default="crossvit_9", help="the training step decoding must not slow")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+    paths = sorted(p for p in (args.root / "train").rglob("*") if p.suffix.lower() in (".jpg", ".jpeg"))
+    files = [p.read_bytes() for p in paths[: args.batch * args.batches]]
+    sizes = [tuple(decode_jpeg(torch.frombuffer(bytearray(f), dtype=torch.uint8)).shape[1:]) for f in files]
+    boxes = crop_boxes(sizes)
+    chunks = range(0, len(files), args.batch)
+    modes = {
+        "full": [(files[i : i + args.batch], None) for i in chunks],
+        "roi": [(files[i : i + args.batch], boxes[i : i + args.batch]) for i in chunks],
+    }
+    step = None
+    if cuda:  # compiled and captured once, for every decoder
+        model = create_model(args.model, num_classes=1000).to(device)
+        step, _, _ = training_step(model, "reduce-overhead", 256, device)
+        for _ in range(10):
+            step()
+    rows = []
+    for name in args.decoders:
+        try:
+            decode = Decode(name, device if name != "cpu" else torch.device("cpu"))
+        except Exception as e:  # a backend this machine lacks
+            rows.append(dict(decoder=name, error=f"{type(e).__name__}: {e}"[:300]))
+            print(f"{name:12s} unavailable: {rows[-1]['error']}")
+            continue
+        for mode, batches in modes.items():
+            row = dict(decoder=name, mode=mode, batch=args.batch, images=len(files))
+            try:
+                rate = img_s(decode, batches)
+                row["img_s"] = round(rate, 1) if rate else None
+                row["mean_abs_diff"] = pixel_diff(decode, *batches[0]) if row["img_s"] else None
+                if step is not None and row["img_s"] and name != "cpu":
+                    row.update(model=args.model, **beside_step(decode, batches, step, args.steps))
+            except Exception as e:
+                row["error"] = f"{type(e).__name__}: {e}"[:300]
+            rows.append(row)
+            print(
+                f"{name:12s} {mode:5s}"
+                + (f" {row['img_s']:9,.0f} img/s" if row.get("img_s") else " cannot decode this mode")
+                + (f", pixels off by {row['mean_abs_diff']}" if row.get("mean_abs_diff") is not None else "")
+                + (
+                    f"; {row['model']} step {row['step_ms_alone']} ms alone, {row['step_ms_beside_decode']} beside "
+                    f"it ({row['decode_img_s_beside_step']:,.0f} img/s then)"
+                    if "step_ms_alone" in row
+                    else ""
+                )
+                + (f" error: {row['error']}" if "error" in row else "")
+            )
+            if args.out:
+                args.out.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
