@@ -14,8 +14,8 @@ def test_ddp_over_two_torchrun_nodes_matches_one_process(tmp_path, one_process_r
     """Multi-node DDP without a cluster: two torchrun agents of one process each (rendezvous on 127.0.0.1), as two
     machines run them, with trainer.num_nodes=2 (gloo). The per-step loss logged is the global batch's, averaged
     over the ranks without a barrier inside the step (under NCCL a barrier makes the host wait for the GPU each
-    step). Lightning's own launcher (trainer.devices=2) is the path of
-    tests/reliability/test_resume.py's DDP test and of the sweep test below; srun's is tests/test_slurm.py's."""
+    step). Lightning's own launcher (trainer.devices=2) is the path of tests/reliability/test_resume.py's DDP test
+    and of the sweep test below; srun's is tests/test_slurm.py's."""
     port = str(find_free_network_port())
     run = tmp_path / "nodes"
     agents = [
@@ -41,7 +41,10 @@ def test_ddp_over_two_torchrun_nodes_matches_one_process(tmp_path, one_process_r
                 "+callbacks.barriers._target_=spies.TrainingStepBarriers",
             ],  # fmt: skip
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])},
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")])),
+            },
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -26,8 +26,8 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     """`value` averaged over the ranks of the default process group (itself where there is none), queued on the device.
 
     `self.log(..., sync_dist=True)` averages the same way but after `torch.distributed.barrier()`, which under NCCL
-    makes the host wait for everything queued on the GPU: from a training step, once a step, so the GPU idles while
-    the host launches the backward.
+    makes the host wait until the GPU has run everything queued on the current stream: from a training step, once a
+    step, so the GPU idles while the host launches the backward.
     """
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return value
