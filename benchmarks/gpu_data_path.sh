@@ -20,6 +20,8 @@
 #                                             # step's loss is averaged without a barrier: 1, 2 and 4 GPUs
 #   bash benchmarks/gpu_data_path.sh nvimgcodec  # nvImageCodec's hardware JPEG decoders for crossvit_9's crops (its
 #                                             # wheels in .device/nvimg: benchmarks/check_nvimgcodec.py says how)
+#   bash benchmarks/gpu_data_path.sh x4_next  # a 4-GPU machine after the DDP fix: JPEGs on 1 beside 2 GPUs with
+#                                             # nvimgcodec's check beside them, then JPEGs on 4 GPUs
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -82,6 +84,15 @@ raw_beside_syn_1() {  # the raw steps (GPU 1, cores 16-31) beside crossvit_18's 
     --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw_step.json" > /tmp/runs/raw.log 2>&1 &
   wait
   tail -4 /tmp/runs/raw.log
+}
+
+nvimg_check() {  # GPU CORES: benchmarks/check_nvimgcodec.py, with its wheels from .device/nvimg
+  python3 -m pip install -q --no-index --no-deps --target /tmp/nvimg .device/nvimg/*.whl
+  find / -name 'libnvjpeg.so*' -not -path '/proc/*' 2>/dev/null | head -5 >> "$OUT/env.txt"
+  CUDA_VISIBLE_DEVICES=$1 PYTHONPATH=$PYTHONPATH:/tmp/nvimg LD_LIBRARY_PATH=/tmp/nvimg/nvidia/cu13/lib:${LD_LIBRARY_PATH:-} \
+    ${TASKSET:+taskset -c $2} timeout 400 python3 benchmarks/check_nvimgcodec.py $JPEGS --out "$OUT/nvimgcodec.json" \
+    > /tmp/runs/nvimg.log 2>&1
+  grep -E "img/s|unavailable|error|Error" /tmp/runs/nvimg.log | tail -20
 }
 
 case ${1:-single} in
@@ -282,11 +293,19 @@ ddp_probe)  # benchmarks/ddp_step.py: one process, then every GPU under each DDP
   ;;
 nvimgcodec)  # one GPU: nvImageCodec's decoders alone and beside crossvit_9's compiled step
   setup
-  python3 -m pip install -q --no-index --no-deps --target /tmp/nvimg .device/nvimg/*.whl
-  find / -name 'libnvjpeg.so*' -not -path '/proc/*' 2>/dev/null | head -5 | tee -a "$OUT/env.txt"
-  CUDA_VISIBLE_DEVICES=0 PYTHONPATH=$PYTHONPATH:/tmp/nvimg LD_LIBRARY_PATH=/tmp/nvimg/nvidia/nvjpeg/lib:${LD_LIBRARY_PATH:-} \
-    timeout 400 python3 benchmarks/check_nvimgcodec.py $JPEGS --out "$OUT/nvimgcodec.json" 2>&1 | tee /tmp/runs/nvimg.log \
-    | grep -E "img/s|unavailable|error|Error" | tail -20
+  nvimg_check 0 0-15
+  ;;
+x4_next)  # after the DDP fix: the JPEG folder on 1 GPU beside 2 (disjoint GPUs and cores), nvImageCodec's check on
+  # the GPU and cores left over at the same time, then the JPEG folder on 4 GPUs
+  setup
+  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14 &
+  nvimg_check 1 16-31 &
+  CVD=2,3 CPUS=32-63 run c18_hyb_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead \
+    "${JPEG_ARGS[@]}" data.decode=hybrid data.num_workers=14 &
+  wait
+  run c18_hyb_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
+    data.decode=hybrid data.num_workers=14
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \
