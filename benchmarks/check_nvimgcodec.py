@@ -6,7 +6,9 @@ the decoding that 16 cores cannot do for crossvit_9, without slowing its trainin
 
 nvImageCodec is the library DALI decodes with (its wheel is 25 MB, DALI's 198 MB). For each decoder (`hw`: the
 hardware engines only; `cuda`: nvJPEG on the SMs; `torchvision`: torchvision's nvJPEG batch decode, whole images
-only; `cpu`: nvImageCodec's libjpeg-turbo) and each mode (`full` images, or only timm's random-crop `roi`) it prints:
+only; `cpu`: nvImageCodec's libjpeg-turbo on one thread, which can decode just the crop's region, against
+`torchvision_cpu`, the whole-image decode a decode=hybrid worker runs, on one thread too: per core, the workers'
+figure) and each mode (`full` images, or only timm's random-crop `roi`) it prints:
 img/s at `--batch` alone; the mean absolute difference of its pixels from torchvision's CPU decode of the same
 region; and, on a GPU, a compiled training step's ms alone and with the decoder running beside it in a thread (its
 img/s then). A decoder that cannot decode a mode (None in nvImageCodec's result) is reported as such, not fatal.
@@ -42,19 +44,21 @@ def crop_boxes(sizes: list[tuple[int, int]], seed: int = 0) -> list[tuple[int, i
 class Decode:
     """One decoder: a batch of encoded files (and boxes, for `roi`) -> HWC uint8 tensors on its device, or None."""
 
-    def __init__(self, name: str, device: torch.device) -> None:
-        self.name, self.device = name, device
-        if name == "torchvision":
+    def __init__(self, name: str) -> None:
+        self.name = name
+        on_cpu = name in ("cpu", "torchvision_cpu")
+        self.device = torch.device("cpu") if on_cpu else torch.device("cuda", 0)
+        if name.startswith("torchvision"):
             return
         from nvidia import nvimgcodec
 
         self.nvimgcodec = nvimgcodec
         kind = {"hw": "HW_GPU_ONLY", "cuda": "GPU_ONLY", "cpu": "CPU_ONLY"}[name]
         backend = nvimgcodec.Backend(getattr(nvimgcodec.BackendKind, kind))
-        self.decoder = nvimgcodec.Decoder(device_id=device.index or 0, backends=[backend])
+        self.decoder = nvimgcodec.Decoder(max_num_cpu_threads=1 if on_cpu else 0, backends=[backend])
 
     def __call__(self, files: list[bytes], boxes: list[tuple[int, int, int, int]] | None) -> list | None:
-        if self.name == "torchvision":
+        if self.name.startswith("torchvision"):
             if boxes is not None:
                 return None  # no region decoding
             tensors = [torch.frombuffer(bytearray(f), dtype=torch.uint8) for f in files]
@@ -141,7 +145,7 @@ def beside_step(decode: Decode, batches: list, step, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="an image folder (benchmarks/make_jpeg_folder.py)")
-    parser.add_argument("--decoders", nargs="+", default=["hw", "cuda", "torchvision"])
+    parser.add_argument("--decoders", nargs="+", default=["hw", "cuda", "torchvision", "cpu", "torchvision_cpu"])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--model", default="crossvit_9", help="the training step decoding must not slow")
@@ -168,7 +172,7 @@ def main() -> None:
     rows = []
     for name in args.decoders:
         try:
-            decode = Decode(name, device if name != "cpu" else torch.device("cpu"))
+            decode = Decode(name)
         except Exception as e:  # a backend this machine lacks
             rows.append(dict(decoder=name, error=f"{type(e).__name__}: {e}"[:300]))
             print(f"{name:12s} unavailable: {rows[-1]['error']}")
@@ -179,7 +183,7 @@ def main() -> None:
                 rate = img_s(decode, batches)
                 row["img_s"] = round(rate, 1) if rate else None
                 row["mean_abs_diff"] = pixel_diff(decode, *batches[0]) if row["img_s"] else None
-                if step is not None and row["img_s"] and name != "cpu":
+                if step is not None and row["img_s"] and decode.device.type == "cuda":
                     row.update(model=args.model, **beside_step(decode, batches, step, args.steps))
             except Exception as e:
                 row["error"] = f"{type(e).__name__}: {e}"[:300]
