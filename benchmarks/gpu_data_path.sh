@@ -63,6 +63,7 @@ setup() {  # the machine, and the JPEG folder every phase uses
   cat "$OUT/env.txt"
 }
 JPEG_ARGS=(data=image_folder data.root=$JPEGS data.num_classes=100 data.batch_size=256 data.eval_batch_size=256)
+HYB_ARGS=("${JPEG_ARGS[@]}" data.decode=hybrid data.num_workers=14)  # auto's choice on a GPU, 14 decoding workers
 SYN_ARGS=(data=synthetic data.size=20480 data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true)
 # Per-step loss comparisons (x2_b, nccl_eq): 60 bf16 steps of crossvit_micro_28 on Fashion-MNIST in a fixed order
 EQ60=(experiment=fashion_mnist data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0
@@ -177,13 +178,11 @@ x2)  # 2 GPUs, 32 cores. A 1-GPU run gets 16 cores (taskset), the issue's budget
   # on disjoint GPUs and cores. hybrid: 14 decoding workers; gpu: 8 workers reading bytes.
   setup
   raw_beside_syn_1
-  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14 &
+  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}" &
   CVD=1 CPUS=16-31 run c18_gpu_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=gpu data.num_workers=8 &
   wait
-  CVD=0 CPUS=0-15 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14 &
+  CVD=0 CPUS=0-15 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${HYB_ARGS[@]}" &
   CVD=1 CPUS=16-31 run c9_gpu_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
     data.decode=gpu data.num_workers=8 &
   wait
@@ -192,10 +191,8 @@ x2)  # 2 GPUs, 32 cores. A 1-GPU run gets 16 cores (taskset), the issue's budget
 x2_b)  # decode=hybrid on 1 GPU (16 cores), DDP with one gradient bucket against Lightning's default buckets, and
   # NCCL across two torchrun agents (one GPU each, as two machines) against one GPU at twice the batch, bf16
   setup
-  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14 &
-  CVD=1 CPUS=16-31 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14 &
+  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}" &
+  CVD=1 CPUS=16-31 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${HYB_ARGS[@]}" &
   wait
   run c18_syn_2_bucket trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" \
     'trainer.strategy={_target_:lightning.pytorch.strategies.DDPStrategy,bucket_cap_mb:256,gradient_as_bucket_view:true}'
@@ -225,32 +222,27 @@ next)  # 1 GPU, 16 cores each, runs side by side on GPUs 0 and 1: the raw step, 
   # step waits for the device to log its loss; crossvit_9 (bound by the workers' decoding) with a share to nvJPEG
   setup
   raw_beside_syn_1
-  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14 &
-  CVD=1 CPUS=16-31 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14 &
+  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}" &
+  CVD=1 CPUS=16-31 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${HYB_ARGS[@]}" &
   wait
-  CVD=0 CPUS=0-15 run c9_hyb30_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14 data.device_decode_share=0.3 &
-  CVD=1 CPUS=16-31 run c9_hyb50_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14 data.device_decode_share=0.5 &
+  CVD=0 CPUS=0-15 run c9_hyb30_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${HYB_ARGS[@]}" \
+    data.device_decode_share=0.3 &
+  CVD=1 CPUS=16-31 run c9_hyb50_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${HYB_ARGS[@]}" \
+    data.device_decode_share=0.5 &
   wait
   ;;
 next_ddp)  # every GPU of the machine: synthetic and the JPEG folder (14 workers a rank), then nccl_eq's runs
   setup
   run c18_syn_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
-  run c18_hyb_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14
+  run c18_hyb_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
   (( SECONDS < 380 )) && bash "$0" nccl_eq
   ;;
 scaling)  # 1 GPU then 2 in one call, each run alone on the machine (16 cores a GPU): the scaling figures
   setup
   CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
-  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14
+  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
   run c18_syn_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
-  run c18_hyb_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14
+  run c18_hyb_$GPUS trainer=ddp trainer.devices=$GPUS model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
   ;;
 x4)  # a 4-GPU machine, 16 cores a GPU: 1 GPU beside 2 GPUs on disjoint GPUs and cores, synthetic then the JPEG
   # folder; then 4 GPUs synthetic; nvJPEG's stream check first
@@ -260,29 +252,25 @@ x4)  # a 4-GPU machine, 16 cores a GPU: 1 GPU beside 2 GPUs on disjoint GPUs and
   CVD=2,3 CPUS=32-63 run c18_syn_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead \
     "${SYN_ARGS[@]}" &
   wait
-  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14 &
+  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}" &
   CVD=2,3 CPUS=32-63 run c18_hyb_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead \
-    "${JPEG_ARGS[@]}" data.decode=hybrid data.num_workers=14 &
+    "${HYB_ARGS[@]}" &
   wait
   run c18_syn_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
   ;;
 x4_jpeg)  # the JPEG folder on 4 GPUs (x4 has the 1- and 2-GPU runs; a call of its own: x4 fills its 10 minutes)
   setup
-  run c18_hyb_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14
+  run c18_hyb_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
   ;;
 x4_fixed)  # 1 GPU (synthetic, JPEG) beside 2 GPUs (synthetic), on disjoint GPUs and cores; then 4 GPUs
   setup
   CVD=0 CPUS=0-15 run c18_syn_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}" &
-  CVD=1 CPUS=16-31 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14 &
+  CVD=1 CPUS=16-31 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}" &
   CVD=2,3 CPUS=32-63 run c18_syn_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead \
     "${SYN_ARGS[@]}" &
   wait
   run c18_syn_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${SYN_ARGS[@]}"
-  run c18_hyb_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14
+  run c18_hyb_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
   ;;
 ddp_probe)  # benchmarks/ddp_step.py: one process, then every GPU under each DDP variant (a compile each)
   { nvidia-smi --query-gpu=name --format=csv,noheader; nproc; date -u; } >> "$OUT/env.txt"
@@ -298,14 +286,12 @@ nvimgcodec)  # one GPU: nvImageCodec's decoders alone and beside crossvit_9's co
 x4_next)  # after the DDP fix: the JPEG folder on 1 GPU beside 2 (disjoint GPUs and cores), nvImageCodec's check on
   # the GPU and cores left over at the same time, then the JPEG folder on 4 GPUs
   setup
-  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14 &
+  CVD=0 CPUS=0-15 run c18_hyb_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}" &
   nvimg_check 1 16-31 &
   CVD=2,3 CPUS=32-63 run c18_hyb_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead \
-    "${JPEG_ARGS[@]}" data.decode=hybrid data.num_workers=14 &
+    "${HYB_ARGS[@]}" &
   wait
-  run c18_hyb_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${JPEG_ARGS[@]}" \
-    data.decode=hybrid data.num_workers=14
+  run c18_hyb_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \
