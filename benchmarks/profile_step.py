@@ -22,7 +22,7 @@ from functools import partial
 
 import timm
 import torch
-from throughput import matmul_rate, timed, training_step
+from throughput import add_variant_args, apply_variant, matmul_rate, model_variant, timed, training_step
 from torch.profiler import ProfilerActivity, profile
 
 from crossvit.flops import count
@@ -131,11 +131,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="tiny and on the CPU, eager")
+    add_variant_args(parser)
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args()
     if args.smoke:
         args.models, args.mode, args.batch_size, args.steps = ["crossvit_tiny"], "eager", 2, 1
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    variant = apply_variant(args)
     flops_rate, bytes_rate = matmul_rate(device), copy_rate(device)
     env = dict(
         date=str(date.today()),
@@ -144,6 +146,8 @@ def main() -> None:
         timm=timm.__version__,
         batch_size=args.batch_size,
         mode=args.mode,
+        **variant,
+        textbook_cross_attention=args.textbook_cross_attention,
         bf16_matmul_tflops=round(flops_rate / 1e12, 1),
         copy_gb_s=round(bytes_rate / 1e9, 1),
     )
@@ -157,7 +161,7 @@ def main() -> None:
             optimizer_bytes_floor_ms=round(1e3 * 28 * params / bytes_rate, 3),
         )
         makers = {
-            "ours": partial(create_model, name),
+            "ours": lambda name=name: model_variant(create_model(name), args),
             "timm": partial(
                 timm.create_model,
                 TIMM_NAMES.get(name, name),

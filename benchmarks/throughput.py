@@ -2,6 +2,11 @@
 
     python benchmarks/throughput.py --models crossvit_9 crossvit_18 --batch-size 256 --out results.json
     python benchmarks/throughput.py --smoke      # tiny, on the CPU (make test runs it)
+    python benchmarks/throughput.py --models crossvit_18 --no-timm --sdpa flash --inductor coordinate_descent_tuning=1
+
+Variants (issue 14's candidates): `--sdpa` picks PyTorch's attention backend, `--inductor KEY=VALUE` sets
+torch._inductor.config entries, `--textbook-cross-attention` runs our cross-attention without its folded keys and
+values. Each row records the variant and the seconds its first step took (compilation, autotuning, graph capture).
 
 A train step is forward, backward and fused AdamW under bf16 autocast on GPU-resident random data (the model's
 own cost, no data loading). MFU = 3 x 2 x MACs/image x img/s / the bf16 matmul rate measured in the same run.
@@ -26,6 +31,7 @@ from timm.optim import create_optimizer_v2
 
 from crossvit.flops import count
 from crossvit.models import create_model, load_config
+from crossvit.models.layers import CrossAttention
 from crossvit.weights import TIMM_NAMES
 
 
@@ -65,6 +71,50 @@ def matmul_rate(device: torch.device) -> float:
         torch.randn(n, n, device=device, dtype=torch.bfloat16),
     )
     return 2 * n**3 / timed(lambda: a @ b, device, steps=20, warmup=5)
+
+
+SDPA_BACKENDS = ("default", "cudnn", "flash", "efficient", "math")
+
+
+def add_variant_args(parser: argparse.ArgumentParser) -> None:
+    """The step's variants, shared with profile_step.py."""
+    parser.add_argument("--sdpa", default="default", choices=SDPA_BACKENDS, help="the only SDPA backend allowed")
+    parser.add_argument(
+        "--inductor",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="torch._inductor.config entries, e.g. "
+        "coordinate_descent_tuning=1 or max_autotune_gemm_backends=ATEN,TRITON",
+    )
+    parser.add_argument(
+        "--textbook-cross-attention", action="store_true", help="ours: project keys and values of every token"
+    )
+
+
+def apply_variant(args: argparse.Namespace) -> dict:
+    """Set the process-wide switches of `args`; returns them for the JSON rows."""
+    if args.sdpa != "default":
+        for backend in SDPA_BACKENDS[1:]:
+            getattr(torch.backends.cuda, f"enable_{backend.replace('efficient', 'mem_efficient')}_sdp")(
+                backend == args.sdpa
+            )
+    for item in args.inductor:
+        key, _, value = item.partition("=")
+        current = torch._inductor.config
+        *path, leaf = key.split(".")
+        for part in path:
+            current = getattr(current, part)
+        old = getattr(current, leaf)  # an unknown key fails here, before any run
+        setattr(current, leaf, type(old)(int(value)) if isinstance(old, (bool, int)) else value)
+    return dict(sdpa=args.sdpa, inductor=list(args.inductor))
+
+
+def model_variant(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
+    for m in model.modules():
+        if isinstance(m, CrossAttention):
+            m.folded = not args.textbook_cross_attention
+    return model
 
 
 def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -111,6 +161,10 @@ def measure(model: torch.nn.Module, mode: str, batch: int, device: torch.device,
     model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    train_step()
+    _sync(device)
+    first_step_s = time.perf_counter() - start
     t_train = timed(train_step, device, steps, warmup)
     peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
 
@@ -122,7 +176,12 @@ def measure(model: torch.nn.Module, mode: str, batch: int, device: torch.device,
 
     t_infer = timed(infer, device, steps, warmup)
     model.train()
-    return {"train_img_s": batch / t_train, "infer_img_s": batch / t_infer, "peak_mem_gib": peak}
+    return {
+        "train_img_s": batch / t_train,
+        "infer_img_s": batch / t_infer,
+        "peak_mem_gib": peak,
+        "first_step_s": round(first_step_s, 1),
+    }
 
 
 def compare_logits(ours: torch.nn.Module, ref: torch.nn.Module, device: torch.device) -> float:
@@ -150,11 +209,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--no-timm", action="store_true", help="skip timm's models")
-    parser.add_argument(
-        "--no-cudnn-sdpa",
-        action="store_true",
-        help="keep PyTorch's SDPA off cuDNN (flash / memory-efficient kernels instead)",
-    )
+    add_variant_args(parser)
     parser.add_argument("--smoke", action="store_true", help="tiny and on the CPU: checks that the script runs")
     parser.add_argument("--out", help="write the rows as JSON here")
     args = parser.parse_args()
@@ -163,8 +218,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    if args.no_cudnn_sdpa:
-        torch.backends.cuda.enable_cudnn_sdp(False)
+    variant = apply_variant(args)
     rate = matmul_rate(device)
 
     rows = []
@@ -181,13 +235,15 @@ def main() -> None:
                 for mode in args.modes:
                     torch._dynamo.reset()
                     torch.manual_seed(0)
-                    model = make()
+                    model = model_variant(make(), args) if impl == "ours" else make()
                     r = measure(model, mode, args.batch_size, device, args.steps, args.warmup)
                     r.update(
                         model=name,
                         fusion=fusion,
                         impl=impl,
                         mode=mode,
+                        **variant,
+                        textbook_cross_attention=impl == "ours" and args.textbook_cross_attention,
                         drop_path_rates=[round(m.drop_prob, 6) for m in model.modules() if isinstance(m, DropPath)],
                         gmacs=macs / 1e9,
                         mfu=3 * 2 * macs * r["train_img_s"] / rate,
@@ -217,14 +273,21 @@ def main() -> None:
             json.dump({"env": env, "rows": rows}, f, indent=2)
 
 
+def variant_name(row: dict) -> str:
+    parts = [f"sdpa={row['sdpa']}"] if row.get("sdpa", "default") != "default" else []
+    parts += row.get("inductor", []) + (["textbook cross-attn"] if row.get("textbook_cross_attention") else [])
+    return " ".join(parts) or "-"
+
+
 def format_table(rows: list[dict], env: dict) -> str:
     """Markdown: each of our rows with its speed-up over timm's best (eager or compiled) of the same model."""
     lines = [
         f"{env['device']}, torch {env['torch']}, timm {env['timm']}, batch {env['batch_size']}, "
         f"bf16 matmul {env['bf16_matmul_tflops']:.0f} TFLOP/s, {env['date']}",
         "",
-        "| model | fusion | impl | mode | train img/s | x timm best | infer img/s | x timm best | peak GiB | MFU |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | fusion | impl | mode | variant | train img/s | x timm best | infer img/s | x timm best | peak GiB "
+        "| MFU | first step s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     speed = [r for r in rows if "train_img_s" in r]
     for r in speed:
@@ -232,9 +295,10 @@ def format_table(rows: list[dict], env: dict) -> str:
         best_train = max((t["train_img_s"] for t in ref), default=float("nan"))
         best_infer = max((t["infer_img_s"] for t in ref), default=float("nan"))
         lines.append(
-            f"| {r['model']} | {r['fusion']} | {r['impl']} | {r['mode']} | {r['train_img_s']:.0f} | "
+            f"| {r['model']} | {r['fusion']} | {r['impl']} | {r['mode']} | {variant_name(r)} | "
+            f"{r['train_img_s']:.0f} | "
             f"{r['train_img_s'] / best_train:.2f} | {r['infer_img_s']:.0f} | {r['infer_img_s'] / best_infer:.2f} "
-            f"| {r['peak_mem_gib']:.1f} | {r['mfu']:.1%} |"
+            f"| {r['peak_mem_gib']:.1f} | {r['mfu']:.1%} | {r['first_step_s']} |"
         )
     return "\n".join(lines)
 

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Issue 14's measurements on a lent GPU machine, one phase a call. A phase runs lanes side by side, one GPU and 16
+# cores each (a 4-GPU machine: four lanes; any run and the baseline it is compared with share a lane, so a ratio
+# never crosses GPUs), each lane's runs one after another:
+#   bash benchmarks/model_speed.sh first   # baselines ours/timm (reduce-overhead), both profiles, SDPA backends,
+#                                          # the textbook cross-attention, max-autotune for ours and timm
+# Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; RES=/tmp/speed; mkdir -p "$OUT" $RES
+STOP_AFTER=${STOP_AFTER:-480}  # seconds into the call after which no new run starts (a call may last 600)
+DEADLINE=${DEADLINE:-570}      # every run ends by then, leaving time to merge and return
+TASKSET=$(command -v taskset)
+
+bench() {  # LANE=k bench NAME SCRIPT ARGS...: one benchmark process on GPU k and cores 16k..16k+15
+  local name=$1 script=$2; shift 2
+  if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call" | tee -a $RES/skipped.log; return; fi
+  local start=$SECONDS cores="$((16 * LANE))-$((16 * LANE + 15))"
+  CUDA_VISIBLE_DEVICES=$LANE TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_$LANE ${TASKSET:+taskset -c $cores} \
+    timeout $((DEADLINE - SECONDS)) python3 "benchmarks/$script" "$@" --out "$RES/$name.json" > "$RES/$name.log" 2>&1
+  echo "lane $LANE: $name rc=$? in $((SECONDS - start)) s"
+}
+
+env_info() {
+  { nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; nproc; echo "taskset: ${TASKSET:-missing}";
+    python3 -c 'import torch, timm, triton; print(torch.__version__, timm.__version__, triton.__version__)'; date -u; git log -1 --format=%h; } > $RES/env.txt 2>&1
+  cat $RES/env.txt
+}
+
+finish() {  # merge the rows, keep the logs, print the table
+  python3 - "$RES" "$OUT/rows.json" <<'PY'
+import json, pathlib, sys
+sys.path.insert(0, "benchmarks")
+from throughput import format_table
+res, rows, tables = pathlib.Path(sys.argv[1]), {}, []
+for f in sorted(res.glob("*.json")):
+    rows[f.stem] = json.loads(f.read_text())
+pathlib.Path(sys.argv[2]).write_text(json.dumps(rows, indent=1))
+for name, data in rows.items():
+    if data["rows"] and "train_img_s" in data["rows"][0]:
+        print(f"\n{name}: " + format_table(data["rows"], data["env"]).split("\n", 2)[2])
+    else:
+        for r in data["rows"]:
+            print(f"\n{name} {r['model']} {r['impl']}: {r['wall_ms']} ms (busy {r['busy_ms']}, idle {r['idle_ms']}, "
+                  f"floors {r['flops_floor_ms']} / {r['optimizer_bytes_floor_ms']}), {r['by_class_ms']}")
+PY
+  tar czf "$OUT/logs.tar.gz" -C $RES $(cd $RES && ls *.log *.txt)
+}
+
+TP=(throughput.py --modes reduce-overhead --steps 20 --warmup 5)
+first() {  # lane 0's baselines are the reference for the other lanes; lane 3's crossvit_9 baseline gives the GPUs' spread
+  {
+    LANE=0 bench base_c9 "${TP[@]}" --models crossvit_9
+    LANE=0 bench base_c18 "${TP[@]}" --models crossvit_18
+    LANE=0 bench textbook "${TP[@]}" --models crossvit_9 crossvit_18 --no-timm --textbook-cross-attention
+  } &
+  {
+    LANE=1 bench profile profile_step.py --models crossvit_18 crossvit_9 --mode reduce-overhead
+    LANE=1 bench coord_descent "${TP[@]}" --models crossvit_9 crossvit_18 --no-timm --inductor coordinate_descent_tuning=1
+  } &
+  {
+    for sdpa in flash efficient math; do
+      LANE=2 bench "sdpa_$sdpa" "${TP[@]}" --models crossvit_18 crossvit_9 --no-timm --sdpa $sdpa
+    done
+  } &
+  {
+    LANE=3 bench autotune_c9 "${TP[@]}" --models crossvit_9 --modes reduce-overhead max-autotune
+    LANE=3 bench autotune_c18 "${TP[@]}" --models crossvit_18 --modes max-autotune
+  } &
+  wait
+}
+
+env_info
+"$1"
+finish
