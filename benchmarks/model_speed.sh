@@ -3,7 +3,10 @@
 # cores each (a 4-GPU machine: four lanes; any run and the baseline it is compared with share a lane, so a ratio
 # never crosses GPUs), each lane's runs one after another:
 #   bash benchmarks/model_speed.sh first   # baselines ours/timm (reduce-overhead), both profiles, SDPA backends,
-#                                          # the textbook cross-attention, max-autotune for ours and timm
+#                                          # the textbook cross-attention, max-autotune for ours and timm (ran at
+#                                          # 7c9e894, where cross-attention was folded and had that switch)
+#   bash benchmarks/model_speed.sh second  # baselines again; bf16 weights with fp32 master copies for ours and timm
+#                                          # and its profile; coordinate-descent tuning
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; RES=/tmp/speed; mkdir -p "$OUT" $RES
@@ -65,6 +68,23 @@ first() {  # lane 0's baselines are the reference for the other lanes; lane 3's 
   {
     LANE=3 bench autotune_c9 "${TP[@]}" --models crossvit_9 --modes reduce-overhead max-autotune
     LANE=3 bench autotune_c18 "${TP[@]}" --models crossvit_18 --modes max-autotune
+  } &
+  wait
+}
+
+second() {
+  {
+    LANE=0 bench base_c9 "${TP[@]}" --models crossvit_9
+    LANE=0 bench base_c18 "${TP[@]}" --models crossvit_18
+  } &
+  {
+    LANE=1 bench bf16w_c9 "${TP[@]}" --models crossvit_9 --bf16-weights
+    LANE=1 bench bf16w_c18 "${TP[@]}" --models crossvit_18 --bf16-weights
+  } &
+  LANE=2 bench profile_bf16w profile_step.py --models crossvit_18 crossvit_9 --impls ours --bf16-weights &
+  {
+    LANE=3 bench coord_c9 "${TP[@]}" --models crossvit_9 --no-timm --inductor coordinate_descent_tuning=1
+    LANE=3 bench coord_c18 "${TP[@]}" --models crossvit_18 --no-timm --inductor coordinate_descent_tuning=1
   } &
   wait
 }

@@ -22,7 +22,7 @@ from functools import partial
 
 import timm
 import torch
-from throughput import add_variant_args, apply_variant, matmul_rate, model_variant, timed, training_step
+from throughput import add_variant_args, apply_variant, matmul_rate, timed, training_step
 from torch.profiler import ProfilerActivity, profile
 
 from crossvit.flops import count
@@ -82,9 +82,11 @@ def length(spans: list[tuple[float, float]]) -> float:
     return sum(end - start for start, end in spans)
 
 
-def profile_step(model: torch.nn.Module, mode: str, batch: int, device: torch.device, steps: int) -> dict:
+def profile_step(
+    model: torch.nn.Module, mode: str, batch: int, device: torch.device, steps: int, bf16_weights: bool = False
+) -> dict:
     """Per step, in ms: wall, device busy and idle, and device time by kernel class; the top kernels."""
-    step, _, _ = training_step(model.to(device).train(), mode, batch, device)
+    step, _, _ = training_step(model.to(device).train(), mode, batch, device, bf16_weights)
     for _ in range(10):  # compile, CUDA graph capture
         step()
     cuda = device.type == "cuda"
@@ -147,7 +149,6 @@ def main() -> None:
         batch_size=args.batch_size,
         mode=args.mode,
         **variant,
-        textbook_cross_attention=args.textbook_cross_attention,
         bf16_matmul_tflops=round(flops_rate / 1e12, 1),
         copy_gb_s=round(bytes_rate / 1e9, 1),
     )
@@ -161,7 +162,7 @@ def main() -> None:
             optimizer_bytes_floor_ms=round(1e3 * 28 * params / bytes_rate, 3),
         )
         makers = {
-            "ours": lambda name=name: model_variant(create_model(name), args),
+            "ours": partial(create_model, name),
             "timm": partial(
                 timm.create_model,
                 TIMM_NAMES.get(name, name),
@@ -172,7 +173,7 @@ def main() -> None:
         for impl in args.impls:
             torch._dynamo.reset()
             torch.manual_seed(0)
-            measured = profile_step(makers[impl](), args.mode, args.batch_size, device, args.steps)
+            measured = profile_step(makers[impl](), args.mode, args.batch_size, device, args.steps, args.bf16_weights)
             r = dict(model=name, impl=impl, **floors, **measured)
             r["img_s_profiled"] = round(1e3 * args.batch_size / r["wall_ms"], 1)
             rows.append(r)

@@ -5,8 +5,9 @@
     python benchmarks/throughput.py --models crossvit_18 --no-timm --sdpa flash --inductor coordinate_descent_tuning=1
 
 Variants (issue 14's candidates): `--sdpa` picks PyTorch's attention backend, `--inductor KEY=VALUE` sets
-torch._inductor.config entries, `--textbook-cross-attention` runs our cross-attention without its folded keys and
-values. Each row records the variant and the seconds its first step took (compilation, autotuning, graph capture).
+torch._inductor.config entries, `--bf16-weights` runs the model in bf16 without autocast (activations, the residual
+stream included, in bf16) and AdamW on fp32 master copies of the weights. Each row records the variant and the
+seconds its first step took (compilation, autotuning, graph capture).
 
 A train step is forward, backward and fused AdamW under bf16 autocast on GPU-resident random data (the model's
 own cost, no data loading). MFU = 3 x 2 x MACs/image x img/s / the bf16 matmul rate measured in the same run.
@@ -31,7 +32,6 @@ from timm.optim import create_optimizer_v2
 
 from crossvit.flops import count
 from crossvit.models import create_model, load_config
-from crossvit.models.layers import CrossAttention
 from crossvit.weights import TIMM_NAMES
 
 
@@ -88,7 +88,7 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
         "coordinate_descent_tuning=1 or max_autotune_gemm_backends=ATEN,TRITON",
     )
     parser.add_argument(
-        "--textbook-cross-attention", action="store_true", help="ours: project keys and values of every token"
+        "--bf16-weights", action="store_true", help="bf16 model and activations, AdamW on fp32 master weights"
     )
 
 
@@ -107,14 +107,7 @@ def apply_variant(args: argparse.Namespace) -> dict:
             current = getattr(current, part)
         old = getattr(current, leaf)  # an unknown key fails here, before any run
         setattr(current, leaf, type(old)(int(value)) if isinstance(old, (bool, int)) else value)
-    return dict(sdpa=args.sdpa, inductor=list(args.inductor))
-
-
-def model_variant(model: torch.nn.Module, args: argparse.Namespace) -> torch.nn.Module:
-    for m in model.modules():
-        if isinstance(m, CrossAttention):
-            m.folded = not args.textbook_cross_attention
-    return model
+    return dict(sdpa=args.sdpa, inductor=list(args.inductor), bf16_weights=args.bf16_weights)
 
 
 def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -124,18 +117,53 @@ def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x)
 
 
+def master_weights_optimizer(model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Callable[[], None]]:
+    """Casts the model to bf16; returns fused AdamW on fp32 copies of its weights (timm's weight-decay groups) and
+    the step that copies the bf16 gradients in, steps, and writes the weights back in bf16."""
+    skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
+    named = list(model.named_parameters())
+    masters = [torch.nn.Parameter(p.detach().float().clone()) for _, p in named]
+    model.to(torch.bfloat16)  # the same Parameter objects, now bf16
+    for m in masters:
+        m.grad = torch.zeros_like(m)
+    decay = [m for (n, p), m in zip(named, masters) if p.ndim > 1 and n not in skip]
+    no_decay = [m for (n, p), m in zip(named, masters) if not (p.ndim > 1 and n not in skip)]
+    groups = [{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=1e-4, fused=True)
+    params = [p for _, p in named]
+
+    def step() -> None:
+        torch._foreach_copy_([m.grad for m in masters], [p.grad for p in params])
+        opt.step()
+        torch._foreach_copy_([p.data for p in params], masters)
+        model.zero_grad(set_to_none=True)
+
+    return opt, step
+
+
 def training_step(
-    model: torch.nn.Module, mode: str, batch: int, device: torch.device
+    model: torch.nn.Module, mode: str, batch: int, device: torch.device, bf16_weights: bool = False
 ) -> tuple[Callable[[], None], Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
     """(step, logits, x): one training step (bf16 autocast on a GPU, cross-entropy, backward, fused AdamW) on a
-    GPU-resident random batch x, and the model's forward compiled in `mode`, for ours and timm's models alike."""
+    GPU-resident random batch x, and the model's forward compiled in `mode`, for ours and timm's models alike.
+    `bf16_weights`: the model in bf16 without autocast, AdamW on fp32 master weights (`master_weights_optimizer`)."""
     size = model.input_size if hasattr(model, "input_size") else model.img_size[0]
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    cuda = device.type == "cuda"
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if cuda and not bf16_weights else nullcontext()
     fwd = model.forward_branches if hasattr(model, "forward_branches") else model.forward
     if mode != "eager":
         fwd = torch.compile(fwd, mode=None if mode == "compile" else mode)
-    opt = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, fused=device.type == "cuda" or None)
-    x = torch.randn(batch, model.in_chans, size, size, device=device)
+    if bf16_weights:
+        _, optimizer_step = master_weights_optimizer(model)
+    else:
+        opt = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, fused=cuda or None)
+
+        def optimizer_step() -> None:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    dtype = torch.bfloat16 if bf16_weights else torch.float32
+    x = torch.randn(batch, model.in_chans, size, size, device=device, dtype=dtype)
     y = torch.randint(0, model.num_classes, (batch,), device=device)
 
     def logits(inp: torch.Tensor) -> torch.Tensor:
@@ -144,19 +172,26 @@ def training_step(
 
     def step() -> None:
         with amp:
-            loss = F.cross_entropy(logits(x), y)
+            loss = F.cross_entropy(logits(x).float(), y)
         loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        optimizer_step()
 
     return step, logits, x
 
 
-def measure(model: torch.nn.Module, mode: str, batch: int, device: torch.device, steps: int, warmup: int) -> dict:
+def measure(
+    model: torch.nn.Module,
+    mode: str,
+    batch: int,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    bf16_weights: bool = False,
+) -> dict:
     """Train-step and inference img/s and peak training memory of one model in one compile mode."""
     model = model.to(device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    train_step, logits, x = training_step(model, mode, batch, device)
+    train_step, logits, x = training_step(model, mode, batch, device, bf16_weights)
 
     model.train()
     if device.type == "cuda":
@@ -235,15 +270,14 @@ def main() -> None:
                 for mode in args.modes:
                     torch._dynamo.reset()
                     torch.manual_seed(0)
-                    model = model_variant(make(), args) if impl == "ours" else make()
-                    r = measure(model, mode, args.batch_size, device, args.steps, args.warmup)
+                    model = make()
+                    r = measure(model, mode, args.batch_size, device, args.steps, args.warmup, args.bf16_weights)
                     r.update(
                         model=name,
                         fusion=fusion,
                         impl=impl,
                         mode=mode,
                         **variant,
-                        textbook_cross_attention=impl == "ours" and args.textbook_cross_attention,
                         drop_path_rates=[round(m.drop_prob, 6) for m in model.modules() if isinstance(m, DropPath)],
                         gmacs=macs / 1e9,
                         mfu=3 * 2 * macs * r["train_img_s"] / rate,
@@ -275,7 +309,7 @@ def main() -> None:
 
 def variant_name(row: dict) -> str:
     parts = [f"sdpa={row['sdpa']}"] if row.get("sdpa", "default") != "default" else []
-    parts += row.get("inductor", []) + (["textbook cross-attn"] if row.get("textbook_cross_attention") else [])
+    parts += row.get("inductor", []) + (["bf16 weights"] if row.get("bf16_weights") else [])
     return " ".join(parts) or "-"
 
 

@@ -2,8 +2,7 @@
 
 FLOPs here are multiply-accumulates of one image (fvcore's convention, the paper's), attention matmuls included.
 PyTorch's FlopCounterMode counts 2 per multiply-add and skips the fused CPU attention kernel, so attention runs
-on the math backend while counting (plain matmuls, all counted) and the total is halved. Cross-attention is
-counted as the paper defines it (keys and values projected from every token), not by the shortcut its forward takes.
+on the math backend while counting (plain matmuls, all counted) and the total is halved.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from crossvit.models import CrossViT
-from crossvit.models.layers import CrossAttention
 
 
 @dataclass
@@ -40,15 +38,8 @@ def _matches(name: str, prefixes: tuple[str, ...]) -> bool:
 @torch.no_grad()
 def module_macs(module: nn.Module, *inputs: torch.Tensor) -> dict[str, float]:
     """Multiply-accumulates of one forward, by submodule path ("" is the whole module; parents include children)."""
-    folded = [m for m in module.modules() if isinstance(m, CrossAttention) and m.folded]
-    for m in folded:
-        m.folded = False
-    try:
-        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False, depth=None) as counter:
-            module(*inputs)
-    finally:
-        for m in folded:
-            m.folded = True
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False, depth=None) as counter:
+        module(*inputs)
     # Counter keys are "<ClassName>.<module path>", or "Global" for the total.
     macs = {k.partition(".")[2]: sum(v.values()) / 2 for k, v in counter.get_flop_counts().items() if "." in k}
     return {**macs, "": counter.get_total_flops() / 2}

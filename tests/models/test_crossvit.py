@@ -1,12 +1,9 @@
-import copy
-
 import pytest
 import timm
 import torch
 
 from crossvit.models import CrossViT, build_model
 from crossvit.models.fusion import FUSIONS
-from crossvit.models.layers import CrossAttention
 from crossvit.weights import TIMM_NAMES
 
 RELEASED = TIMM_NAMES
@@ -135,28 +132,3 @@ def test_the_notebooks_attention_maps_are_the_weights_the_forward_pass_uses():
             assert torch.allclose(attn.proj(mixed), outputs[i], atol=1e-5)
     for hook in hooks:
         hook.remove()
-
-
-@pytest.mark.parametrize("qkv_bias", [True, False])
-def test_folded_cross_attention_equals_the_textbook_one_with_its_gradients(qkv_bias):
-    """The forward's shortcut (keys and values never projected token by token) against SDPA over projected K and V:
-    same output and the same gradient for the input and every weight, b_k's (zero in exact arithmetic) included."""
-    torch.manual_seed(0)
-    folded = CrossAttention(48, 6, qkv_bias=qkv_bias).double()
-    with torch.no_grad():
-        for p in folded.parameters():
-            p.normal_()
-    textbook = copy.deepcopy(folded)
-    textbook.folded = False
-    x = torch.randn(4, 17, 48, dtype=torch.double)
-    outs, grads = [], []
-    for module in (folded, textbook):
-        inp = x.clone().requires_grad_()
-        out = module(inp)
-        out.backward(torch.linspace(-1, 1, out.numel(), dtype=torch.double).view_as(out))
-        outs.append(out)
-        grads.append([inp.grad] + [p.grad for p in module.parameters()])
-    assert outs[0].shape == (4, 1, 48)
-    torch.testing.assert_close(outs[0], outs[1], rtol=1e-9, atol=1e-9)
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)

@@ -52,13 +52,7 @@ def projection(in_dim: int, out_dim: int, norm_layer: Callable[[int], nn.Module]
 
 
 class CrossAttention(nn.Module):
-    """Multi-head attention whose only query is the first (CLS) token; keys and values are all tokens.
-
-    With one query, W_k and W_v need not touch every token: q . (W_k x_n + b_k) = (W_k^T q) . x_n + q . b_k, and
-    sum_n a_n (W_v x_n + b_v) = W_v (sum_n a_n x_n) + b_v sum_n a_n. So `folded` (the default) projects the query
-    back to the input width per head and mixes the raw tokens, in place of two [N, C] x [C, C] projections and an
-    attention call for a single query. `folded=False` is the textbook computation, the reference for both.
-    """
+    """Multi-head attention whose only query is the first (CLS) token; keys and values are all tokens."""
 
     def __init__(
         self, dim: int, num_heads: int, qkv_bias: bool = False, attn_drop: float = 0.0, proj_drop: float = 0.0
@@ -71,10 +65,9 @@ class CrossAttention(nn.Module):
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.folded = True
 
     def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
-        """The CLS query's softmax weights over all tokens, [B, heads, N]: what the forward mixes the tokens with."""
+        """The CLS query's softmax weights over all tokens, [B, heads, N] (for analysis; forward uses SDPA)."""
         B, N, C = x.shape
         h = self.num_heads
         q = self.wq(x[:, :1]).view(B, 1, h, C // h).transpose(1, 2)
@@ -82,22 +75,6 @@ class CrossAttention(nn.Module):
         return ((q @ k.transpose(-2, -1)) * (C // h) ** -0.5).softmax(-1).squeeze(2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.folded:
-            return self._forward_textbook(x)
-        B, N, C = x.shape
-        h = self.num_heads
-        q = self.wq(x[:, 0]).view(B, h, C // h) * (C // h) ** -0.5
-        w_k, w_v = self.wk.weight.view(h, C // h, C), self.wv.weight.view(h, C // h, C)
-        scores = torch.einsum("bhd,hdc->bhc", q, w_k) @ x.transpose(1, 2)  # [B, h, N]
-        if self.wk.bias is not None:  # the same for every token, so softmax ignores it; kept so b_k gets its gradient
-            scores = scores + (q * self.wk.bias.view(h, C // h)).sum(-1, keepdim=True)
-        attn = F.dropout(scores.softmax(-1), self.attn_drop, self.training)
-        mixed = torch.einsum("bhc,hdc->bhd", attn @ x, w_v)
-        if self.wv.bias is not None:
-            mixed = mixed + self.wv.bias.view(h, C // h) * attn.sum(-1, keepdim=True)
-        return self.proj_drop(self.proj(mixed.reshape(B, 1, C)))
-
-    def _forward_textbook(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         h = self.num_heads
         q = self.wq(x[:, :1]).view(B, 1, h, C // h).transpose(1, 2)
