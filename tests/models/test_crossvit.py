@@ -25,6 +25,26 @@ def test_released_models_match_timm(name):
     assert diff <= 1e-4
 
 
+def test_bf16_logits_are_as_close_to_timms_fp32_logits_as_timms_own_bf16_logits():
+    """bf16 tolerance, stated: under bf16 autocast, ours (timm's weights) may stray from timm's fp32 logits at most
+    15% more than timm's own bf16 logits do (both about 1.2% relative L2; ours 0.95-1.06x timm's over four seeds).
+    A residual stream kept in bf16 strays 24% more and fails this, the whole model in bf16 about 35% more."""
+    torch.manual_seed(0)
+    ref = timm.create_model(RELEASED["crossvit_9"], pretrained=False).eval()
+    ours = build_model("crossvit_9").eval()
+    ours.load_state_dict(ref.state_dict())
+    x = torch.randn(8, 3, ours.input_size, ours.input_size)
+    with torch.no_grad():
+        exact = ref(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            theirs, mine = ref(x).float(), ours(x).float()
+
+    def rel(a: torch.Tensor) -> float:
+        return ((a - exact).norm() / exact.norm()).item()
+
+    assert 0 < rel(mine) <= 1.15 * rel(theirs), (rel(mine), rel(theirs))
+
+
 def test_every_fusion_keeps_shapes_and_averages_heads(fusion_name):
     model = build_model("crossvit_micro_28", **MICRO, fusion=fusion_name).eval()
     x = torch.randn(3, 1, 28, 28)
