@@ -28,7 +28,9 @@ def test_throughput_smoke_runs_ours_and_timm(tmp_path):
     assert ours["drop_path_rates"] == ref["drop_path_rates"] and max(ours["drop_path_rates"]) > 0  # the same work
     (check,) = [r for r in rows if "logits_rel_diff_vs_timm" in r]
     assert check["logits_rel_diff_vs_timm"] < 1e-5  # fp32 on the CPU
-    assert "| crossvit_tiny | cross_attention | ours | eager |" in proc.stdout
+    assert "| crossvit_tiny | cross_attention | ours | eager | - |" in proc.stdout
+    plot = run_benchmark("plot_speed.py", str(out), "--out", str(tmp_path / "speed.png"))
+    assert "2 rows, 2 series" in plot.stdout and (tmp_path / "speed.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_ddp_step_smoke_runs_the_ddp_variants_on_two_processes(tmp_path):
