@@ -3,6 +3,7 @@ import time
 import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from crossvit.callbacks import TrainThroughput
 from crossvit.data import SyntheticDataModule
@@ -28,7 +29,7 @@ class LrRecorder(L.Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def fit(module, epochs=2, batch_size=16, **trainer_args):
+def fit(module, epochs=2, batch_size=16, ckpt_path=None, **trainer_args):
     data = SyntheticDataModule(
         img_size=28,
         in_chans=3,
@@ -49,7 +50,7 @@ def fit(module, epochs=2, batch_size=16, **trainer_args):
         callbacks=[recorder, *trainer_args.pop("callbacks", [])],
         **trainer_args,
     )
-    trainer.fit(module, datamodule=data)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt_path)
     return trainer, recorder.lrs
 
 
@@ -195,3 +196,53 @@ def test_training_steps_do_not_wait_for_the_device_to_log_the_loss(monkeypatch):
     between = [start - end for end, start in zip(counter.at_end, counter.at_start[1:])]
     assert between == [0] * 9, between
     assert isinstance(bar.get_metrics(trainer, trainer.lightning_module).get("train/loss"), float)
+
+
+def bf16_fit(precision, **trainer_args):
+    """Ten steps at a learning rate (4e-5, no decay) under half a bf16 spacing of a LayerNorm weight of 1.0."""
+    torch.manual_seed(0)
+    plain = OmegaConf.to_container(OmegaConf.create(MODEL))  # a checkpoint to resume from holds no ListConfig
+    module = ClassificationModule(plain, FUSION, lr=4e-5 * 512 / 16, batch_size=16, weight_decay=0.0, warmup_epochs=0)
+    module.hparams.min_lr = module.hparams.lr * 16 / 512
+    trainer, _ = fit(module, epochs=1, plugins=[precision], **trainer_args)
+    return module, trainer
+
+
+def test_bf16_true_steps_fp32_master_weights_and_checkpoints_them(tmp_path):
+    from lightning.pytorch.plugins.precision import HalfPrecision
+
+    from crossvit.precision import MasterWeightsPrecision
+
+    norms = [n for n, _ in ClassificationModule(MODEL, FUSION).named_parameters() if n.endswith("norm1.weight")]
+    # The premise: Lightning's own bf16-true rounds every one of these updates away.
+    lightning, _ = bf16_fit(HalfPrecision("bf16-true"))
+    assert all((dict(lightning.named_parameters())[n] == 1).all() for n in norms)
+
+    plugin = MasterWeightsPrecision()
+    module, trainer = bf16_fit(plugin)
+    params = dict(module.named_parameters())
+    assert {p.dtype for p in params.values()} == {torch.bfloat16}
+    for name, master in plugin.masters.items():
+        assert master.dtype == torch.float32 and torch.equal(params[name], master.to(torch.bfloat16)), name
+    for n in norms:  # ten sub-spacing steps added up in fp32; the bf16 copy has not moved yet
+        assert (params[n] == 1).all() and (plugin.masters[n] - 1).abs().mean() > 1e-4, n
+
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["state_dict"]
+    for name, master in plugin.masters.items():
+        assert saved[name].dtype == torch.float32 and torch.equal(saved[name], master), name
+
+    # Resuming (here with no step left to take) starts from those fp32 values, not from their bf16 rounding.
+    resumed = MasterWeightsPrecision()
+    bf16_fit(resumed, ckpt_path=str(tmp_path / "last.ckpt"))
+    for n in norms:
+        assert torch.equal(resumed.masters[n], saved[n]), n
+
+
+def test_bf16_true_refuses_an_ema_it_would_freeze():
+    from crossvit.errors import ConfigError
+    from crossvit.precision import MasterWeightsPrecision
+
+    module = ClassificationModule(MODEL, FUSION, batch_size=16, ema_decay=0.999)
+    with pytest.raises(ConfigError, match="recipe.ema_decay needs fp32 weights.*trainer.precision=bf16-mixed"):
+        fit(module, epochs=1, plugins=[MasterWeightsPrecision()])

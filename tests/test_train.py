@@ -123,3 +123,18 @@ def test_image_folder_trains_on_real_jpegs(tmp_path, decode):
     metrics = read_metrics(tmp_path / "run")
     # Red against blue: 1.0 seen on both paths; a constant prediction scores 0.5 on this balanced set.
     assert metrics["test/acc"] >= 0.875 and metrics["epochs"] == 2
+
+
+def test_bf16_true_from_the_command_line_gets_fp32_master_weights(tmp_path):
+    proc = run_script(
+        "train.py",
+        QUICK,
+        "data=synthetic",
+        "debug=fdr",
+        "trainer.precision=bf16-true",
+        f"hydra.run.dir={tmp_path}",
+        *SMALL,
+        *QUIET,
+    )
+    assert "precision bf16-true: the optimizer steps fp32 master copies of" in proc.stdout + proc.stderr
+    assert {"val/acc", "test/acc"} <= set(read_metrics(tmp_path))

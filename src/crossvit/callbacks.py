@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from crossvit.errors import ConfigError
 from crossvit.flops import count
+from crossvit.precision import MasterWeightsPrecision
 
 GB = 1e9
 
@@ -233,12 +234,16 @@ def step_memory(module: L.LightningModule, batch_size: int, probe: int = 2) -> t
     """Bytes one training step holds at its peak: (weights, gradients and optimizer state; activations).
 
     Activations are measured, not guessed: the tensors autograd saves in a forward pass of `probe` images, under the
-    trainer's precision, scaled to `batch_size`. AdamW keeps two moments per weight; an EMA and DDP's gradient buckets
-    add one copy each.
+    trainer's precision, scaled to `batch_size`. AdamW keeps two moments per weight (fp32 masters and their gradients
+    too under bf16-true); an EMA and DDP's gradient buckets add one copy each.
     """
     model, trainer = module.model, module.trainer
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    copies = 4 + (module.ema is not None) + (trainer.world_size > 1)  # weights, grads, 2 moments, EMA, buckets
+    fixed = weights * (2 + (module.ema is not None) + (trainer.world_size > 1))  # weights, grads, EMA, DDP buckets
+    if isinstance(trainer.precision_plugin, MasterWeightsPrecision):  # fp32 masters, their grads, two moments
+        fixed += 16 * sum(p.numel() for p in model.parameters())
+    else:
+        fixed += 2 * weights  # AdamW's two moments
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -246,14 +251,14 @@ def step_memory(module: L.LightningModule, batch_size: int, probe: int = 2) -> t
         storages[storage.data_ptr()] = storage.nbytes()
         return t
 
-    x = torch.randn(probe, model.in_chans, model.input_size, model.input_size, device=module.device)
+    x = module._input(torch.randn(probe, model.in_chans, model.input_size, model.input_size, device=module.device))
     with (
         torch.random.fork_rng(devices=[module.device] if module.device.type == "cuda" else []),
         trainer.precision_plugin.forward_context(),
         torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
     ):
         model.forward_branches(x)
-    return copies * weights, sum(storages.values()) / probe * batch_size
+    return fixed, sum(storages.values()) / probe * batch_size
 
 
 def free_memory(device: torch.device) -> float:

@@ -17,7 +17,9 @@ from timm.utils import ModelEmaV3
 from torchmetrics.classification import MulticlassAccuracy
 
 from crossvit.distributed import mean_over_ranks
+from crossvit.errors import ConfigError
 from crossvit.models import create_model
+from crossvit.precision import MasterWeightsPrecision
 from crossvit.weights import load_pretrained
 
 
@@ -88,15 +90,22 @@ class ClassificationModule(L.LightningModule):
         return torch.nn.ModuleDict(metrics)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack(self.model.forward_branches(x)).mean(0)
+        return torch.stack(self.model.forward_branches(self._input(x))).mean(0)
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in the weights' dtype: bf16 under trainer.precision=bf16-true, where batches the DataModule makes on
+        the device after Lightning's input cast are still fp32."""
+        return x.to(self.model.cls_token_0.dtype)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
+        x = self._input(x)
         if self.mixup is not None:
             x, y = self.mixup(x, y)  # y becomes soft, label-smoothed targets
-        logits = torch.stack(self.train_branches(x)).mean(0)
+        # The loss in fp32 whatever the model's dtype (under autocast it already is).
+        logits = torch.stack(self.train_branches(x)).mean(0).float()
         if self.mixup is not None:
-            loss = self.soft_loss(logits, y)
+            loss = self.soft_loss(logits, y.float())
         else:
             loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         # Recorded on the device and checked only every few steps and before any checkpoint: an `if` on a GPU
@@ -131,7 +140,7 @@ class ClassificationModule(L.LightningModule):
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         x, y = batch
-        branches = self.model.forward_branches(x)
+        branches = [b.float() for b in self.model.forward_branches(self._input(x))]
         logits = torch.stack(branches).mean(0)
         self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
         metrics = self.metrics[stage]
@@ -150,6 +159,19 @@ class ClassificationModule(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+    def setup(self, stage: str) -> None:
+        if self.ema is not None and isinstance(self.trainer.precision_plugin, MasterWeightsPrecision):
+            raise ConfigError(
+                "recipe.ema_decay needs fp32 weights, but trainer.precision=bf16-true keeps them in bf16, where an EMA "
+                "step rounds to nothing; use trainer.precision=bf16-mixed or recipe.ema_decay=null"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Under bf16-true the checkpoint holds the optimizer's fp32 weights, not their bf16 rounding: resuming
+        # continues exactly, and evaluation or export gets fp32 weights either way.
+        if isinstance(self.trainer.precision_plugin, MasterWeightsPrecision):
+            checkpoint["state_dict"].update(self.trainer.precision_plugin.master_state_dict())
 
     def configure_optimizers(self):
         hp = self.hparams

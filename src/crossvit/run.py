@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from crossvit.errors import ConfigError
+from crossvit.precision import MasterWeightsPrecision
 
 METRICS_FILE = "metrics.json"
 CONFIG_TREE_FILE = "config_tree.log"
@@ -52,7 +53,11 @@ def start(cfg: DictConfig) -> tuple[str, list[Logger], L.Trainer]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if cfg.trainer.get("enable_model_summary") is False:  # Lightning's flag hides ours too
         callbacks = [c for c in callbacks if not isinstance(c, ModelSummary)]
-    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    # bf16-true gets fp32 master weights (crossvit.precision says why Lightning's own would stall training).
+    precision = {}
+    if cfg.trainer.get("precision") == "bf16-true":
+        precision = {"precision": None, "plugins": [MasterWeightsPrecision()]}
+    trainer: L.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks, **precision)
     log_config(loggers, cfg)
     return run_dir, loggers, trainer
 
