@@ -7,6 +7,8 @@
 #                                          # 7c9e894, where cross-attention was folded and had that switch)
 #   bash benchmarks/model_speed.sh second  # baselines again; bf16 weights with fp32 master copies for ours and timm
 #                                          # and its profile; coordinate-descent tuning
+#   bash benchmarks/model_speed.sh third   # in-loop (src/train.py, on-device synthetic data) beside the raw step,
+#                                          # bf16-mixed against bf16-true (fp32 master weights), both models
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; RES=/tmp/speed; mkdir -p "$OUT" $RES
@@ -21,6 +23,26 @@ bench() {  # LANE=k bench NAME SCRIPT ARGS...: one benchmark process on GPU k an
   CUDA_VISIBLE_DEVICES=$LANE TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_$LANE ${TASKSET:+taskset -c $cores} \
     timeout $((DEADLINE - SECONDS)) python3 "benchmarks/$script" "$@" --out "$RES/$name.json" > "$RES/$name.log" 2>&1
   echo "lane $LANE: $name rc=$? in $((SECONDS - start)) s"
+}
+
+train_run() {  # LANE=k train_run NAME OVERRIDES...: a 2-epoch src/train.py run; its metrics.json becomes a row
+  local name=$1; shift
+  if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call" | tee -a $RES/skipped.log; return; fi
+  local start=$SECONDS cores="$((16 * LANE))-$((16 * LANE + 15))"
+  CUDA_VISIBLE_DEVICES=$LANE TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_$LANE ${TASKSET:+taskset -c $cores} \
+    timeout $((DEADLINE - SECONDS)) python3 src/train.py trainer=gpu compile=reduce-overhead data=synthetic \
+    data.size=20480 data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true \
+    trainer.max_epochs=2 callbacks.throughput.warmup=5 logger=csv '~callbacks.progress_bar' \
+    trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name "$@" > "$RES/$name.log" 2>&1
+  local rc=$?
+  python3 - "$name" "$rc" "$*" "$RES" <<'PY'
+import json, pathlib, sys
+name, rc, args, res = sys.argv[1], int(sys.argv[2]), sys.argv[3], pathlib.Path(sys.argv[4])
+m = pathlib.Path(f"/tmp/runs/{name}/metrics.json")
+row = dict(inloop=name, rc=rc, overrides=args, **(json.loads(m.read_text()) if m.exists() else {}))
+(res / f"{name}.json").write_text(json.dumps({"env": {}, "rows": [row]}))
+PY
+  echo "lane $LANE: $name rc=$rc in $((SECONDS - start)) s"
 }
 
 env_info() {
@@ -39,7 +61,10 @@ for f in sorted(res.glob("*.json")):
     rows[f.stem] = json.loads(f.read_text())
 pathlib.Path(sys.argv[2]).write_text(json.dumps(rows, indent=1))
 for name, data in rows.items():
-    if data["rows"] and "train_img_s" in data["rows"][0]:
+    if data["rows"] and "inloop" in data["rows"][0]:
+        r = data["rows"][0]
+        print(f"\n{name}: in-loop {r.get('train_img_s', 'n/a')} img/s, rc {r['rc']}, {r['overrides']}")
+    elif data["rows"] and "train_img_s" in data["rows"][0]:
         print(f"\n{name}: " + format_table(data["rows"], data["env"]).split("\n", 2)[2])
     else:
         for r in data["rows"]:
@@ -85,6 +110,26 @@ second() {
   {
     LANE=3 bench coord_c9 "${TP[@]}" --models crossvit_9 --no-timm --inductor coordinate_descent_tuning=1
     LANE=3 bench coord_c18 "${TP[@]}" --models crossvit_18 --no-timm --inductor coordinate_descent_tuning=1
+  } &
+  wait
+}
+
+third() {
+  {
+    LANE=0 train_run loop_c18_mixed model=crossvit_18
+    LANE=0 train_run loop_c9_mixed model=crossvit_9
+  } &
+  {
+    LANE=1 train_run loop_c18_true model=crossvit_18 trainer.precision=bf16-true
+    LANE=1 train_run loop_c9_true model=crossvit_9 trainer.precision=bf16-true
+  } &
+  {
+    LANE=2 bench raw_c18_mixed "${TP[@]}" --models crossvit_18 --no-timm
+    LANE=2 bench raw_c18_true "${TP[@]}" --models crossvit_18 --no-timm --bf16-weights
+  } &
+  {
+    LANE=3 bench raw_c9_mixed "${TP[@]}" --models crossvit_9 --no-timm
+    LANE=3 bench raw_c9_true "${TP[@]}" --models crossvit_9 --no-timm --bf16-weights
   } &
   wait
 }
