@@ -30,9 +30,10 @@ class MasterWeightsPrecision(HalfPrecision):
 
     def convert_module(self, module: Module) -> Module:
         # Copied before the cast, so a loaded checkpoint or pretrained weights keep their fp32 values.
-        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-        self.params = [p for _, p in named]
-        self.masters = {n: torch.nn.Parameter(p.detach().float().clone()) for n, p in named}
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad and p.dtype == torch.float32]
+        if named:  # a module converted before (testing after fitting) keeps the masters it has
+            self.params = [p for _, p in named]
+            self.masters = {n: torch.nn.Parameter(p.detach().float().clone()) for n, p in named}
         return super().convert_module(module)
 
     def connect(self, model: Module, optimizers: list, lr_schedulers: list) -> tuple[Module, list, list]:
@@ -40,12 +41,13 @@ class MasterWeightsPrecision(HalfPrecision):
         for master in self.masters.values():  # masters follow the model to its device
             master.data = master.data.to(self.params[0].device)
         by_param = {id(p): m for p, m in zip(self.params, self.masters.values())}
+        swapped = 0
         for optimizer in optimizers:
             for group in optimizer.param_groups:
+                swapped += sum(m.numel() for p in group["params"] if (m := by_param.get(id(p))) is not None)
                 group["params"] = [by_param.get(id(p), p) for p in group["params"]]
-        if optimizers:
-            count = sum(m.numel() for m in self.masters.values())
-            rank_zero_info(f"precision bf16-true: the optimizer steps fp32 master copies of {count:,} weights")
+        if swapped:
+            rank_zero_info(f"precision bf16-true: the optimizer steps fp32 master copies of {swapped:,} weights")
         return super().connect(model, optimizers, lr_schedulers)
 
     def _after_closure(self, model: L.LightningModule, optimizer: Any) -> None:
