@@ -1,11 +1,12 @@
 """`trainer.precision=bf16-true` with fp32 master weights: the model, its activations and gradients in bf16, the
 optimizer's weights, moments and updates in fp32.
 
-Lightning's own bf16-true casts the weights and lets the optimizer update them in bf16, where a step smaller than
-half the weight's spacing (2^-8 of its size) rounds to nothing, so late, small learning rates stop training. Here
+Lightning's own bf16-true casts the weights and lets the optimizer update them in bf16, where a step under half the
+spacing of bf16 numbers near the weight (0.2-0.4% of its size) rounds to nothing, so small learning rates stall. Here
 the optimizer steps fp32 copies instead and every step writes them back rounded. The model in bf16 keeps its
-residual stream in bf16 too: on an H200 the step is 5-6% faster than bf16 autocast (docs/speed_notes.md), and its
-logits stray about 35% further from fp32's than autocast's do, so bf16-mixed stays the default.
+residual stream in bf16 too: on an H200 training is 5% (crossvit_18) to 9% (crossvit_9) faster than under bf16
+autocast (docs/benchmarks.md, "Issue 14"), and its logits stray 30-45% further from fp32's than autocast's do, so
+bf16-mixed stays the default.
 """
 
 from __future__ import annotations
