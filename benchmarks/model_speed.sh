@@ -9,6 +9,8 @@
 #                                          # and its profile; coordinate-descent tuning
 #   bash benchmarks/model_speed.sh third   # in-loop (src/train.py, on-device synthetic data) beside the raw step,
 #                                          # bf16-mixed against bf16-true (fp32 master weights), both models
+#   bash benchmarks/model_speed.sh fourth  # max-autotune without split-K (decompose_k) candidates, each beside
+#                                          # reduce-overhead in its process: ours and timm, crossvit_9 and 18
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; RES=/tmp/speed; mkdir -p "$OUT" $RES
@@ -131,6 +133,15 @@ third() {
     LANE=3 bench raw_c9_mixed "${TP[@]}" --models crossvit_9 --no-timm
     LANE=3 bench raw_c9_true "${TP[@]}" --models crossvit_9 --no-timm --bf16-weights
   } &
+  wait
+}
+
+fourth() {  # one lane each; first_step_s is the compile (and autotuning) time a user pays once per machine
+  local autotune=(--modes reduce-overhead max-autotune --inductor triton.num_decompose_k_splits=0)
+  LANE=0 bench autotune_c9_ours "${TP[@]}" --models crossvit_9 --no-timm "${autotune[@]}" &
+  LANE=1 bench autotune_c9_timm "${TP[@]}" --models crossvit_9 --only-timm "${autotune[@]}" &
+  LANE=2 bench autotune_c18_ours "${TP[@]}" --models crossvit_18 --no-timm "${autotune[@]}" &
+  LANE=3 bench autotune_c18_timm "${TP[@]}" --models crossvit_18 --only-timm "${autotune[@]}" &
   wait
 }
 

@@ -251,6 +251,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--no-timm", action="store_true", help="skip timm's models")
+    parser.add_argument("--only-timm", action="store_true", help="skip ours (timm's in a process of its own)")
     add_variant_args(parser)
     parser.add_argument("--smoke", action="store_true", help="tiny and on the CPU: checks that the script runs")
     parser.add_argument("--out", help="write the rows as JSON here")
@@ -273,6 +274,8 @@ def main() -> None:
                 drop_path = load_config("model", name).drop_path_rate
                 timm_model = partial(timm.create_model, TIMM_NAMES[name], pretrained=False, drop_path_rate=drop_path)
                 candidates.append(("timm", timm_model))
+            if args.only_timm:
+                candidates = candidates[1:]
             for impl, make in candidates:
                 for mode in args.modes:
                     torch._dynamo.reset()
