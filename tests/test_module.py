@@ -3,12 +3,15 @@ import time
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.plugins.precision import HalfPrecision
 from omegaconf import OmegaConf
 
 from crossvit.callbacks import TrainThroughput
 from crossvit.data import SyntheticDataModule
+from crossvit.errors import ConfigError
 from crossvit.models import load_config
 from crossvit.module import ClassificationModule
+from crossvit.precision import MasterWeightsPrecision
 
 MODEL = dict(
     load_config("model", "crossvit_micro_28"),
@@ -209,10 +212,6 @@ def bf16_fit(precision, **trainer_args):
 
 
 def test_bf16_true_steps_fp32_master_weights_and_checkpoints_them(tmp_path):
-    from lightning.pytorch.plugins.precision import HalfPrecision
-
-    from crossvit.precision import MasterWeightsPrecision
-
     norms = [n for n, _ in ClassificationModule(MODEL, FUSION).named_parameters() if n.endswith("norm1.weight")]
     # The premise: Lightning's own bf16-true rounds every one of these updates away.
     lightning, _ = bf16_fit(HalfPrecision("bf16-true"))
@@ -240,9 +239,6 @@ def test_bf16_true_steps_fp32_master_weights_and_checkpoints_them(tmp_path):
 
 
 def test_bf16_true_refuses_an_ema_it_would_freeze():
-    from crossvit.errors import ConfigError
-    from crossvit.precision import MasterWeightsPrecision
-
     module = ClassificationModule(MODEL, FUSION, batch_size=16, ema_decay=0.999)
     with pytest.raises(ConfigError, match="recipe.ema_decay needs fp32 weights.*trainer.precision=bf16-mixed"):
         fit(module, epochs=1, plugins=[MasterWeightsPrecision()])
