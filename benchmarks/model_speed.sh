@@ -18,25 +18,31 @@ STOP_AFTER=${STOP_AFTER:-480}  # seconds into the call after which no new run st
 DEADLINE=${DEADLINE:-570}      # every run ends by then, leaving time to merge and return
 TASKSET=$(command -v taskset)
 
-bench() {  # LANE=k bench NAME SCRIPT ARGS...: one benchmark process on GPU k and cores 16k..16k+15
-  local name=$1 script=$2; shift 2
-  if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call" | tee -a $RES/skipped.log; return; fi
+in_lane() {  # LANE=k in_lane NAME CMD...: CMD on GPU k and cores 16k..16k+15 until DEADLINE, its output in
+  # $RES/NAME.log; skipped (rc 125) once STOP_AFTER has passed; prints the lane, rc and seconds
+  local name=$1; shift
+  if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call" | tee -a $RES/skipped.log; return 125; fi
   local start=$SECONDS cores="$((16 * LANE))-$((16 * LANE + 15))"
   CUDA_VISIBLE_DEVICES=$LANE TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_$LANE ${TASKSET:+taskset -c $cores} \
-    timeout $((DEADLINE - SECONDS)) python3 "benchmarks/$script" "$@" --out "$RES/$name.json" > "$RES/$name.log" 2>&1
-  echo "lane $LANE: $name rc=$? in $((SECONDS - start)) s"
+    timeout $((DEADLINE - SECONDS)) "$@" > "$RES/$name.log" 2>&1
+  local rc=$?
+  echo "lane $LANE: $name rc=$rc in $((SECONDS - start)) s"
+  return $rc
+}
+
+bench() {  # LANE=k bench NAME SCRIPT ARGS...: one benchmark process; its rows in $RES/NAME.json
+  local name=$1 script=$2; shift 2
+  in_lane "$name" python3 "benchmarks/$script" "$@" --out "$RES/$name.json"
 }
 
 train_run() {  # LANE=k train_run NAME OVERRIDES...: a 2-epoch src/train.py run; its metrics.json becomes a row
   local name=$1; shift
-  if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call" | tee -a $RES/skipped.log; return; fi
-  local start=$SECONDS cores="$((16 * LANE))-$((16 * LANE + 15))"
-  CUDA_VISIBLE_DEVICES=$LANE TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_$LANE ${TASKSET:+taskset -c $cores} \
-    timeout $((DEADLINE - SECONDS)) python3 src/train.py trainer=gpu compile=reduce-overhead data=synthetic \
-    data.size=20480 data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true \
-    trainer.max_epochs=2 callbacks.throughput.warmup=5 logger=csv '~callbacks.progress_bar' \
-    trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name "$@" > "$RES/$name.log" 2>&1
+  in_lane "$name" python3 src/train.py trainer=gpu compile=reduce-overhead data=synthetic data.size=20480 \
+    data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true trainer.max_epochs=2 \
+    callbacks.throughput.warmup=5 logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false \
+    hydra.run.dir=/tmp/runs/$name "$@"
   local rc=$?
+  (( rc == 125 )) && return
   python3 - "$name" "$rc" "$*" "$RES" <<'PY'
 import json, pathlib, sys
 name, rc, args, res = sys.argv[1], int(sys.argv[2]), sys.argv[3], pathlib.Path(sys.argv[4])
@@ -44,7 +50,6 @@ m = pathlib.Path(f"/tmp/runs/{name}/metrics.json")
 row = dict(inloop=name, rc=rc, overrides=args, **(json.loads(m.read_text()) if m.exists() else {}))
 (res / f"{name}.json").write_text(json.dumps({"env": {}, "rows": [row]}))
 PY
-  echo "lane $LANE: $name rc=$rc in $((SECONDS - start)) s"
 }
 
 env_info() {

@@ -52,7 +52,8 @@ class MasterWeightsPrecision(HalfPrecision):
         return super().connect(model, optimizers, lr_schedulers)
 
     def _after_closure(self, model: L.LightningModule, optimizer: Any) -> None:
-        # Before Lightning's hooks and gradient clipping, which then see the fp32 gradients the step will use.
+        # Lightning's (private) point between the closure's backward and its hooks and gradient clipping, which then
+        # see the fp32 gradients the step will use. tests/test_module.py fails if a Lightning release drops it.
         masters = list(self.masters.values())
         with_grad = [(p, m) for p, m in zip(self.params, masters) if p.grad is not None]
         for _, m in with_grad:
