@@ -11,6 +11,7 @@
 #                                          # bf16-mixed against bf16-true (fp32 master weights), both models
 #   bash benchmarks/model_speed.sh fourth  # max-autotune without split-K (decompose_k) candidates, each beside
 #                                          # reduce-overhead in its process: ours and timm, crossvit_9 and 18
+#   bash benchmarks/model_speed.sh autotune_c9  # one GPU: the first of fourth's four lanes (ours, crossvit_9)
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; RES=/tmp/speed; mkdir -p "$OUT" $RES
@@ -141,12 +142,15 @@ third() {
   wait
 }
 
+AUTOTUNE=(--modes reduce-overhead max-autotune --inductor triton.num_decompose_k_splits=0)
+autotune_c9() {
+  LANE=0 bench autotune_c9_ours "${TP[@]}" --models crossvit_9 --no-timm "${AUTOTUNE[@]}"
+}
 fourth() {  # one lane each; first_step_s is the compile (and autotuning) time a user pays once per machine
-  local autotune=(--modes reduce-overhead max-autotune --inductor triton.num_decompose_k_splits=0)
-  LANE=0 bench autotune_c9_ours "${TP[@]}" --models crossvit_9 --no-timm "${autotune[@]}" &
-  LANE=1 bench autotune_c9_timm "${TP[@]}" --models crossvit_9 --only-timm "${autotune[@]}" &
-  LANE=2 bench autotune_c18_ours "${TP[@]}" --models crossvit_18 --no-timm "${autotune[@]}" &
-  LANE=3 bench autotune_c18_timm "${TP[@]}" --models crossvit_18 --only-timm "${autotune[@]}" &
+  autotune_c9 &
+  LANE=1 bench autotune_c9_timm "${TP[@]}" --models crossvit_9 --only-timm "${AUTOTUNE[@]}" &
+  LANE=2 bench autotune_c18_ours "${TP[@]}" --models crossvit_18 --no-timm "${AUTOTUNE[@]}" &
+  LANE=3 bench autotune_c18_timm "${TP[@]}" --models crossvit_18 --only-timm "${AUTOTUNE[@]}" &
   wait
 }
 
