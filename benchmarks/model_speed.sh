@@ -13,6 +13,8 @@
 #                                          # reduce-overhead in its process: ours and timm, crossvit_9 and 18
 #   bash benchmarks/model_speed.sh autotune_c9  # one GPU: the first of fourth's four lanes (ours, crossvit_9)
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
+# Compiled kernels and autotuning results: SAVE_CACHE=1 returns each lane's inductor cache as $OUT/inductor_<lane>.tar.gz
+# (where it is under 15 MB); a later call that carries them in .device/inductor starts from them.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; RES=/tmp/speed; mkdir -p "$OUT" $RES
 STOP_AFTER=${STOP_AFTER:-480}  # seconds into the call after which no new run starts (a call may last 600)
@@ -57,6 +59,22 @@ env_info() {
   { nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; nproc; echo "taskset: ${TASKSET:-missing}";
     python3 -c 'import torch, timm, triton; print(torch.__version__, timm.__version__, triton.__version__)'; date -u; git log -1 --format=%h; } > $RES/env.txt 2>&1
   cat $RES/env.txt
+}
+
+restore_cache() {
+  for f in .device/inductor/inductor_*.tar.gz; do
+    [ -e "$f" ] && tar xzf "$f" -C /tmp && echo "restored $f"
+  done
+}
+
+save_cache() {
+  for d in /tmp/inductor_*; do
+    [ -d "$d" ] || continue
+    tar czf "/tmp/$(basename "$d").tar.gz" -C /tmp "$(basename "$d")"
+    local mb=$(( $(stat -c %s "/tmp/$(basename "$d").tar.gz") / 1000000 ))
+    echo "$(basename "$d"): $(du -sh "$d" | cut -f1) on disk, ${mb} MB compressed" | tee -a $RES/env.txt
+    (( mb < 15 )) && cp "/tmp/$(basename "$d").tar.gz" "$OUT/"
+  done
 }
 
 finish() {  # merge the rows, keep the logs, print the table
@@ -155,5 +173,7 @@ fourth() {  # one lane each; first_step_s is the compile (and autotuning) time a
 }
 
 env_info
+restore_cache
 "$1"
+[ "${SAVE_CACHE:-0}" = 1 ] && save_cache
 finish
