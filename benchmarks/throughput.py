@@ -117,9 +117,9 @@ def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x)
 
 
-def master_weights_optimizer(model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Callable[[], None]]:
-    """Casts the model to bf16; returns fused AdamW on fp32 copies of its weights (timm's weight-decay groups) and
-    the step that copies the bf16 gradients in, steps, and writes the weights back in bf16."""
+def master_weights_step(model: torch.nn.Module) -> Callable[[], None]:
+    """Casts the model to bf16; returns the optimizer step of crossvit.precision's scheme outside Lightning: copy the
+    bf16 gradients into fp32 masters, fused AdamW on those (timm's weight-decay groups), write the weights back."""
     skip = model.no_weight_decay() if hasattr(model, "no_weight_decay") else set()
     named = list(model.named_parameters())
     masters = [torch.nn.Parameter(p.detach().float().clone()) for _, p in named]
@@ -138,7 +138,7 @@ def master_weights_optimizer(model: torch.nn.Module) -> tuple[torch.optim.Optimi
         torch._foreach_copy_([p.data for p in params], masters)
         model.zero_grad(set_to_none=True)
 
-    return opt, step
+    return step
 
 
 def training_step(
@@ -146,7 +146,7 @@ def training_step(
 ) -> tuple[Callable[[], None], Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
     """(step, logits, x): one training step (bf16 autocast on a GPU, cross-entropy, backward, fused AdamW) on a
     GPU-resident random batch x, and the model's forward compiled in `mode`, for ours and timm's models alike.
-    `bf16_weights`: the model in bf16 without autocast, AdamW on fp32 master weights (`master_weights_optimizer`)."""
+    `bf16_weights`: the model in bf16 without autocast, AdamW on fp32 master weights (`master_weights_step`)."""
     size = model.input_size if hasattr(model, "input_size") else model.img_size[0]
     cuda = device.type == "cuda"
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if cuda and not bf16_weights else nullcontext()
@@ -154,7 +154,7 @@ def training_step(
     if mode != "eager":
         fwd = torch.compile(fwd, mode=None if mode == "compile" else mode)
     if bf16_weights:
-        _, optimizer_step = master_weights_optimizer(model)
+        optimizer_step = master_weights_step(model)
     else:
         opt = create_optimizer_v2(model, opt="adamw", lr=1e-4, weight_decay=0.05, fused=cuda or None)
 
