@@ -57,7 +57,7 @@ PY
 
 env_info() {
   { nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv; nproc; echo "taskset: ${TASKSET:-missing}";
-    python3 -c 'import torch, timm, triton; print(torch.__version__, timm.__version__, triton.__version__)'; date -u; git log -1 --format=%h; } > $RES/env.txt 2>&1
+    python3 -c 'import torch, timm, triton; print(torch.__version__, timm.__version__, triton.__version__)'; date -u; } > $RES/env.txt 2>&1
   cat $RES/env.txt
 }
 
@@ -68,12 +68,14 @@ restore_cache() {
 }
 
 save_cache() {
+  local d name mb
   for d in /tmp/inductor_*; do
     [ -d "$d" ] || continue
-    tar czf "/tmp/$(basename "$d").tar.gz" -C /tmp "$(basename "$d")"
-    local mb=$(( $(stat -c %s "/tmp/$(basename "$d").tar.gz") / 1000000 ))
-    echo "$(basename "$d"): $(du -sh "$d" | cut -f1) on disk, ${mb} MB compressed" | tee -a $RES/env.txt
-    (( mb < 15 )) && cp "/tmp/$(basename "$d").tar.gz" "$OUT/"
+    name=$(basename "$d")
+    tar czf "/tmp/$name.tar.gz" -C /tmp "$name"
+    mb=$(( $(stat -c %s "/tmp/$name.tar.gz") / 1000000 ))
+    echo "$name: $(du -sh "$d" | cut -f1) on disk, ${mb} MB compressed" | tee -a $RES/env.txt
+    (( mb < 15 )) && cp "/tmp/$name.tar.gz" "$OUT/"
   done
 }
 
