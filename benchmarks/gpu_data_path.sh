@@ -18,6 +18,8 @@
 #   bash benchmarks/gpu_data_path.sh ddp_probe  # the DDP step without Lightning: which DDP/compile settings scale
 #   bash benchmarks/gpu_data_path.sh x4_fixed # a 4-GPU machine, once DDP is built on the current stream and the
 #                                             # step's loss is averaged without a barrier: 1, 2 and 4 GPUs
+#   bash benchmarks/gpu_data_path.sh roi      # a 4-GPU machine: decode=hybrid decoding crop regions against whole
+#                                             # images (crossvit_9, crossvit_18), nvImageCodec's check, 1/2/4 GPUs
 #   bash benchmarks/gpu_data_path.sh nvimgcodec  # nvImageCodec's hardware JPEG decoders for crossvit_9's crops (its
 #                                             # wheels in .device/nvimg: benchmarks/check_nvimgcodec.py says how)
 #   bash benchmarks/gpu_data_path.sh x4_next  # a 4-GPU machine after the DDP fix: JPEGs on 1 beside 2 GPUs with
@@ -32,12 +34,12 @@ GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 STOP_AFTER=${STOP_AFTER:-450}  # seconds into the call after which no new run starts (a call may last 600)
 PREFETCH=()
 TASKSET=$(command -v taskset)  # runs given CPUS= use all cores where it is missing (env.txt says so)
-run() {  # [CVD=0,1] [CPUS=0-15] run NAME OVERRIDES...: one src/train.py run (on GPUs $CVD, CPU cores $CPUS); its
-  # train_img_s lands in $OUT/inloop.jsonl
+run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] run NAME OVERRIDES...: one src/train.py run (on GPUs $CVD, CPU cores
+  # $CPUS, with PYTHONPATH=$PYPATH); its train_img_s lands in $OUT/inloop.jsonl
   local name=$1; shift
   if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call"; return; fi
   local start=$SECONDS
-  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout 200 python3 src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=2 callbacks.throughput.warmup=5 \
+  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} ${PYPATH:+PYTHONPATH=$PYPATH} ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout 200 python3 src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=2 callbacks.throughput.warmup=5 \
     logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name \
     > /tmp/runs/$name.log 2>&1
   local rc=$?
@@ -50,6 +52,8 @@ row = dict(name=name, rc=rc, wall_s=wall, overrides=args, gpus=os.environ.get("C
            **(json.loads(m.read_text()) if m.exists() else {}))
 log = pathlib.Path(f"/tmp/runs/{name}.log").read_text()
 row["accumulate_grad_stream_warnings"] = log.count("AccumulateGrad node's stream")
+if "data.decode=hybrid: the workers decode" in log:
+    row["region_decode"] = "decode only timm's crop region" in log
 if rc:
     row["log_tail"] = log[-1500:]
 print(json.dumps({k: row[k] for k in row if k != "best_ckpt"}))
@@ -87,11 +91,14 @@ raw_beside_syn_1() {  # the raw steps (GPU 1, cores 16-31) beside crossvit_18's 
   tail -4 /tmp/runs/raw.log
 }
 
-nvimg_check() {  # GPU CORES: benchmarks/check_nvimgcodec.py, with its wheels from .device/nvimg
-  python3 -m pip install -q --no-index --no-deps --target /tmp/nvimg .device/nvimg/*.whl
+install_nvimg() {  # nvImageCodec (the lock has it; this machine's Python does not) from .device/nvimg, in /tmp/nvimg
+  [ -d /tmp/nvimg/nvidia ] || python3 -m pip install -q --no-index --no-deps --target /tmp/nvimg .device/nvimg/*.whl
+}
+nvimg_check() {  # GPU CORES [TIMEOUT]: benchmarks/check_nvimgcodec.py, with its wheels from .device/nvimg
+  install_nvimg
   find / -name 'libnvjpeg.so*' -not -path '/proc/*' 2>/dev/null | head -5 >> "$OUT/env.txt"
   CUDA_VISIBLE_DEVICES=$1 PYTHONPATH=$PYTHONPATH:/tmp/nvimg LD_LIBRARY_PATH=/tmp/nvimg/nvidia/cu13/lib:${LD_LIBRARY_PATH:-} \
-    ${TASKSET:+taskset -c $2} timeout 400 python3 benchmarks/check_nvimgcodec.py $JPEGS --out "$OUT/nvimgcodec.json" \
+    ${TASKSET:+taskset -c $2} timeout ${3:-400} python3 benchmarks/check_nvimgcodec.py $JPEGS --out "$OUT/nvimgcodec.json" \
     > /tmp/runs/nvimg.log 2>&1
   grep -E "img/s|unavailable|error|Error" /tmp/runs/nvimg.log | tail -20
 }
@@ -292,6 +299,26 @@ x4_next)  # after the DDP fix: the JPEG folder on 1 GPU beside 2 (disjoint GPUs 
     "${HYB_ARGS[@]}" &
   wait
   run c18_hyb_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
+  ;;
+roi)  # decode=hybrid's workers decoding only the crop region (nvImageCodec, in the lock) against whole images
+  # (torchvision: the same run without /tmp/nvimg on its path), crossvit_9 then crossvit_18, 1 GPU and 16 cores each,
+  # side by side with the raw steps and nvImageCodec's check; crossvit_18 on 2 GPUs beside them; then on 4 GPUs
+  setup
+  install_nvimg
+  WITH=$PYTHONPATH:/tmp/nvimg
+  PYPATH=$WITH CVD=0 CPUS=0-15 run c9_roi_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${HYB_ARGS[@]}" &
+  CVD=1 CPUS=16-31 run c9_whole_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${HYB_ARGS[@]}" &
+  CUDA_VISIBLE_DEVICES=2 ${TASKSET:+taskset -c 32-47} python3 benchmarks/throughput.py --models crossvit_18 crossvit_9 \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw_step.json" > /tmp/runs/raw.log 2>&1 &
+  nvimg_check 3 48-63 240 &
+  wait
+  tail -3 /tmp/runs/raw.log
+  PYPATH=$WITH CVD=0 CPUS=0-15 run c18_roi_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}" &
+  CVD=1 CPUS=16-31 run c18_whole_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}" &
+  PYPATH=$WITH CVD=2,3 CPUS=32-63 run c18_roi_2 trainer=ddp trainer.devices=2 model=crossvit_18 \
+    compile=reduce-overhead "${HYB_ARGS[@]}" &
+  wait
+  PYPATH=$WITH run c18_roi_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \

@@ -8,6 +8,12 @@ decode=gpu: workers only read bytes; nvJPEG decodes and crossvit.data.batch_augm
 decode=hybrid: workers decode (libjpeg-turbo) and cut timm's crop box; resize, flip, RandAugment, normalisation and
 erasing on the device.
 Reports img/s and, for the device paths, the device time one batch takes (what it takes from a training step).
+`--workers-only`: what the workers alone deliver (batches as they leave the DataLoader, nothing prepared on the
+device). `--crop-backend`: decode=hybrid's worker decoder (crossvit.data.jpeg), nvimgcodec (only the crop's region)
+or torchvision (the whole image, then cut); each is measured.
+
+    python benchmarks/loader.py /tmp/jpegs --decode hybrid --workers 1 2 --workers-only \
+        --crop-backend torchvision nvimgcodec --batch-size 64 --batches 30
 """
 
 from __future__ import annotations
@@ -22,10 +28,12 @@ from pathlib import Path
 
 import torch
 
-from crossvit.data import ImageFolderDataModule
+from crossvit.data import ImageFolderDataModule, jpeg
 
 
-def measure(root: Path, decode: str, workers: int, batch: int, batches: int, device: torch.device) -> dict:
+def measure(
+    root: Path, decode: str, workers: int, batch: int, batches: int, device: torch.device, workers_only: bool = False
+) -> dict:
     classes = len([p for p in (root / "train").iterdir() if p.is_dir()])
     module = ImageFolderDataModule(
         root=str(root), img_size=240, num_classes=classes, batch_size=batch, num_workers=workers, decode=decode
@@ -40,7 +48,9 @@ def measure(root: Path, decode: str, workers: int, batch: int, batches: int, dev
                 torch.cuda.synchronize()
             start = time.perf_counter()
         item = next(loader)
-        if decode == "cpu":
+        if workers_only:
+            x = item[0]
+        elif decode == "cpu":
             x, y = (t.to(device, non_blocking=True) for t in item)
         else:
             cuda = device.type == "cuda"
@@ -56,7 +66,9 @@ def measure(root: Path, decode: str, workers: int, batch: int, batches: int, dev
     seconds = time.perf_counter() - start
     row = dict(
         decode=decode,
+        crop_backend=jpeg.default_backend() if decode == "hybrid" else None,
         workers=workers,
+        workers_only=workers_only,
         batch=batch,
         img_s=round(batches * batch / seconds, 1),
         shape=list(x.shape),
@@ -78,16 +90,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[16])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--workers-only", action="store_true", help="the DataLoader's batches, not prepared")
+    parser.add_argument("--crop-backend", nargs="+", default=[None], choices=[None, *jpeg.BACKENDS])
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = []
     for decode in args.decode:
-        for workers in args.workers:
-            rows.append(measure(args.root, decode, workers, args.batch_size, args.batches, device))
-            r = rows[-1]
-            device_ms = r.get("device_ms_per_batch", "")
-            print(f"decode={decode:3s} workers={workers:2d}: {r['img_s']:>9,.0f} img/s  device ms/batch {device_ms}")
+        for backend in args.crop_backend if decode == "hybrid" else [None]:
+            if backend:  # what collate_crops' CropDecoder() takes; the workers fork after this
+                jpeg.default_backend = lambda backend=backend: backend
+            for workers in args.workers:
+                rows.append(
+                    measure(args.root, decode, workers, args.batch_size, args.batches, device, args.workers_only)
+                )
+                r = rows[-1]
+                print(
+                    f"decode={decode:3s} {r['crop_backend'] or '':11s} workers={workers:2d}: {r['img_s']:>9,.0f} img/s"
+                    f"  device ms/batch {r.get('device_ms_per_batch', '')}"
+                )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
 

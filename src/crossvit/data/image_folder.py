@@ -2,10 +2,10 @@
 
 `decode="cpu"`: workers decode with PIL and run timm's transforms. `decode="gpu"`: workers only read the files'
 bytes; the batch is decoded where training runs (nvJPEG on a GPU) and augmented there as a whole
-(crossvit.data.batch_augment), drawing from the same distributions. `decode="hybrid"`: workers decode (torchvision's
-libjpeg-turbo) and cut timm's random crop box (no resize); the batch of crops is resized, flipped and augmented where
-training runs, as for decode=gpu. `decode="auto"` (the default) takes hybrid on a GPU, the fastest there
-(docs/benchmarks.md), and cpu elsewhere.
+(crossvit.data.batch_augment), drawing from the same distributions. `decode="hybrid"`: workers decode timm's random
+crop box of each file (only that region where nvImageCodec is installed: crossvit.data.jpeg), not resized; the batch
+of crops is resized, flipped and augmented where training runs, as for decode=gpu. `decode="auto"` (the default)
+takes hybrid on a GPU, the fastest there (docs/benchmarks.md), and cpu elsewhere.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from lightning.pytorch.utilities import rank_zero_info
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, create_transform
 from timm.data.distributed_sampler import RepeatAugSampler
-from timm.data.transforms import RandomResizedCropAndInterpolation
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
@@ -32,6 +31,7 @@ from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from crossvit.errors import ConfigError, check_one_batch
 
+from . import jpeg
 from .batch_augment import (
     BatchRandAugment,
     crop_resize_flat,
@@ -40,6 +40,7 @@ from .batch_augment import (
     resize_center_crop,
     to_device,
 )
+from .jpeg import CropDecoder
 from .resume import MidEpochResume, ResumableDistributedSampler, SkipStart
 
 DECODES = {
@@ -81,25 +82,12 @@ def collate_encoded(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tens
     return torch.cat(data), torch.tensor([len(d) for d in data]), torch.tensor([s[1] for s in samples])
 
 
-class RandomCropBox:
-    """timm's RandomResizedCropAndInterpolation box (the same draws from Python's `random`), cut out but not resized:
-    decode=hybrid resizes the batch on the device. Returns a view of the crop, uint8 [h, w, 3] (the image's own
-    layout: the collate's one copy makes it contiguous). Takes a decoded uint8 [3, H, W] tensor."""
-
-    def __init__(self, scale: tuple[float, float] = (0.08, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> None:
-        self.scale, self.ratio = scale, ratio
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        top, left, h, w = RandomResizedCropAndInterpolation.get_params(img, self.scale, self.ratio)
-        return img.permute(1, 2, 0)[top : top + h, left : left + w]  # decode_jpeg's [3, H, W] is a view of HWC
-
-
 def collate_crops(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """decode=hybrid's batches, made in the workers: each file decoded here (libjpeg-turbo) and cut to timm's random
-    crop box. Returns (crops back to back: flat uint8 HWC, their (h, w), labels)."""
-    cut = RandomCropBox()
+    """decode=hybrid's batches, made in the workers: timm's random crop box of each file, decoded (only that region,
+    where nvImageCodec is installed: crossvit.data.jpeg). Returns (crops back to back: flat uint8 HWC, their (h, w),
+    labels)."""
     try:  # read_encoded made every file an RGB or grey JPEG
-        crops = [cut(decode_jpeg(data, mode=ImageReadMode.RGB)) for data, _ in samples]
+        crops = CropDecoder()([data for data, _ in samples])
     except RuntimeError as e:
         raise ConfigError(
             f"a JPEG in this batch cannot be decoded ({e}); find it with data.decode=cpu, which names the file, "
@@ -107,7 +95,7 @@ def collate_crops(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor
         ) from None
     sizes = [c.numel() for c in crops]
     flat = torch.empty(sum(sizes), dtype=torch.uint8)
-    for crop, part in zip(crops, flat.split(sizes)):  # one copy of each (strided) crop
+    for crop, part in zip(crops, flat.split(sizes)):  # one copy of each crop (a strided view, where cut)
         part.view(crop.shape).copy_(crop)
     return flat, torch.tensor([c.shape[:2] for c in crops], dtype=torch.long), torch.tensor([y for _, y in samples])
 
@@ -210,6 +198,13 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         except ValueError as e:
             raise ConfigError(f"data.auto_augment: {e}; or set data.decode=cpu") from None
         self.decode = decode
+        if decode == "hybrid":
+            rank_zero_info(
+                "data.decode=hybrid: the workers decode only timm's crop region of each JPEG (nvImageCodec)"
+                if jpeg.default_backend() == "nvimgcodec"
+                else "data.decode=hybrid: the workers decode whole JPEGs, then cut timm's crop (torchvision); "
+                "install nvidia-nvimgcodec-cu13 to decode only the region, 1.2x the images a worker"
+            )
         # What leaves the workers: decoded images (cpu; hybrid's evaluation), files' bytes (gpu), crops (hybrid).
         self.train_collate = {"cpu": None, "gpu": collate_encoded, "hybrid": collate_crops}[decode]
         self.eval_collate = collate_encoded if decode == "gpu" else None
