@@ -20,6 +20,8 @@
 #                                             # step's loss is averaged without a barrier: 1, 2 and 4 GPUs
 #   bash benchmarks/gpu_data_path.sh roi      # a 4-GPU machine: decode=hybrid decoding crop regions against whole
 #                                             # images (crossvit_9, crossvit_18), nvImageCodec's check, 1/2/4 GPUs
+#   bash benchmarks/gpu_data_path.sh hw_share # a 4-GPU machine: data.device_decode_share (the GPU's JPEG engines)
+#                                             # for crossvit_9 and crossvit_18, 1 GPU and 16 cores each
 #   bash benchmarks/gpu_data_path.sh nvimgcodec  # nvImageCodec's hardware JPEG decoders for crossvit_9's crops (its
 #                                             # wheels in .device/nvimg: benchmarks/check_nvimgcodec.py says how)
 #   bash benchmarks/gpu_data_path.sh x4_next  # a 4-GPU machine after the DDP fix: JPEGs on 1 beside 2 GPUs with
@@ -319,6 +321,35 @@ roi)  # decode=hybrid's workers decoding only the crop region (nvImageCodec, in 
     compile=reduce-overhead "${HYB_ARGS[@]}" &
   wait
   PYPATH=$WITH run c18_roi_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
+  ;;
+hw_share)  # data.device_decode_share: a share of each decode=hybrid batch decoded by the GPU's JPEG engines
+  # (nvImageCodec) instead of the workers. The decoder's check first (pixels, a progressive file's fallback, img/s);
+  # then crossvit_9 at four shares side by side (1 GPU, 16 cores each); then crossvit_18 at two, beside the raw steps
+  setup
+  install_nvimg
+  export PYTHONPATH=$PYTHONPATH:/tmp/nvimg
+  CUDA_VISIBLE_DEVICES=0 timeout 120 python3 benchmarks/check_device_decoder.py $JPEGS --out "$OUT/device_decoder.json" \
+    2>&1 | tail -1 | tee -a "$OUT/env.txt"
+  if ! grep -q '"fallbacks": 1,' "$OUT/device_decoder.json" 2>/dev/null; then  # nvImageCodec did not find libnvjpeg
+    export LD_LIBRARY_PATH=/tmp/nvimg/nvidia/cu13/lib:${LD_LIBRARY_PATH:-}
+    echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" | tee -a "$OUT/env.txt"
+    CUDA_VISIBLE_DEVICES=0 timeout 120 python3 benchmarks/check_device_decoder.py $JPEGS \
+      --out "$OUT/device_decoder_ld.json" 2>&1 | tail -1 | tee -a "$OUT/env.txt"
+  fi
+  C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead "${HYB_ARGS[@]}")
+  CVD=0 CPUS=0-15 run c9_share0_1 "${C9[@]}" data.device_decode_share=0 &
+  CVD=1 CPUS=16-31 run c9_share25_1 "${C9[@]}" data.device_decode_share=0.25 &
+  CVD=2 CPUS=32-47 run c9_share40_1 "${C9[@]}" data.device_decode_share=0.4 &
+  CVD=3 CPUS=48-63 run c9_share55_1 "${C9[@]}" data.device_decode_share=0.55 &
+  wait
+  C18=(trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}")
+  CVD=0 CPUS=0-15 run c18_share0_1 "${C18[@]}" data.device_decode_share=0 &
+  CVD=1 CPUS=16-31 run c18_share20_1 "${C18[@]}" data.device_decode_share=0.2 &
+  CUDA_VISIBLE_DEVICES=2 ${TASKSET:+taskset -c 32-47} python3 benchmarks/throughput.py --models crossvit_18 crossvit_9 \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw_step.json" > /tmp/runs/raw.log 2>&1 &
+  CVD=3 CPUS=48-63 run c9_share70_1 "${C9[@]}" data.device_decode_share=0.7 &
+  wait
+  tail -3 /tmp/runs/raw.log
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \
