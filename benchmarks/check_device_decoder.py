@@ -1,8 +1,11 @@
 """crossvit.data.jpeg.DeviceDecoder on a GPU: do its hardware JPEG engines give torchvision's CPU pixels, does a
 progressive JPEG (which they cannot take) fall back, and how fast is a batch, the first and the later ones (which
-decode into the first batch's buffers)?
+decode into the first batch's buffers)? `--beside MODEL`: then that model's compiled training step, alone and with the
+decoder looping in a thread on a stream of its own (as the Prefetcher runs it), with the step on torch's default
+stream (as Lightning runs it), on a stream of its own, and on the default stream waiting for the device each step:
+which of them leaves the engines' decoding beside the step, and which serialises the two?
 
-    python benchmarks/check_device_decoder.py /tmp/jpegs --out device_decoder.json
+    python benchmarks/check_device_decoder.py /tmp/jpegs --beside crossvit_9 --out device_decoder.json
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -18,6 +23,49 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from crossvit.data.jpeg import DeviceDecoder
+from crossvit.models import create_model
+
+
+def beside(decoder: DeviceDecoder, batches: list, step, steps: int, train: str) -> dict:
+    """The step's ms with `decoder` looping beside it; `train`: default, side (its own stream) or default_sync."""
+    device = decoder.device
+    stream = torch.cuda.Stream(device) if train == "side" else None
+    done, decoded, host_ms = threading.Event(), [0], []
+
+    def decode_loop() -> None:
+        with torch.cuda.stream(torch.cuda.Stream(device)):
+            while not done.is_set():
+                for files in batches:
+                    start = time.perf_counter()
+                    torch.cat([d.reshape(-1) for d in decoder(files)])
+                    host_ms.append(1e3 * (time.perf_counter() - start))
+                    torch.cuda.current_stream(device).synchronize()
+                    decoded[0] += len(files)
+                    if done.is_set():
+                        return
+
+    with torch.cuda.stream(stream) if stream is not None else nullcontext():
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        thread = threading.Thread(target=decode_loop)
+        thread.start()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+            if train == "default_sync":
+                torch.cuda.current_stream(device).synchronize()
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        done.set()
+        thread.join()
+    host_ms.sort()
+    return dict(
+        train_stream=train,
+        step_ms=round(1e3 * seconds / steps, 2),
+        decode_img_s=round(decoded[0] / seconds, 1),
+        decode_call_host_ms_median=round(host_ms[len(host_ms) // 2], 2) if host_ms else None,
+    )
 
 
 def main() -> None:
@@ -25,6 +73,8 @@ def main() -> None:
     parser.add_argument("root", type=Path, help="an image folder (benchmarks/make_jpeg_folder.py)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--batches", type=int, default=10)
+    parser.add_argument("--beside", help="a model whose compiled training step the decoder runs beside")
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device("cuda", 0)
@@ -51,6 +101,29 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     row.update(batch_ms=[round(1e3 * t, 2) for t in times], img_s=round(args.batch * len(times[1:]) / sum(times[1:])))
     print(json.dumps(row))
+    if args.beside:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from throughput import training_step
+
+        step, _, _ = training_step(
+            create_model(args.beside, num_classes=1000).to(device), "reduce-overhead", 256, device
+        )
+        for _ in range(10):
+            step()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        torch.cuda.synchronize()
+        row["beside"] = [
+            dict(model=args.beside, step_ms_alone=round(1e3 * (time.perf_counter() - start) / args.steps, 2))
+        ]
+        batches = [files[i : i + args.batch] for i in range(0, len(files), args.batch)]
+        for train in ("default", "side", "default_sync"):
+            row["beside"].append(beside(decoder, batches, step, args.steps, train))
+            print(json.dumps(row["beside"][-1]))
     if args.out:
         args.out.write_text(json.dumps(row, indent=1))
 
