@@ -1,9 +1,9 @@
-"""crossvit.data.jpeg.DeviceDecoder on a GPU: do its hardware JPEG engines give torchvision's CPU pixels, does a
-progressive JPEG (which they cannot take) fall back, and how fast is a batch, the first and the later ones (which
-decode into the first batch's buffers)? `--beside MODEL`: then that model's compiled training step, alone and with the
-decoder looping in a thread on a stream of its own (as the Prefetcher runs it), with the step on torch's default
-stream (as Lightning runs it), on a stream of its own, and on the default stream waiting for the device each step:
-which of them leaves the engines' decoding beside the step, and which serialises the two?
+"""The GPU's hardware JPEG engines (nvImageCodec) as the decoder of a share of each training batch: do they give
+torchvision's CPU pixels, does a progressive JPEG (which they cannot take) fall back, and how fast is a batch, the first
+and the later ones (which decode into the first batch's buffers)? `--beside MODEL`: then that model's compiled
+training step, alone and with the decoder looping in a thread on a stream of its own (as the Prefetcher would run it),
+the step on torch's default stream (as Lightning runs it), on a stream of its own, and on the default stream waiting
+for the device each step: which of them leaves the engines' decoding beside the step, and which serialises the two?
 
     python benchmarks/check_device_decoder.py /tmp/jpegs --beside crossvit_9 --out device_decoder.json
 """
@@ -17,13 +17,57 @@ import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
+from throughput import training_step
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from crossvit.data.jpeg import DeviceDecoder
+from crossvit.data import ImageFolderDataModule
+from crossvit.data.jpeg import _nvimgcodec
 from crossvit.models import create_model
+
+
+class DeviceDecoder:
+    """Whole JPEGs decoded on a GPU, uint8 [H, W, 3] each, valid until the next call: by its hardware JPEG engines
+    (nvImageCodec's HW backend; A100, H100 and H200 have them), which take the decoding off the CPU and off the SMs;
+    a file they cannot take (a progressive JPEG, say) by torchvision's nvJPEG. What data.device_decode_share used in
+    commit 4b5da24, removed after gpu_data_path.sh hw_share measured it slower at every share."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.decoder = device, None
+        n = _nvimgcodec()
+        if n is not None:
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            self.decoder = n.Decoder(device_id=index, backends=[n.Backend(n.BackendKind.HW_GPU_ONLY)])
+        self.fallbacks = 0  # files the hardware engines could not decode
+        # The last batch's output images, decoded into again: the caller copies out of them on the same stream before
+        # the next decode, and fresh device buffers each batch would cost a cudaMalloc and a device-wide cudaFree.
+        self.images: list[Any] = []
+
+    def __call__(self, files: list[torch.Tensor]) -> list[torch.Tensor]:
+        if self.decoder is None:
+            return self._torchvision(files)
+        n = _nvimgcodec()
+        stream = torch.cuda.current_stream(self.device)
+        # The engines write on `stream`'s timeline: what is queued there (the previous batch's reads) comes first.
+        images = self.decoder.decode(
+            [n.CodeStream(f.numpy()) for f in files],
+            images=self.images if len(self.images) == len(files) else None,
+            params=n.DecodeParams(apply_exif_orientation=False),
+            cuda_stream=stream.cuda_stream,
+        )
+        missing = [i for i, image in enumerate(images) if image is None]
+        self.images = [] if missing else images
+        rescued = iter(self._torchvision([files[i] for i in missing]) if missing else [])
+        self.fallbacks += len(missing)
+        return [torch.from_dlpack(image) if image is not None else next(rescued) for image in images]
+
+    def _torchvision(self, files: list[torch.Tensor]) -> list[torch.Tensor]:
+        lengths = torch.tensor([len(f) for f in files])
+        images = ImageFolderDataModule.decode_batch(torch.cat(files), lengths, self.device)  # nvJPEG
+        return [image.permute(1, 2, 0) for image in images]
 
 
 def beside(decoder: DeviceDecoder, batches: list, step, steps: int, train: str) -> dict:
@@ -102,14 +146,8 @@ def main() -> None:
     row.update(batch_ms=[round(1e3 * t, 2) for t in times], img_s=round(args.batch * len(times[1:]) / sum(times[1:])))
     print(json.dumps(row))
     if args.beside:
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).parent))
-        from throughput import training_step
-
-        step, _, _ = training_step(
-            create_model(args.beside, num_classes=1000).to(device), "reduce-overhead", 256, device
-        )
+        model = create_model(args.beside, num_classes=1000).to(device)
+        step, _, _ = training_step(model, "reduce-overhead", 256, device)
         for _ in range(10):
             step()
         torch.cuda.synchronize()
@@ -117,9 +155,8 @@ def main() -> None:
         for _ in range(args.steps):
             step()
         torch.cuda.synchronize()
-        row["beside"] = [
-            dict(model=args.beside, step_ms_alone=round(1e3 * (time.perf_counter() - start) / args.steps, 2))
-        ]
+        alone_ms = 1e3 * (time.perf_counter() - start) / args.steps
+        row["beside"] = [dict(model=args.beside, step_ms_alone=round(alone_ms, 2))]
         batches = [files[i : i + args.batch] for i in range(0, len(files), args.batch)]
         for train in ("default", "side", "default_sync"):
             row["beside"].append(beside(decoder, batches, step, args.steps, train))

@@ -20,7 +20,7 @@
 #                                             # step's loss is averaged without a barrier: 1, 2 and 4 GPUs
 #   bash benchmarks/gpu_data_path.sh roi      # a 4-GPU machine: decode=hybrid decoding crop regions against whole
 #                                             # images (crossvit_9, crossvit_18), nvImageCodec's check, 1/2/4 GPUs
-#   bash benchmarks/gpu_data_path.sh hw_share # a 4-GPU machine: data.device_decode_share (the GPU's JPEG engines)
+#   bash benchmarks/gpu_data_path.sh hw_share # at commit 4b5da24: data.device_decode_share (the GPU's JPEG engines)
 #                                             # for crossvit_9 and crossvit_18, 1 GPU and 16 cores each
 #   bash benchmarks/gpu_data_path.sh nvimgcodec  # nvImageCodec's hardware JPEG decoders for crossvit_9's crops (its
 #                                             # wheels in .device/nvimg: benchmarks/check_nvimgcodec.py says how)
@@ -322,8 +322,8 @@ roi)  # decode=hybrid's workers decoding only the crop region (nvImageCodec, in 
   wait
   PYPATH=$WITH run c18_roi_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
   ;;
-hw_share)  # data.device_decode_share: a share of each decode=hybrid batch decoded by the GPU's JPEG engines
-  # (nvImageCodec) instead of the workers. The decoder's check first (pixels, a progressive file's fallback, img/s);
+hw_share)  # ran at commit 4b5da24 (data.device_decode_share, removed since: slower at every share, docs/benchmarks.md):
+  # a share of each decode=hybrid batch decoded by the GPU's JPEG engines (nvImageCodec) instead of the workers. The decoder's check first (pixels, a progressive file's fallback, img/s);
   # then crossvit_9 at four shares side by side (1 GPU, 16 cores each); then crossvit_18 at two, beside the raw steps
   setup
   install_nvimg

@@ -4,7 +4,6 @@ Each op must produce timm's pixels for the same magnitude and sign, and every ra
 distribution; both are checked on real photographs, on the CPU (the same code runs on the GPU).
 """
 
-import io
 import math
 import random
 
@@ -297,7 +296,7 @@ def test_decode_auto_takes_hybrid_on_a_gpu_unless_the_recipe_needs_timms_cpu_tra
     from types import SimpleNamespace
 
     from crossvit.data import ImageFolderDataModule
-    from crossvit.data.image_folder import HybridCollate
+    from crossvit.data.image_folder import collate_crops
     from crossvit.errors import ConfigError
 
     for split in ("train", "val"):
@@ -314,7 +313,7 @@ def test_decode_auto_takes_hybrid_on_a_gpu_unless_the_recipe_needs_timms_cpu_tra
         return module
 
     gpu = chosen("cuda")
-    assert gpu.decode == "hybrid" and isinstance(gpu.train_collate, HybridCollate)
+    assert gpu.decode == "hybrid" and gpu.train_collate is collate_crops
     assert gpu.rand_augment is not None  # the recipe's RandAugment, on the device
     assert chosen("cpu").decode == "cpu"
     assert chosen("cuda", re_mode="const").decode == "cpu"  # erasing with a constant: timm's transform only
@@ -323,57 +322,3 @@ def test_decode_auto_takes_hybrid_on_a_gpu_unless_the_recipe_needs_timms_cpu_tra
         ImageFolderDataModule(root=str(tmp_path), img_size=32, decode="hybrid", auto_augment=None)
     with pytest.raises(ConfigError, match="data.re_mode=const"):
         ImageFolderDataModule(root=str(tmp_path), img_size=32, decode="hybrid", re_mode="const")
-
-
-def test_hybrid_leaves_a_share_of_each_batch_to_the_device_decoder(tmp_path):
-    """data.device_decode_share=0.5: the workers decode the first half of each batch and cut timm's boxes; the other
-    half crosses as JPEG bytes, decoded on the device (the GPU's JPEG engines there, torchvision's CPU decoder here)
-    and cropped in the same pass with timm's box distribution (test_random_resized_crop_draws_timms_boxes). The
-    batch keeps its order."""
-    from crossvit.data import ImageFolderDataModule
-    from crossvit.errors import ConfigError
-
-    for i, img in enumerate(real_images(32, seed=11)):
-        for split in ("train", "val"):
-            (tmp_path / split / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
-            img.save(tmp_path / split / f"c{i % 2}" / f"{i}.jpg", quality=90)
-    plain = dict(auto_augment=None, color_jitter=None, re_prob=0.0, hflip=0.0)
-
-    def module(decode: str, **kwargs) -> ImageFolderDataModule:
-        m = ImageFolderDataModule(
-            root=str(tmp_path),
-            img_size=48,
-            num_classes=2,
-            batch_size=8,
-            num_workers=2,
-            decode=decode,
-            **plain,
-            **kwargs,
-        )
-        m.setup("fit")
-        torch.manual_seed(0)  # the workers' seeds, and the sampler's order
-        return m
-
-    timm_batches = list(module("cpu").train_dataloader())
-    hybrid = module("hybrid", device_decode_share=0.5)
-    raw = list(hybrid.train_dataloader())
-    assert [(len(hw), len(lengths)) for _, hw, _, _, lengths in raw] == [(4, 4)] * 4
-    ours = [hybrid.prepare(b, torch.device("cpu"), True, torch.Generator().manual_seed(i)) for i, b in enumerate(raw)]
-    for (x, y), (_, timm_y) in zip(ours, timm_batches):
-        assert torch.equal(y, timm_y) and x.shape == (8, 3, 48, 48) and torch.isfinite(x).all()
-    for b in (0, 1):  # each worker's first batch: its Python random state is timm's until the device half's files
-        x, timm_x = ours[b][0], timm_batches[b][0]
-        assert (x[:4] - timm_x[:4]).abs().mean((1, 2, 3)).max() < 0.05  # the workers' half: timm's boxes, pixels
-        assert (x[4:] - timm_x[4:]).abs().mean((1, 2, 3)).max() > 0.1  # the device's half: boxes of its own
-    for b, (_, _, _, data, lengths) in enumerate(raw):  # which are those files' boxes drawn there, cut and resized
-        files = [Image.open(io.BytesIO(f.numpy().tobytes())).convert("RGB") for f in data.split(lengths.tolist())]
-        sizes = torch.tensor([[im.height, im.width] for im in files])
-        boxes = crop_boxes(sizes, generator=torch.Generator().manual_seed(b))  # prepare's first draws
-        reference = [
-            TF.pil_to_tensor(im.resize((48, 48), Image.BICUBIC, box=(int(left), int(top), int(left + w), int(top + h))))
-            for im, (top, left, h, w) in zip(files, boxes.tolist())
-        ]
-        expected = hybrid.normalise(torch.stack(reference).float())
-        assert (ours[b][0][4:] - expected).abs().mean((1, 2, 3)).max() < 0.05
-    with pytest.raises(ConfigError, match="data.device_decode_share=1.5: the share"):
-        ImageFolderDataModule(root=str(tmp_path), img_size=48, decode="hybrid", device_decode_share=1.5)

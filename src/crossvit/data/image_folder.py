@@ -27,14 +27,13 @@ from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, DistributedSampler
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
-from torchvision.io import read_file
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
 from crossvit.errors import ConfigError, check_one_batch
 
 from . import jpeg
 from .batch_augment import (
     BatchRandAugment,
-    crop_boxes,
     crop_resize_flat,
     random_erasing,
     random_resized_crop,
@@ -83,36 +82,22 @@ def collate_encoded(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tens
     return torch.cat(data), torch.tensor([len(d) for d in data]), torch.tensor([s[1] for s in samples])
 
 
-class HybridCollate:
-    """decode=hybrid's batches, made in the workers: timm's random crop box of each file, decoded (only that region
-    where nvImageCodec is installed: crossvit.data.jpeg), except the last `device_share` of the files, left encoded
-    for the device's JPEG engines (their boxes are drawn there). Returns (crops back to back: flat uint8 HWC, their
-    (h, w), labels of the whole batch in its order, the encoded files back to back, their lengths)."""
-
-    def __init__(self, device_share: float = 0.0) -> None:
-        self.device_share = device_share
-
-    def __call__(self, samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, ...]:
-        here = len(samples) - round(self.device_share * len(samples))
-        try:  # read_encoded made every file an RGB or grey JPEG
-            crops = CropDecoder()([data for data, _ in samples[:here]])
-        except RuntimeError as e:
-            raise ConfigError(
-                f"a JPEG in this batch cannot be decoded ({e}); find it with data.decode=cpu, which names the file, "
-                f"or set data.skip_corrupt=true"
-            ) from None
-        sizes = [c.numel() for c in crops]
-        flat = torch.empty(sum(sizes), dtype=torch.uint8)
-        for crop, part in zip(crops, flat.split(sizes)):  # one copy of each crop (a strided view, where cut)
-            part.view(crop.shape).copy_(crop)
-        encoded = [data for data, _ in samples[here:]]
-        return (
-            flat,
-            torch.tensor([c.shape[:2] for c in crops], dtype=torch.long).view(-1, 2),
-            torch.tensor([label for _, label in samples]),
-            torch.cat(encoded) if encoded else torch.empty(0, dtype=torch.uint8),
-            torch.tensor([len(d) for d in encoded], dtype=torch.long),
-        )
+def collate_crops(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """decode=hybrid's batches, made in the workers: timm's random crop box of each file, decoded (only that region,
+    where nvImageCodec is installed: crossvit.data.jpeg). Returns (crops back to back: flat uint8 HWC, their (h, w),
+    labels)."""
+    try:  # read_encoded made every file an RGB or grey JPEG
+        crops = CropDecoder()([data for data, _ in samples])
+    except RuntimeError as e:
+        raise ConfigError(
+            f"a JPEG in this batch cannot be decoded ({e}); find it with data.decode=cpu, which names the file, "
+            f"or set data.skip_corrupt=true"
+        ) from None
+    sizes = [c.numel() for c in crops]
+    flat = torch.empty(sum(sizes), dtype=torch.uint8)
+    for crop, part in zip(crops, flat.split(sizes)):  # one copy of each crop (a strided view, where cut)
+        part.view(crop.shape).copy_(crop)
+    return flat, torch.tensor([c.shape[:2] for c in crops], dtype=torch.long), torch.tensor([y for _, y in samples])
 
 
 def _is_readable(path: str) -> bool:
@@ -151,7 +136,6 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         decode: str = "auto",
         prefetch: int = 2,
         hflip: float = 0.5,
-        device_decode_share: float = 0.0,
     ) -> None:
         super().__init__()
         if in_chans != 3:
@@ -164,13 +148,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             )
         if prefetch < 0:
             raise ConfigError(f"data.prefetch={prefetch}: the number of batches prepared ahead; 0 turns it off")
-        if not 0 <= device_decode_share <= 1:
-            raise ConfigError(
-                f"data.device_decode_share={device_decode_share}: the share of each decode=hybrid batch the GPU's "
-                f"JPEG engines decode, from 0 to 1"
-            )
-        self.prefetch, self.device_decode_share = prefetch, device_decode_share
-        self.device_decoders: dict[torch.device, jpeg.DeviceDecoder] = {}
+        self.prefetch = prefetch
         self.recipe = dict(
             auto_augment=auto_augment,
             color_jitter=color_jitter,
@@ -228,11 +206,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
                 "install nvidia-nvimgcodec-cu13 to decode only the region, 1.2x the images a worker"
             )
         # What leaves the workers: decoded images (cpu; hybrid's evaluation), files' bytes (gpu), crops (hybrid).
-        self.train_collate = {
-            "cpu": None,
-            "gpu": collate_encoded,
-            "hybrid": HybridCollate(self.device_decode_share),
-        }[decode]
+        self.train_collate = {"cpu": None, "gpu": collate_encoded, "hybrid": collate_crops}[decode]
         self.eval_collate = collate_encoded if decode == "gpu" else None
         self.train_transform = self.eval_transform = None  # decode=gpu: crossvit.data.batch_augment instead
         if decode == "cpu":
@@ -355,21 +329,10 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         """A batch from the workers -> augmented (train) or resized (eval) images on `device`. decode=gpu: encoded
         files, decoded here; decode=hybrid: training crops, resized here."""
         if self.decode == "hybrid":
-            flat, hw, y, data, lengths = batch
+            flat, hw, y = batch
             boxes = torch.cat([torch.zeros_like(hw), hw], 1)  # each crop is its own box
-            flat = to_device(flat, device)
-            if len(lengths):  # the files left to the device: decoded whole, then cut in the same pass as the crops
-                try:
-                    images = self.device_decoder(device)(list(data.split(lengths.tolist())))
-                except RuntimeError as e:
-                    raise ConfigError(
-                        f"a JPEG in this batch cannot be decoded on {device} ({e}); find it with data.decode=cpu, "
-                        f"which names the file, or set data.skip_corrupt=true"
-                    ) from None
-                shapes = torch.tensor([image.shape[:2] for image in images], dtype=torch.long)
-                flat = torch.cat([flat, *(image.reshape(-1) for image in images)])
-                hw, boxes = torch.cat([hw, shapes]), torch.cat([boxes, crop_boxes(shapes, generator=generator)])
-            x = self.augment(crop_resize_flat(flat, hw, boxes, self.img_size, channels_last=True), generator)
+            x = crop_resize_flat(to_device(flat, device), hw, boxes, self.img_size, channels_last=True)
+            x = self.augment(x, generator)
         else:
             data, lengths, y = batch
             images = self.decode_batch(data, lengths, device)
@@ -379,16 +342,16 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
                 x = self.evaluate(images)
         return x, y.to(device, non_blocking=True)
 
-    def device_decoder(self, device: torch.device) -> jpeg.DeviceDecoder:
-        if device not in self.device_decoders:
-            self.device_decoders[device] = jpeg.DeviceDecoder(device)
-        return self.device_decoders[device]
-
     @staticmethod
     def decode_batch(data: torch.Tensor, lengths: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
         """The batch's JPEGs (concatenated bytes) decoded in one batched call on `device`: nvJPEG on a GPU."""
+        if device.type == "cuda":
+            # torchvision allocates the outputs on this stream but has nvJPEG write them from its own stream without
+            # waiting for this one, so it can be handed (and overwrite) memory that kernels queued here still read:
+            # NaNs and device-side asserts downstream (pytorch/vision#9606; benchmarks/check_nvjpeg_stream.py).
+            torch.cuda.current_stream(device).synchronize()
         try:
-            return jpeg.torchvision_decode(list(data.split(lengths.tolist())), device)
+            return decode_jpeg(list(data.split(lengths.tolist())), mode=ImageReadMode.RGB, device=device)
         except RuntimeError as e:
             raise ConfigError(
                 f"a JPEG in this batch cannot be decoded on {device} ({e}); find it with data.decode=cpu, which "

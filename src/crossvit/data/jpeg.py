@@ -2,10 +2,9 @@
 region decoded.
 
 nvImageCodec's libjpeg-turbo decoder gives a region's pixels exactly as torchvision's whole-image decode cut to the
-same box (tests/data/test_jpeg.py), but stops at the box's last row and skips the IDCT and colour conversion outside
-it: 1.31x the images a core decodes, 1.16-1.20x a worker's whole batch, on this project's CPU machine
-(docs/benchmarks.md). Where nvImageCodec is not installed (its wheels are Linux-only), or cannot read a file, the
-whole image is decoded with torchvision and cut.
+same box (tests/data/test_jpeg.py), in less time: 1.18x the images a core decodes on the lent H200 hosts, 1.20-1.23x
+a worker's batches on this project's CPU machine, +8% crossvit_9's JPEG training in the loop (docs/benchmarks.md). Where nvImageCodec is not installed (its
+wheels are Linux-only), or cannot read a file's header, the whole image is decoded with torchvision and cut.
 """
 
 from __future__ import annotations
@@ -114,52 +113,3 @@ class CropDecoder:
         image = decode_jpeg(data, mode=ImageReadMode.RGB)  # [3, H, W], a view of HWC
         top, left, h, w = box or crop_box(*image.shape[1:], self.scale, self.ratio)
         return image.permute(1, 2, 0)[top : top + h, left : left + w]
-
-
-class DeviceDecoder:
-    """Whole JPEGs decoded on `device`, uint8 [H, W, 3] each, valid until the next call. On a GPU by its hardware
-    JPEG engines (nvImageCodec's HW backend; A100, H100 and H200 have them), which take the decoding off the CPU and
-    off the SMs the training step runs on; a file they cannot take (a progressive JPEG, say) by torchvision's nvJPEG.
-    On a CPU, or without nvImageCodec, by torchvision."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device, self.decoder = device, None
-        n = _nvimgcodec()
-        if device.type == "cuda" and n is not None:
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            self.decoder = n.Decoder(device_id=index, backends=[n.Backend(n.BackendKind.HW_GPU_ONLY)])
-        self.fallbacks = 0  # files the hardware engines could not decode
-        # The last batch's output images, decoded into again: the caller copies out of them on the same stream before
-        # the next decode, and fresh device buffers each batch would cost a cudaMalloc and a device-wide cudaFree.
-        self.images: list[Any] = []
-
-    def __call__(self, files: list[torch.Tensor]) -> list[torch.Tensor]:
-        if self.decoder is None:
-            return self._torchvision(files)
-        n = _nvimgcodec()
-        stream = torch.cuda.current_stream(self.device)
-        # The engines write on `stream`'s timeline: what is queued there (the previous batch's reads) comes first.
-        images = self.decoder.decode(
-            [n.CodeStream(f.numpy()) for f in files],
-            images=self.images if len(self.images) == len(files) else None,
-            params=n.DecodeParams(apply_exif_orientation=False),
-            cuda_stream=stream.cuda_stream,
-        )
-        missing = [i for i, image in enumerate(images) if image is None]
-        self.images = [] if missing else images
-        rescued = iter(self._torchvision([files[i] for i in missing]) if missing else [])
-        self.fallbacks += len(missing)
-        return [torch.from_dlpack(image) if image is not None else next(rescued) for image in images]
-
-    def _torchvision(self, files: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [image.permute(1, 2, 0) for image in torchvision_decode(files, self.device)]
-
-
-def torchvision_decode(files: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """torchvision's batched decode on `device` (nvJPEG on a GPU, libjpeg-turbo on a CPU): uint8 [3, H, W] each."""
-    if device.type == "cuda":
-        # torchvision allocates the outputs on this stream but has nvJPEG write them from its own stream without
-        # waiting for this one, so it can be handed (and overwrite) memory that kernels queued here still read:
-        # NaNs and device-side asserts downstream (pytorch/vision#9606; benchmarks/check_nvjpeg_stream.py).
-        torch.cuda.current_stream(device).synchronize()
-    return decode_jpeg(files, mode=ImageReadMode.RGB, device=device)
