@@ -22,6 +22,7 @@
 #                                             # images (crossvit_9, crossvit_18), nvImageCodec's check, 1/2/4 GPUs
 #   bash benchmarks/gpu_data_path.sh hw_share # at commit 4b5da24: data.device_decode_share (the GPU's JPEG engines)
 #                                             # for crossvit_9 and crossvit_18, 1 GPU and 16 cores each
+#   bash benchmarks/gpu_data_path.sh workers  # a 4-GPU machine: crossvit_9 with 12, 14 and 16 workers a GPU
 #   bash benchmarks/gpu_data_path.sh nvimgcodec  # nvImageCodec's hardware JPEG decoders for crossvit_9's crops (its
 #                                             # wheels in .device/nvimg: benchmarks/check_nvimgcodec.py says how)
 #   bash benchmarks/gpu_data_path.sh x4_next  # a 4-GPU machine after the DDP fix: JPEGs on 1 beside 2 GPUs with
@@ -350,6 +351,18 @@ hw_share)  # ran at commit 4b5da24 (data.device_decode_share, removed since: slo
   CVD=3 CPUS=48-63 run c9_share70_1 "${C9[@]}" data.device_decode_share=0.7 &
   wait
   tail -3 /tmp/runs/raw.log
+  ;;
+workers)  # how many decode=hybrid workers a GPU's 16 cores should run: crossvit_9 (bound by them) with 12, 14 and 16
+  # workers side by side, and 14 again on the fourth lane for the lanes' own spread (1 GPU, 16 cores each)
+  setup
+  install_nvimg
+  export PYTHONPATH=$PYTHONPATH:/tmp/nvimg
+  workers=(12 14 16 14)
+  for lane in 0 1 2 3; do
+    CVD=$lane CPUS=$((16 * lane))-$((16 * lane + 15)) run c9_w${workers[$lane]}_lane$lane trainer=gpu model=crossvit_9 \
+      compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=hybrid data.num_workers=${workers[$lane]} &
+  done
+  wait
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \
