@@ -58,14 +58,14 @@ def test_region_decode_gives_the_whole_image_decode_cut_to_timms_box():
     assert region.whole_decodes == 0  # every file decoded as a region, none fell back to the whole image
 
 
-def test_a_batch_draws_one_box_a_file_in_order_and_names_a_corrupt_file():
+def test_a_batch_draws_one_box_a_file_in_order_and_a_truncated_file_raises():
     files = list(jpeg_kinds().values())
     random.seed(7)
-    batch = CropDecoder(backend="torchvision")(files)
+    batch = CropDecoder()(files)  # the boxes drawn first, then the regions decoded together
     random.seed(7)
-    one_by_one = [CropDecoder()([f])[0] for f in files]
+    one_by_one = CropDecoder(backend="torchvision")(files)  # each box drawn after its file's decode
     assert [c.shape for c in batch] == [c.shape for c in one_by_one]
     assert all(torch.equal(a, b) for a, b in zip(batch, one_by_one))
     truncated = files[0][: len(files[0]) // 3]
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError):  # collate_crops turns it into a ConfigError that says how to find the file
         CropDecoder()([files[1], truncated])

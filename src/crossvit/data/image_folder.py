@@ -40,7 +40,6 @@ from .batch_augment import (
     resize_center_crop,
     to_device,
 )
-from .jpeg import CropDecoder
 from .resume import MidEpochResume, ResumableDistributedSampler, SkipStart
 
 DECODES = {
@@ -87,7 +86,7 @@ def collate_crops(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor
     where nvImageCodec is installed: crossvit.data.jpeg). Returns (crops back to back: flat uint8 HWC, their (h, w),
     labels)."""
     try:  # read_encoded made every file an RGB or grey JPEG
-        crops = CropDecoder()([data for data, _ in samples])
+        crops = jpeg.CropDecoder()([data for data, _ in samples])
     except RuntimeError as e:
         raise ConfigError(
             f"a JPEG in this batch cannot be decoded ({e}); find it with data.decode=cpu, which names the file, "

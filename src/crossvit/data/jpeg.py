@@ -3,8 +3,9 @@ region decoded.
 
 nvImageCodec's libjpeg-turbo decoder gives a region's pixels exactly as torchvision's whole-image decode cut to the
 same box (tests/data/test_jpeg.py), in less time: 1.18x the images a core decodes on the lent H200 hosts, 1.20-1.23x
-a worker's batches on this project's CPU machine, +8% crossvit_9's JPEG training in the loop (docs/benchmarks.md). Where nvImageCodec is not installed (its
-wheels are Linux-only), or cannot read a file's header, the whole image is decoded with torchvision and cut.
+a worker's batches on this project's CPU machine, +8% for crossvit_9's JPEG training in the loop
+(docs/benchmarks.md). Where nvImageCodec is not installed (its wheels are Linux-only), or cannot read a file's
+header, the whole image is decoded with torchvision and cut.
 """
 
 from __future__ import annotations
