@@ -324,8 +324,9 @@ roi)  # decode=hybrid's workers decoding only the crop region (nvImageCodec, in 
   PYPATH=$WITH run c18_roi_4 trainer=ddp trainer.devices=4 model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
   ;;
 hw_share)  # ran at commit 4b5da24 (data.device_decode_share, removed since: slower at every share, docs/benchmarks.md):
-  # a share of each decode=hybrid batch decoded by the GPU's JPEG engines (nvImageCodec) instead of the workers. The decoder's check first (pixels, a progressive file's fallback, img/s);
-  # then crossvit_9 at four shares side by side (1 GPU, 16 cores each); then crossvit_18 at two, beside the raw steps
+  # a share of each decode=hybrid batch decoded by the GPU's JPEG engines (nvImageCodec) instead of the workers. The
+  # decoder's check first (pixels, a progressive file's fallback, img/s); then crossvit_9 at four shares side by side
+  # (1 GPU, 16 cores each); then crossvit_18 at two, beside the raw steps
   setup
   install_nvimg
   export PYTHONPATH=$PYTHONPATH:/tmp/nvimg

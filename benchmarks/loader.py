@@ -5,8 +5,8 @@
 
 decode=cpu: PIL decoding and timm's transforms in `--workers` processes, then the copy to the device.
 decode=gpu: workers only read bytes; nvJPEG decodes and crossvit.data.batch_augment augments on the device.
-decode=hybrid: workers decode (libjpeg-turbo) and cut timm's crop box; resize, flip, RandAugment, normalisation and
-erasing on the device.
+decode=hybrid: workers decode timm's crop region of each file; resize, flip, RandAugment, normalisation and erasing
+on the device.
 Reports img/s and, for the device paths, the device time one batch takes (what it takes from a training step).
 `--workers-only`: what the workers alone deliver (batches as they leave the DataLoader, nothing prepared on the
 device). `--crop-backend`: decode=hybrid's worker decoder (crossvit.data.jpeg), nvimgcodec (only the crop's region)
