@@ -13,13 +13,12 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import threading
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
+from check_nvimgcodec import beside_step
 from PIL import Image
 from throughput import training_step
 from torchvision.io import ImageReadMode, decode_jpeg
@@ -70,48 +69,6 @@ class DeviceDecoder:
         return [image.permute(1, 2, 0) for image in images]
 
 
-def beside(decoder: DeviceDecoder, batches: list, step, steps: int, train: str) -> dict:
-    """The step's ms with `decoder` looping beside it; `train`: default, side (its own stream) or default_sync."""
-    device = decoder.device
-    stream = torch.cuda.Stream(device) if train == "side" else None
-    done, decoded, host_ms = threading.Event(), [0], []
-
-    def decode_loop() -> None:
-        with torch.cuda.stream(torch.cuda.Stream(device)):
-            while not done.is_set():
-                for files in batches:
-                    start = time.perf_counter()
-                    torch.cat([d.reshape(-1) for d in decoder(files)])
-                    host_ms.append(1e3 * (time.perf_counter() - start))
-                    torch.cuda.current_stream(device).synchronize()
-                    decoded[0] += len(files)
-                    if done.is_set():
-                        return
-
-    with torch.cuda.stream(stream) if stream is not None else nullcontext():
-        for _ in range(3):
-            step()
-        torch.cuda.synchronize()
-        thread = threading.Thread(target=decode_loop)
-        thread.start()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-            if train == "default_sync":
-                torch.cuda.current_stream(device).synchronize()
-        torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
-        done.set()
-        thread.join()
-    host_ms.sort()
-    return dict(
-        train_stream=train,
-        step_ms=round(1e3 * seconds / steps, 2),
-        decode_img_s=round(decoded[0] / seconds, 1),
-        decode_call_host_ms_median=round(host_ms[len(host_ms) // 2], 2) if host_ms else None,
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="an image folder (benchmarks/make_jpeg_folder.py)")
@@ -150,16 +107,15 @@ def main() -> None:
         step, _, _ = training_step(model, "reduce-overhead", 256, device)
         for _ in range(10):
             step()
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        torch.cuda.synchronize()
-        alone_ms = 1e3 * (time.perf_counter() - start) / args.steps
-        row["beside"] = [dict(model=args.beside, step_ms_alone=round(alone_ms, 2))]
+
+        def work(files: list[torch.Tensor]) -> int:
+            torch.cat([d.reshape(-1) for d in decoder(files)])  # what the prefetcher does with them
+            return len(files)
+
         batches = [files[i : i + args.batch] for i in range(0, len(files), args.batch)]
+        row["beside"] = []
         for train in ("default", "side", "default_sync"):
-            row["beside"].append(beside(decoder, batches, step, args.steps, train))
+            row["beside"].append(dict(model=args.beside, **beside_step(work, device, batches, step, args.steps, train)))
             print(json.dumps(row["beside"][-1]))
     if args.out:
         args.out.write_text(json.dumps(row, indent=1))

@@ -20,7 +20,10 @@ import argparse
 import json
 import threading
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 from throughput import training_step
@@ -104,41 +107,54 @@ def pixel_diff(decode: Decode, files: list[bytes], boxes: list | None) -> float 
     return round(sum(diffs) / len(diffs), 3)
 
 
-def timed_steps(step, steps: int) -> float:
+def timed_steps(step, steps: int, sync_each: bool = False) -> float:
+    """ms a step; `sync_each`: the host waits for the device after each step (no run-ahead)."""
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(steps):
         step()
+        if sync_each:
+            torch.cuda.current_stream().synchronize()
     torch.cuda.synchronize()
     return 1e3 * (time.perf_counter() - start) / steps
 
 
-def beside_step(decode: Decode, batches: list, step, steps: int) -> dict:
-    """The training step's ms alone, then with `decode` running on its own stream in a thread."""
-    device = decode.device
-    alone = timed_steps(step, steps)
-    done, decoded = threading.Event(), [0]
+def beside_step(
+    work: Callable[[Any], int], device: torch.device, batches: list, step, steps: int, train: str = "default"
+) -> dict:
+    """The training step's ms alone, then with `work` (one batch -> the images it decoded) looping over `batches` in
+    a thread on a stream of its own, as a prefetcher runs it. `train`: the step on torch's default stream (as
+    Lightning runs it), on a `side` stream of its own, or on the default stream with the host waiting for each step
+    (`default_sync`)."""
+    stream = torch.cuda.Stream(device) if train == "side" else None
+    done, decoded, host_ms = threading.Event(), [0], []
 
     def decode_loop() -> None:
         with torch.cuda.stream(torch.cuda.Stream(device)):
             while not done.is_set():
-                for files, boxes in batches:
-                    decode(files, boxes)
+                for batch in batches:
+                    start = time.perf_counter()
+                    decoded[0] += work(batch)
+                    host_ms.append(1e3 * (time.perf_counter() - start))
                     torch.cuda.current_stream(device).synchronize()
-                    decoded[0] += len(files)
                     if done.is_set():
-                        break
+                        return
 
-    thread = threading.Thread(target=decode_loop)
-    start = time.perf_counter()
-    thread.start()
-    together = timed_steps(step, steps)
-    done.set()
-    thread.join()
+    with torch.cuda.stream(stream) if stream is not None else nullcontext():
+        alone = timed_steps(step, steps)
+        thread = threading.Thread(target=decode_loop)
+        start = time.perf_counter()
+        thread.start()
+        together = timed_steps(step, steps, sync_each=train == "default_sync")
+        done.set()
+        thread.join()
+    host_ms.sort()
     return dict(
+        train_stream=train,
         step_ms_alone=round(alone, 2),
         step_ms_beside_decode=round(together, 2),
         decode_img_s_beside_step=round(decoded[0] / (time.perf_counter() - start), 1),
+        decode_call_host_ms_median=round(host_ms[len(host_ms) // 2], 2) if host_ms else None,
     )
 
 
@@ -184,7 +200,8 @@ def main() -> None:
                 row["img_s"] = round(rate, 1) if rate else None
                 row["mean_abs_diff"] = pixel_diff(decode, *batches[0]) if row["img_s"] else None
                 if step is not None and row["img_s"] and decode.device.type == "cuda":
-                    row.update(model=args.model, **beside_step(decode, batches, step, args.steps))
+                    work = lambda batch, decode=decode: len(decode(*batch))
+                    row.update(model=args.model, **beside_step(work, decode.device, batches, step, args.steps))
             except Exception as e:
                 row["error"] = f"{type(e).__name__}: {e}"[:300]
             rows.append(row)
