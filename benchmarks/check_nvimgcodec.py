@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 from throughput import training_step
-from timm.data.transforms import RandomResizedCropAndInterpolation
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from crossvit.data.jpeg import crop_box
 from crossvit.models import create_model
 
 
@@ -38,10 +38,7 @@ def crop_boxes(sizes: list[tuple[int, int]], seed: int = 0) -> list[tuple[int, i
     import random
 
     random.seed(seed)
-    return [
-        RandomResizedCropAndInterpolation.get_params(torch.empty(1, 1, 1).expand(3, h, w), (0.08, 1.0), (3 / 4, 4 / 3))
-        for h, w in sizes
-    ]
+    return [crop_box(h, w, (0.08, 1.0), (3 / 4, 4 / 3)) for h, w in sizes]
 
 
 class Decode:
