@@ -12,21 +12,29 @@
 #   bash benchmarks/model_speed.sh fourth  # max-autotune without split-K (decompose_k) candidates, each beside
 #                                          # reduce-overhead in its process: ours and timm, crossvit_9 and 18
 #   bash benchmarks/model_speed.sh autotune_c9  # one GPU: the first of fourth's four lanes (ours, crossvit_9)
+#   bash benchmarks/model_speed.sh fifth   # one GPU: GEMM autotuning alone (no coordinate descent, which
+#                                          # max-autotune turns on too; no split-K candidates) under CUDA graphs,
+#                                          # each beside reduce-overhead, crossvit_18 first; FP8=1 adds fp8_gemm.py.
+#                                          # Its compiles outlast a call: run it again on the warm machine (or
+#                                          # carrying the caches) until every run finishes; the last call measures
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
-# Compiled kernels and autotuning results: SAVE_CACHE=1 returns each lane's inductor cache as $OUT/inductor_<lane>.tar.gz
-# (where it is under 15 MB); a later call that carries them in .device/inductor starts from them.
+# Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
+# the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
+# lane's cache as $OUT/inductor_<lane>.tar.gz, without Triton's binaries (rebuilt from the sources kept), where that
+# is under 15 MB; a later call on a fresh machine that carries them in .device/inductor starts from them.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; RES=/tmp/speed; mkdir -p "$OUT" $RES
 STOP_AFTER=${STOP_AFTER:-480}  # seconds into the call after which no new run starts (a call may last 600)
 DEADLINE=${DEADLINE:-570}      # every run ends by then, leaving time to merge and return
 TASKSET=$(command -v taskset)
+CACHE_ROOT=$(realpath -m "${CACHE_ROOT:-/tmp}"); mkdir -p "$CACHE_ROOT"
 
 in_lane() {  # LANE=k in_lane NAME CMD...: CMD on GPU k and cores 16k..16k+15 until DEADLINE, its output in
   # $RES/NAME.log; skipped (rc 125) once STOP_AFTER has passed; prints the lane, rc and seconds
   local name=$1; shift
   if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call" | tee -a $RES/skipped.log; return 125; fi
   local start=$SECONDS cores="$((16 * LANE))-$((16 * LANE + 15))"
-  CUDA_VISIBLE_DEVICES=$LANE TORCHINDUCTOR_CACHE_DIR=/tmp/inductor_$LANE ${TASKSET:+taskset -c $cores} \
+  CUDA_VISIBLE_DEVICES=$LANE TORCHINDUCTOR_CACHE_DIR=$CACHE_ROOT/inductor_$LANE ${TASKSET:+taskset -c $cores} \
     timeout $((DEADLINE - SECONDS)) "$@" > "$RES/$name.log" 2>&1
   local rc=$?
   echo "lane $LANE: $name rc=$rc in $((SECONDS - start)) s"
@@ -61,18 +69,21 @@ env_info() {
   cat $RES/env.txt
 }
 
-restore_cache() {
+restore_cache() {  # a cache the warm machine still holds wins over the carried copy, which is older
+  local f
   for f in .device/inductor/inductor_*.tar.gz; do
-    [ -e "$f" ] && tar xzf "$f" -C /tmp && echo "restored $f"
+    [ -e "$f" ] || continue
+    if [ -d "$CACHE_ROOT/$(basename "$f" .tar.gz)" ]; then echo "kept the machine's $(basename "$f" .tar.gz)"
+    else tar xzf "$f" -C "$CACHE_ROOT" && echo "restored $f"; fi
   done
 }
 
 save_cache() {
   local d name mb
-  for d in /tmp/inductor_*; do
+  for d in "$CACHE_ROOT"/inductor_*; do
     [ -d "$d" ] || continue
     name=$(basename "$d")
-    tar czf "/tmp/$name.tar.gz" -C /tmp "$name"
+    tar czf "/tmp/$name.tar.gz" --exclude="$name/triton" -C "$CACHE_ROOT" "$name"
     mb=$(( $(stat -c %s "/tmp/$name.tar.gz") / 1000000 ))
     echo "$name: $(du -sh "$d" | cut -f1) on disk, ${mb} MB compressed" | tee -a $RES/env.txt
     (( mb < 15 )) && cp "/tmp/$name.tar.gz" "$OUT/"
@@ -92,6 +103,9 @@ for name, data in rows.items():
     if data["rows"] and "inloop" in data["rows"][0]:
         r = data["rows"][0]
         print(f"\n{name}: in-loop {r.get('train_img_s', 'n/a')} img/s, rc {r['rc']}, {r['overrides']}")
+    elif "totals" in data:  # fp8_gemm.py
+        for model, t in data["totals"].items():
+            print(f"\n{name} {model}: block linears {t['bf16_ms']:.2f} ms bf16, {t['fp8_ms']:.2f} ms fp8 ({t['ratio']}x)")
     elif data["rows"] and "train_img_s" in data["rows"][0]:
         print(f"\n{name}: " + format_table(data["rows"], data["env"]).split("\n", 2)[2])
     else:
@@ -172,6 +186,17 @@ fourth() {  # one lane each; first_step_s is the compile (and autotuning) time a
   LANE=2 bench autotune_c18_ours "${TP[@]}" --models crossvit_18 --no-timm "${AUTOTUNE[@]}" &
   LANE=3 bench autotune_c18_timm "${TP[@]}" --models crossvit_18 --only-timm "${AUTOTUNE[@]}" &
   wait
+}
+
+AT_GEMM=(--inductor max_autotune_gemm=1 triton.num_decompose_k_splits=0)
+fifth() {  # every run compiles in lane 0's cache; a run the call cuts short keeps the GEMM shapes it autotuned
+  [ "${FP8:-0}" = 1 ] && LANE=0 bench fp8 fp8_gemm.py --models crossvit_18 crossvit_9
+  for m in 18 9; do
+    LANE=0 bench "base_c$m" "${TP[@]}" --models "crossvit_$m"
+    LANE=0 bench "at_c${m}_ours" "${TP[@]}" --models "crossvit_$m" --no-timm "${AT_GEMM[@]}"
+    LANE=0 bench "at_c${m}_timm" "${TP[@]}" --models "crossvit_$m" --only-timm "${AT_GEMM[@]}"
+  done
+  [ "${PROFILE:-0}" = 1 ] && LANE=0 bench profile_at profile_step.py --models crossvit_18 --mode reduce-overhead "${AT_GEMM[@]}"
 }
 
 env_info

@@ -29,10 +29,11 @@ from crossvit.flops import count
 from crossvit.models import create_model, load_config
 from crossvit.weights import TIMM_NAMES
 
-# First match wins: attention kernels' names can hold "gemm", norms fused by inductor hold "triton".
+# First match wins: attention kernels' names can hold "gemm", norms fused by inductor hold "triton", and
+# max-autotune's Triton GEMM templates are "triton_tem_*" (with the epilogue they fused).
 CLASSES = (
     ("attention", r"flash|fmha|sdpa|attention|_mha"),
-    ("gemm", r"gemm|cutlass|xmma|nvjet|cublas|wgmma|matmul|\bmm\b|addmm|bmm|linear"),
+    ("gemm", r"triton_tem|gemm|cutlass|xmma|nvjet|cublas|wgmma|matmul|\bmm\b|addmm|bmm|linear"),
     ("optimizer", r"adam|multi_tensor|foreach"),
     ("norm", r"layer_norm|layernorm"),
     ("copy_cast", r"copy|memcpy|memset|cast|convert|fill|cat\b|index"),

@@ -57,3 +57,16 @@ def test_profile_step_smoke_splits_the_step_by_kernel_class(tmp_path):
     for r in rows:  # a ViT step is mostly matrix products, attention among them
         assert r["by_class_ms"]["gemm"] > 0 and r["by_class_ms"]["attention"] > 0
         assert 0 < r["busy_ms"] <= r["wall_ms"] and r["kernels_per_step"] > 0
+
+
+def test_fp8_gemm_smoke_scales_each_product_to_within_fp8_rounding(tmp_path):
+    """benchmarks/fp8_gemm.py waits for a GPU (issue 14's FP8 candidate); on the CPU its tensorwise scaling is
+    checked: every product of every block linear lands within FP8 rounding of bf16's (e4m3 keeps 3 mantissa bits,
+    e5m2 2), which a missing or inverted scale does not."""
+    out = tmp_path / "fp8.json"
+    run_benchmark("fp8_gemm.py", "--smoke", "--out", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    # crossvit_tiny: S branch 1 block a stage (401 tokens, width 96), L branch 4 (197 tokens, width 192), 3 stages
+    assert {(r["branch"], r["M"], r["count"]) for r in rows} == {(0, 401, 3), (1, 197, 12)}
+    assert sorted({r["layer"] for r in rows}) == ["fc1", "fc2", "proj", "qkv"]
+    assert all(0.01 < e < 0.1 for r in rows for e in r["fp8_rel_err"]), [r["fp8_rel_err"] for r in rows]
