@@ -20,10 +20,11 @@
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
-# lane's cache as $OUT/inductor_<lane>.tar.gz, without Triton's binaries (rebuilt from the sources kept), where that
-# is under 15 MB; a later call on a fresh machine that carries them in .device/inductor starts from them.
+# lane's autotuning results and compiled graphs as $OUT/inductor_<lane>.tar.gz (Triton's binaries and the autotuning
+# candidates' sources stay behind: with them one call's cache took 478 MB, 25 MB compressed), where under 15 MB; a
+# later call on a fresh machine that carries them in .device/inductor starts from them.
 set -uo pipefail
-OUT=${OUT:-/tmp/out}; RES=/tmp/speed; mkdir -p "$OUT" $RES
+OUT=${OUT:-/tmp/out}; RES=/tmp/speed; rm -rf $RES; mkdir -p "$OUT" $RES  # a warm machine keeps /tmp
 STOP_AFTER=${STOP_AFTER:-480}  # seconds into the call after which no new run starts (a call may last 600)
 DEADLINE=${DEADLINE:-570}      # every run ends by then, leaving time to merge and return
 TASKSET=$(command -v taskset)
@@ -83,7 +84,8 @@ save_cache() {
   for d in "$CACHE_ROOT"/inductor_*; do
     [ -d "$d" ] || continue
     name=$(basename "$d")
-    tar czf "/tmp/$name.tar.gz" --exclude="$name/triton" -C "$CACHE_ROOT" "$name"
+    # the autotuning results (cache/) and the compiled graphs' sources: the rest is rebuilt from them in minutes
+    tar czf "/tmp/$name.tar.gz" -C "$CACHE_ROOT" $(cd "$CACHE_ROOT" && ls -d "$name"/{cache,fxgraph,aotautograd} 2>/dev/null)
     mb=$(( $(stat -c %s "/tmp/$name.tar.gz") / 1000000 ))
     echo "$name: $(du -sh "$d" | cut -f1) on disk, ${mb} MB compressed" | tee -a $RES/env.txt
     (( mb < 15 )) && cp "/tmp/$name.tar.gz" "$OUT/"
