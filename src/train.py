@@ -32,7 +32,7 @@ def run(cfg: DictConfig) -> float:
 
     from crossvit.callbacks import requeue_if_asked, stop_signal
     from crossvit.module import ClassificationModule
-    from crossvit.run import close_loggers, finish, start
+    from crossvit.run import close_loggers, compile_mode, finish, start
 
     hydra_cfg = hydra.core.hydra_config.HydraConfig.get()
     if hydra_cfg.mode == RunMode.MULTIRUN:  # read by conf/hydra/default.yaml in the DDP ranks Lightning starts
@@ -44,7 +44,7 @@ def run(cfg: DictConfig) -> float:
         fusion=OmegaConf.to_container(cfg.fusion, resolve=True),
         **OmegaConf.to_container(cfg.optim, resolve=True),
         **OmegaConf.to_container(cfg.recipe, resolve=True),
-        compile=cfg.compile,
+        compile=compile_mode(cfg.compile, trainer.strategy.root_device.type),
         pretrained=cfg.pretrained,
         new_head=cfg.new_head,
     )

@@ -202,3 +202,19 @@ def test_keys_that_moved_to_the_recipe_still_work_with_a_notice():
     job = OmegaConf.create(proc.stdout)
     assert (job.recipe.mixup, job.recipe.ema_decay, job.optim.lr) == (0.3, 0.99, 1e-3)
     assert "mixup" not in job.optim and "note: optim.mixup is now recipe.mixup" in proc.stderr
+
+
+@pytest.mark.parametrize("trainer", ["gpu", "ddp", "cpu", "ddp_cpu"])
+def test_compile_is_cuda_graphs_by_default_on_gpus_eager_on_cpus_and_in_debug_modes(trainer):
+    """CUDA graphs are what the speed work measured users getting on a GPU (issue 14 item 3); CPU runs and debug
+    modes stay eager; whatever the user sets passes as it is."""
+    from crossvit.run import compile_mode
+
+    cfg = compose_train(f"trainer={trainer}")
+    device = "cuda" if cfg.trainer.accelerator == "gpu" else "cpu"
+    assert compile_mode(cfg.compile, device) == ("reduce-overhead" if trainer in ("gpu", "ddp") else False)
+    assert compile_mode(compose_train(f"trainer={trainer}", "debug=default").compile, device) is False
+    for chosen in (False, True, "max-autotune"):
+        assert compile_mode(compose_train(f"trainer={trainer}", f"compile={str(chosen).lower()}").compile, device) == (
+            chosen
+        )
