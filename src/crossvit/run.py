@@ -64,8 +64,8 @@ def start(cfg: DictConfig) -> tuple[str, list[Logger], L.Trainer]:
 
 def compile_mode(setting: bool | str, device_type: str) -> bool | str:
     """What ClassificationModule's `compile` gets: `auto` is CUDA graphs (reduce-overhead) where the trainer runs
-    on CUDA GPUs, where they double crossvit_9's loop (docs/speed_notes.md), and eager elsewhere, where compiling
-    costs minutes and pays little. Any other setting is the user's and passes as it is."""
+    on CUDA GPUs, where they double crossvit_9's training step (docs/speed_notes.md), and eager elsewhere, where
+    compiling costs minutes and pays little. Any other setting is the user's and passes as it is."""
     if setting == "auto":
         return "reduce-overhead" if device_type == "cuda" else False
     return setting
