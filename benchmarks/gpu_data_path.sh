@@ -27,6 +27,9 @@
 #                                             # wheels in .device/nvimg: benchmarks/check_nvimgcodec.py says how)
 #   bash benchmarks/gpu_data_path.sh x4_next  # a 4-GPU machine after the DDP fix: JPEGs on 1 beside 2 GPUs with
 #                                             # nvimgcodec's check beside them, then JPEGs on 4 GPUs
+#   bash benchmarks/gpu_data_path.sh dali     # one GPU, 16 cores: NVIDIA DALI (its wheels brought in parts by
+#                                             # benchmarks/dali_parts.sh) for crossvit_9, alone and in the step's
+#                                             # loop, beside decode=hybrid in the same harness
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -364,6 +367,26 @@ workers)  # how many decode=hybrid workers a GPU's 16 cores should run: crossvit
       compile=reduce-overhead "${JPEG_ARGS[@]}" data.decode=hybrid data.num_workers=${workers[$lane]} &
   done
   wait
+  ;;
+dali)  # crossvit_9's 75% target (1 GPU, 16 cores): DALI's pipeline with the module's GPU augmentation and no step, at
+  # three shares for the JPEG engines; then in the step's loop (step_with_data.py: its static batch is the raw step,
+  # timed alike); then decode=hybrid in the same harness
+  setup
+  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  install_nvimg
+  STEP=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9)
+  for load in 0.9 0.65 0; do
+    PYTHONPATH=$PYTHONPATH:/tmp/dali timeout 150 "${STEP[@]}" --decode dali --dali-only --hw-load $load --steps 60 \
+      --out "$OUT/dali_only_$load.json" > /tmp/runs/dali_only_$load.log 2>&1
+    echo "hw_load $load: $(grep img/s /tmp/runs/dali_only_$load.log || tail -3 /tmp/runs/dali_only_$load.log)"
+  done
+  PYTHONPATH=$PYTHONPATH:/tmp/dali timeout 240 "${STEP[@]}" --decode dali --steps 100 --out "$OUT/dali_c9.json" \
+    > /tmp/runs/dali_c9.log 2>&1
+  grep img/s /tmp/runs/dali_c9.log || tail -5 /tmp/runs/dali_c9.log
+  PYTHONPATH=$PYTHONPATH:/tmp/nvimg timeout 200 "${STEP[@]}" --decode hybrid --workers 14 --steps 100 \
+    --out "$OUT/hybrid_c9.json" > /tmp/runs/hybrid_c9.log 2>&1
+  grep img/s /tmp/runs/hybrid_c9.log || tail -5 /tmp/runs/hybrid_c9.log
+  tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \

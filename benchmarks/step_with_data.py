@@ -6,6 +6,12 @@ Variants, each the compiled bf16 step (forward, backward, fused AdamW) on batche
   static    one device-resident batch, every step (the raw step, timed like the others: wall clock)
   inline    each step's batch from the workers, prepared on the device (`--decode gpu` or `hybrid`) before the step
   prefetch  the same through crossvit.data.image_folder.Prefetcher (a thread and a CUDA stream of its own)
+  dali      (`--decode dali`: static, then this alone) NVIDIA DALI's pipeline decodes timm's random-resized-crop
+            region of each file ("mixed": the GPU's JPEG engines, CUDA and `--dali-threads` host threads, in DALI's
+            own threads and stream, `--prefetch` batches ahead) and resizes it on the GPU; the module's GPU
+            augmentation (flip, RandAugment, normalise, erase) follows in the step's thread, as for decode=hybrid.
+            DALI is not a dependency: install its wheel (nvidia-dali-cuda130) to run this. `--dali-only` times the
+            pipeline alone.
 `--trace` adds a torch.profiler table of a few inline steps (host calls that wait on the device show there).
 """
 
@@ -34,7 +40,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--mode", default="reduce-overhead")
-    parser.add_argument("--decode", default="gpu", choices=["gpu", "hybrid"])
+    parser.add_argument("--decode", default="gpu", choices=["gpu", "hybrid", "dali"])
+    parser.add_argument("--dali-threads", type=int, default=14, help="DALI's host threads")
+    parser.add_argument("--hw-load", type=float, default=0.9, help="DALI's share of JPEGs for the hardware engines")
+    parser.add_argument("--prefetch", type=int, default=2, help="DALI's batches queued ahead")
+    parser.add_argument("--dali-only", action="store_true", help="time DALI's pipeline without a step")
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -58,7 +68,7 @@ def main() -> None:
         num_classes=classes,
         batch_size=args.batch,
         num_workers=args.workers,
-        decode=args.decode,
+        decode="hybrid" if args.decode == "dali" else args.decode,
     )
     module.setup("fit")
 
@@ -82,9 +92,18 @@ def main() -> None:
 
         return batches
 
+    def dali() -> Iterator:
+        for x, y in dali_batches(args.root / "train", size, args.batch, args.dali_threads, args.hw_load, args.prefetch):
+            yield module.augment(x.permute(0, 3, 1, 2).contiguous().float()), y.view(-1).long()
+
     # prefetch_hi: the prefetcher's stream at the device's highest priority (data kernels ahead of the step's).
     highest = torch.cuda.Stream.priority_range()[1]
     variants = (("static", static), ("inline", inline), ("prefetch", prefetch()), ("prefetch_hi", prefetch(highest)))
+    if args.decode == "dali":
+        variants = (("static", static), ("dali", dali))
+    if args.dali_only:
+        step = lambda x, y: None  # noqa: E731
+        variants = (("dali_only", dali),)
     rows = []
     for name, source in variants:
         batches = source()
@@ -100,7 +119,8 @@ def main() -> None:
             dict(
                 variant=name,
                 decode=args.decode,
-                workers=args.workers,
+                workers=args.dali_threads if name.startswith("dali") else args.workers,
+                **(dict(hw_load=args.hw_load, prefetch=args.prefetch) if name.startswith("dali") else {}),
                 model=args.model,
                 img_s=round(args.steps * args.batch / seconds, 1),
                 ms_per_step=round(1e3 * seconds / args.steps, 2),
@@ -118,6 +138,40 @@ def main() -> None:
         del batches
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
+
+
+def dali_batches(
+    root: Path, size: int, batch: int, threads: int, hw_load: float, prefetch: int, device_id: int | None = 0
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Endless (uint8 NHWC crops, int32 labels) batches from DALI, epoch after epoch, on GPU `device_id` (None: the
+    CPU, which checks the pipeline where no GPU is). The crop's area and aspect ratio ranges are timm's."""
+    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+    @pipeline_def
+    def pipeline():
+        files, labels = fn.readers.file(file_root=str(root), random_shuffle=True, name="reader")
+        on_gpu = device_id is not None
+        images = fn.decoders.image_random_crop(
+            files,
+            device="mixed" if on_gpu else "cpu",
+            output_type=types.RGB,
+            random_area=[0.08, 1.0],
+            random_aspect_ratio=[3 / 4, 4 / 3],
+            num_attempts=10,
+            **(dict(hw_decoder_load=hw_load) if on_gpu else {}),
+        )
+        images = fn.resize(images, resize_x=size, resize_y=size, interp_type=types.INTERP_CUBIC, antialias=True)
+        return images, labels.gpu() if on_gpu else labels
+
+    pipe = pipeline(batch_size=batch, num_threads=threads, device_id=device_id, seed=0, prefetch_queue_depth=prefetch)
+    pipe.build()
+    loader = DALIGenericIterator(
+        [pipe], ["x", "y"], reader_name="reader", last_batch_policy=LastBatchPolicy.DROP, auto_reset=True
+    )
+    while True:
+        for out in loader:
+            yield out[0]["x"], out[0]["y"]
 
 
 if __name__ == "__main__":
