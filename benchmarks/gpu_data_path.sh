@@ -373,7 +373,6 @@ dali)  # crossvit_9's 75% target (1 GPU, 16 cores): DALI's pipeline with the mod
   # timed alike); then decode=hybrid in the same harness
   setup
   bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
-  install_nvimg
   STEP=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9)
   for load in 0.9 0.65 0; do
     PYTHONPATH=$PYTHONPATH:/tmp/dali timeout 150 "${STEP[@]}" --decode dali --dali-only --hw-load $load --steps 60 \
@@ -383,7 +382,8 @@ dali)  # crossvit_9's 75% target (1 GPU, 16 cores): DALI's pipeline with the mod
   PYTHONPATH=$PYTHONPATH:/tmp/dali timeout 240 "${STEP[@]}" --decode dali --steps 100 --out "$OUT/dali_c9.json" \
     > /tmp/runs/dali_c9.log 2>&1
   grep img/s /tmp/runs/dali_c9.log || tail -5 /tmp/runs/dali_c9.log
-  PYTHONPATH=$PYTHONPATH:/tmp/nvimg timeout 200 "${STEP[@]}" --decode hybrid --workers 14 --steps 100 \
+  # /tmp/dali holds nvImageCodec too (DALI needs it), so decode=hybrid's workers decode crop regions with it
+  PYTHONPATH=$PYTHONPATH:/tmp/dali timeout 200 "${STEP[@]}" --decode hybrid --workers 14 --steps 100 \
     --out "$OUT/hybrid_c9.json" > /tmp/runs/hybrid_c9.log 2>&1
   grep img/s /tmp/runs/hybrid_c9.log || tail -5 /tmp/runs/hybrid_c9.log
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
