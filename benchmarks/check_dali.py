@@ -2,7 +2,8 @@
 
     PYTHONPATH=src:/tmp/dali python benchmarks/check_dali.py /tmp/jpegs --epochs 300
 
-On the CPU (DALI's CPU decoder), with DALI from its wheel (benchmarks/dali_parts.sh; it is no dependency):
+With DALI's CPU decoder, or its GPU one (`--gpu`: "mixed", the JPEG engines and CUDA), DALI from its wheel
+(benchmarks/dali_parts.sh; it is no dependency):
 1. Crop windows: the sizes of `fn.decoders.image_random_crop`'s outputs (timm's area and aspect-ratio ranges,
    10 attempts) over `--epochs` passes of up to 64 files of the folder's first class, against timm's
    `RandomResizedCropAndInterpolation.get_params` on the same image sizes: two-sample Kolmogorov-Smirnov p-values for
@@ -31,24 +32,31 @@ from crossvit.data.batch_augment import crop_resize_flat
 SIZE = 240
 
 
+def run_on(gpu: bool) -> tuple[dict, dict]:
+    """The decoder's device and the pipeline's: the GPU's (0) or none."""
+    return dict(device="mixed" if gpu else "cpu"), dict(device_id=0 if gpu else None)
+
+
 def crop_windows(
-    files: list[Path], epochs: int, seed: int
+    files: list[Path], epochs: int, seed: int, gpu: bool
 ) -> tuple[list[float], list[float], list[float], list[float]]:
     """(area fraction, log aspect ratio) of DALI's crops, then of timm's, the same image sizes drawn as often."""
+    decoder, where = run_on(gpu)
 
     @pipeline_def
     def decode():
         data = fn.external_source(source=lambda: [np.fromfile(f, dtype=np.uint8) for f in files], batch=True)
         return fn.decoders.image_random_crop(
-            data, device="cpu", output_type=types.RGB, random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3]
+            data, **decoder, output_type=types.RGB, random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3]
         )
 
-    pipe = decode(batch_size=len(files), num_threads=2, device_id=None, seed=seed)
+    pipe = decode(batch_size=len(files), num_threads=2, seed=seed, **where)
     pipe.build()
     sizes = [Image.open(f).size for f in files]  # (W, H)
     areas, ratios = [], []
     for _ in range(epochs):
         (out,) = pipe.run()
+        out = out.as_cpu() if gpu else out
         for k, (w_img, h_img) in enumerate(sizes):
             h, w, _ = out[k].shape()
             areas.append(h * w / (w_img * h_img))
@@ -63,8 +71,9 @@ def crop_windows(
     return areas, ratios, timm_areas, timm_ratios
 
 
-def pixel_differences(files: list[Path], seed: int) -> tuple[list[float], list[float]]:
+def pixel_differences(files: list[Path], seed: int, gpu: bool) -> tuple[list[float], list[float]]:
     """Per file: mean |DALI - timm| and mean |decode=hybrid - timm| over a 240 x 240 crop of a random box."""
+    decoder, where = run_on(gpu)
     rng = np.random.default_rng(seed)
     boxes = []
     for f in files:
@@ -78,13 +87,14 @@ def pixel_differences(files: list[Path], seed: int) -> tuple[list[float], list[f
         anchor = fn.external_source(source=lambda: [np.float32(b[:2]) for b in boxes], batch=True)
         shape = fn.external_source(source=lambda: [np.float32(b[2:]) for b in boxes], batch=True)
         images = fn.decoders.image_slice(
-            data, anchor, shape, normalized_anchor=False, normalized_shape=False, output_type=types.RGB
+            data, anchor, shape, normalized_anchor=False, normalized_shape=False, output_type=types.RGB, **decoder
         )
         return fn.resize(images, resize_x=SIZE, resize_y=SIZE, interp_type=types.INTERP_CUBIC, antialias=True)
 
-    pipe = decode(batch_size=len(files), num_threads=2, device_id=None)
+    pipe = decode(batch_size=len(files), num_threads=2, **where)
     pipe.build()
     (out,) = pipe.run()
+    out = out.as_cpu() if gpu else out
     dali_diff, hybrid_diff = [], []
     for k, f in enumerate(files):
         x, y, w, h = boxes[k]
@@ -106,15 +116,17 @@ def main() -> None:
     parser.add_argument("root", type=Path, help="an ImageNet-style folder (benchmarks/make_jpeg_folder.py)")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--gpu", action="store_true", help="DALI's GPU decoder (mixed) instead of its CPU one")
     args = parser.parse_args()
     first_class = sorted(p for p in (args.root / "train").iterdir() if p.is_dir())[0]
     files = sorted(first_class.iterdir())[:64]
-    areas, ratios, timm_areas, timm_ratios = crop_windows(files, args.epochs, args.seed)
+    areas, ratios, timm_areas, timm_ratios = crop_windows(files, args.epochs, args.seed, args.gpu)
+    print(f"DALI's {'GPU' if args.gpu else 'CPU'} decoder:")
     print(f"{len(areas):,} DALI crops against {len(timm_areas):,} of timm's, {len(files)} files:")
     for name, ours, theirs in (("area fraction", areas, timm_areas), ("log aspect", ratios, timm_ratios)):
         p = ks_2samp(ours, theirs).pvalue
         print(f"  {name:13s}: mean {np.mean(ours):.4f} (timm {np.mean(theirs):.4f}), KS p = {p:.3f}")
-    dali_diff, hybrid_diff = pixel_differences(files[:16], args.seed)
+    dali_diff, hybrid_diff = pixel_differences(files[:16], args.seed, args.gpu)
     print(f"pixels against timm's PIL crop + bicubic resize, {len(dali_diff)} random boxes, mean |difference|:")
     for name, diff in (
         ("DALI (region decode, cubic antialiased resize)", dali_diff),

@@ -368,11 +368,13 @@ workers)  # how many decode=hybrid workers a GPU's 16 cores should run: crossvit
   done
   wait
   ;;
-dali)  # crossvit_9's 75% target (1 GPU, 16 cores): DALI's pipeline with the module's GPU augmentation and no step, at
-  # three shares for the JPEG engines; then in the step's loop (step_with_data.py: its static batch is the raw step,
-  # timed alike); then decode=hybrid in the same harness
+dali)  # crossvit_9's 75% target (1 GPU, 16 cores): DALI's GPU decoder against timm's crops and pixels
+  # (check_dali.py); DALI's pipeline with the module's GPU augmentation and no step, at three shares for the JPEG
+  # engines; then in the step's loop (step_with_data.py: its static batch is the raw step, timed alike); then
+  # decode=hybrid in the same harness
   setup
   bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  PYTHONPATH=$PYTHONPATH:/tmp/dali timeout 120 python3 benchmarks/check_dali.py $JPEGS --gpu 2>&1 | tail -7
   STEP=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9)
   for load in 0.9 0.65 0; do
     PYTHONPATH=$PYTHONPATH:/tmp/dali timeout 150 "${STEP[@]}" --decode dali --dali-only --hw-load $load --steps 60 \
