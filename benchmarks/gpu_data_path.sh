@@ -49,21 +49,8 @@ run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] run NAME OVERRIDES...: one src/tra
     logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name \
     > /tmp/runs/$name.log 2>&1
   local rc=$?
-  python3 - "$name" "$rc" "$((SECONDS - start))" "$*" >> "$OUT/inloop.jsonl" <<'PY'
-import json, os, pathlib, sys
-name, rc, wall, args = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-m = pathlib.Path(f"/tmp/runs/{name}/metrics.json")
-row = dict(name=name, rc=rc, wall_s=wall, overrides=args, gpus=os.environ.get("CVD", "all"),
-           cpus=os.environ.get("CPUS", "all"),
-           **(json.loads(m.read_text()) if m.exists() else {}))
-log = pathlib.Path(f"/tmp/runs/{name}.log").read_text()
-row["accumulate_grad_stream_warnings"] = log.count("AccumulateGrad node's stream")
-if "data.decode=hybrid: the workers decode" in log:
-    row["region_decode"] = "decode only timm's crop region" in log
-if rc:
-    row["log_tail"] = log[-1500:]
-print(json.dumps({k: row[k] for k in row if k != "best_ckpt"}))
-PY
+  python3 benchmarks/inloop_row.py "$name" /tmp/runs/$name /tmp/runs/$name.log $rc $((SECONDS - start)) "$*" \
+    >> "$OUT/inloop.jsonl"
   tail -1 "$OUT/inloop.jsonl" | cut -c1-260
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
 }

@@ -48,20 +48,17 @@ bench() {  # LANE=k bench NAME SCRIPT ARGS...: one benchmark process; its rows i
 }
 
 train_run() {  # LANE=k train_run NAME OVERRIDES...: a 2-epoch src/train.py run; its metrics.json becomes a row
-  local name=$1; shift
+  local name=$1 start=$SECONDS; shift
   in_lane "$name" python3 src/train.py trainer=gpu compile=reduce-overhead data=synthetic data.size=20480 \
     data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true trainer.max_epochs=2 \
     callbacks.throughput.warmup=5 logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false \
     hydra.run.dir=/tmp/runs/$name "$@"
   local rc=$?
   (( rc == 125 )) && return
-  python3 - "$name" "$rc" "$*" "$RES" <<'PY'
-import json, pathlib, sys
-name, rc, args, res = sys.argv[1], int(sys.argv[2]), sys.argv[3], pathlib.Path(sys.argv[4])
-m = pathlib.Path(f"/tmp/runs/{name}/metrics.json")
-row = dict(inloop=name, rc=rc, overrides=args, **(json.loads(m.read_text()) if m.exists() else {}))
-(res / f"{name}.json").write_text(json.dumps({"env": {}, "rows": [row]}))
-PY
+  CVD=$LANE CPUS="$((16 * LANE))-$((16 * LANE + 15))" python3 benchmarks/inloop_row.py "$name" /tmp/runs/$name \
+    "$RES/$name.log" $rc $((SECONDS - start)) "$*" \
+    | python3 -c 'import json, sys; print(json.dumps({"env": {}, "rows": [json.loads(sys.stdin.read())]}))' \
+    > "$RES/$name.json"
 }
 
 env_info() {
@@ -102,7 +99,7 @@ for f in sorted(res.glob("*.json")):
     rows[f.stem] = json.loads(f.read_text())
 pathlib.Path(sys.argv[2]).write_text(json.dumps(rows, indent=1))
 for name, data in rows.items():
-    if data["rows"] and "inloop" in data["rows"][0]:
+    if data["rows"] and "overrides" in data["rows"][0]:  # benchmarks/inloop_row.py
         r = data["rows"][0]
         print(f"\n{name}: in-loop {r.get('train_img_s', 'n/a')} img/s, rc {r['rc']}, {r['overrides']}")
     elif "totals" in data:  # fp8_gemm.py
