@@ -357,8 +357,8 @@ workers)  # how many decode=hybrid workers a GPU's 16 cores should run: crossvit
   ;;
 dali)  # crossvit_9's 75% target (1 GPU, 16 cores): DALI's GPU decoder against timm's crops and pixels
   # (check_dali.py); DALI's pipeline with the module's GPU augmentation and no step, at three shares for the JPEG
-  # engines; then in the step's loop (step_with_data.py: its static batch is the raw step, timed alike); then
-  # decode=hybrid in the same harness
+  # engines; then in the step's loop (step_with_data.py: its static batch is the raw step, timed alike), the files
+  # from DALI's reader and in a sampler's order from its worker processes; then decode=hybrid in the same harness
   setup
   bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
   PYTHONPATH=$PYTHONPATH:/tmp/dali timeout 120 python3 benchmarks/check_dali.py $JPEGS --gpu 2>&1 | tail -7
@@ -368,9 +368,11 @@ dali)  # crossvit_9's 75% target (1 GPU, 16 cores): DALI's GPU decoder against t
       --out "$OUT/dali_only_$load.json" > /tmp/runs/dali_only_$load.log 2>&1
     echo "hw_load $load: $(grep img/s /tmp/runs/dali_only_$load.log || tail -3 /tmp/runs/dali_only_$load.log)"
   done
-  PYTHONPATH=$PYTHONPATH:/tmp/dali timeout 240 "${STEP[@]}" --decode dali --steps 100 --out "$OUT/dali_c9.json" \
-    > /tmp/runs/dali_c9.log 2>&1
-  grep img/s /tmp/runs/dali_c9.log || tail -5 /tmp/runs/dali_c9.log
+  for source in reader sampler; do
+    PYTHONPATH=$PYTHONPATH:/tmp/dali timeout 200 "${STEP[@]}" --decode dali --dali-source $source --steps 100 \
+      --out "$OUT/dali_c9_$source.json" > /tmp/runs/dali_c9_$source.log 2>&1
+    echo "$source: $(grep img/s /tmp/runs/dali_c9_$source.log || tail -5 /tmp/runs/dali_c9_$source.log)"
+  done
   # /tmp/dali holds nvImageCodec too (DALI needs it), so decode=hybrid's workers decode crop regions with it
   PYTHONPATH=$PYTHONPATH:/tmp/dali timeout 200 "${STEP[@]}" --decode hybrid --workers 14 --steps 100 \
     --out "$OUT/hybrid_c9.json" > /tmp/runs/hybrid_c9.log 2>&1

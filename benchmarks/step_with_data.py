@@ -11,7 +11,7 @@ Variants, each the compiled bf16 step (forward, backward, fused AdamW) on batche
             own threads and stream, `--prefetch` batches ahead) and resizes it on the GPU; the module's GPU
             augmentation (flip, RandAugment, normalise, erase) follows in the step's thread, as for decode=hybrid.
             DALI is not a dependency: install its wheel (nvidia-dali-cuda130) to run this. `--dali-only` times the
-            pipeline alone.
+            pipeline alone; `--dali-source sampler` feeds it the files in a sampler's order (FileBytes).
 `--trace` adds a torch.profiler table of a few inline steps (host calls that wait on the device show there).
 """
 
@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
@@ -45,6 +46,13 @@ def main() -> None:
     parser.add_argument("--hw-load", type=float, default=0.9, help="DALI's share of JPEGs for the hardware engines")
     parser.add_argument("--prefetch", type=int, default=2, help="DALI's batches queued ahead")
     parser.add_argument("--dali-only", action="store_true", help="time DALI's pipeline without a step")
+    parser.add_argument(
+        "--dali-source",
+        default="reader",
+        choices=["reader", "sampler"],
+        help="DALI's file reader, or files in a "
+        "sampler's order read by DALI's worker processes (FileBytes), as a DALI data path would take them",
+    )
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -93,7 +101,16 @@ def main() -> None:
         return batches
 
     def dali() -> Iterator:
-        for x, y in dali_batches(args.root / "train", size, args.batch, args.dali_threads, args.hw_load, args.prefetch):
+        batches = dali_batches(
+            args.root / "train",
+            size,
+            args.batch,
+            args.dali_threads,
+            args.hw_load,
+            args.prefetch,
+            source=args.dali_source,
+        )
+        for x, y in batches:
             yield module.augment(x.permute(0, 3, 1, 2).contiguous().float()), y.view(-1).long()
 
     # prefetch_hi: the prefetcher's stream at the device's highest priority (data kernels ahead of the step's).
@@ -120,7 +137,11 @@ def main() -> None:
                 variant=name,
                 decode=args.decode,
                 workers=args.dali_threads if name.startswith("dali") else args.workers,
-                **(dict(hw_load=args.hw_load, prefetch=args.prefetch) if name.startswith("dali") else {}),
+                **(
+                    dict(hw_load=args.hw_load, prefetch=args.prefetch, source=args.dali_source)
+                    if name.startswith("dali")
+                    else {}
+                ),
                 model=args.model,
                 img_s=round(args.steps * args.batch / seconds, 1),
                 ms_per_step=round(1e3 * seconds / args.steps, 2),
@@ -140,18 +161,59 @@ def main() -> None:
         args.out.write_text(json.dumps(rows, indent=1))
 
 
+class FileBytes:
+    """DALI's parallel external source, read in its worker processes: sample i of an epoch is file order[i] of a
+    permutation drawn for that epoch. It stands in for the DataModule's sampler (repeated augmentation, DDP shards,
+    mid-epoch resume), whose order a DALI data path would pass this way; `fn.readers.file` knows none of those."""
+
+    def __init__(self, files: list[str], labels: list[int], batch: int, seed: int = 0) -> None:
+        self.files, self.labels, self.seed = files, labels, seed
+        self.per_epoch = len(files) // batch * batch
+        self.epoch, self.order = -1, None
+
+    def __call__(self, info):
+        if info.idx_in_epoch >= self.per_epoch:
+            raise StopIteration
+        if info.epoch_idx != self.epoch:
+            self.epoch = info.epoch_idx
+            self.order = np.random.default_rng(self.seed + self.epoch).permutation(len(self.files))
+        i = self.order[info.idx_in_epoch]
+        return np.fromfile(self.files[i], dtype=np.uint8), np.array([self.labels[i]], dtype=np.int32)
+
+
 def dali_batches(
-    root: Path, size: int, batch: int, threads: int, hw_load: float, prefetch: int, device_id: int | None = 0
+    root: Path,
+    size: int,
+    batch: int,
+    threads: int,
+    hw_load: float,
+    prefetch: int,
+    device_id: int | None = 0,
+    source: str = "reader",
+    source_workers: int = 4,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless (uint8 NHWC crops, int32 labels) batches from DALI, epoch after epoch, on GPU `device_id` (None: the
-    CPU, which checks the pipeline where no GPU is). The crop's area and aspect ratio ranges are timm's."""
+    CPU, which checks the pipeline where no GPU is). The crop's area and aspect ratio ranges are timm's. `source`:
+    "reader" (DALI's file reader) or "sampler" (FileBytes in `source_workers` processes)."""
     from nvidia.dali import fn, pipeline_def, types
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
+    on_gpu = device_id is not None
+    extra = {}
+    if source == "sampler":
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        pairs = [(str(f), c) for c, name in enumerate(classes) for f in sorted((root / name).iterdir())]
+        source_fn = FileBytes([f for f, _ in pairs], [c for _, c in pairs], batch)
+        extra = dict(py_num_workers=source_workers, py_start_method="spawn")
+
     @pipeline_def
     def pipeline():
-        files, labels = fn.readers.file(file_root=str(root), random_shuffle=True, name="reader")
-        on_gpu = device_id is not None
+        if source == "sampler":
+            files, labels = fn.external_source(
+                source=source_fn, num_outputs=2, batch=False, parallel=True, dtype=[types.UINT8, types.INT32]
+            )
+        else:
+            files, labels = fn.readers.file(file_root=str(root), random_shuffle=True, name="reader")
         images = fn.decoders.image_random_crop(
             files,
             device="mixed" if on_gpu else "cpu",
@@ -164,10 +226,16 @@ def dali_batches(
         images = fn.resize(images, resize_x=size, resize_y=size, interp_type=types.INTERP_CUBIC, antialias=True)
         return images, labels.gpu() if on_gpu else labels
 
-    pipe = pipeline(batch_size=batch, num_threads=threads, device_id=device_id, seed=0, prefetch_queue_depth=prefetch)
+    pipe = pipeline(
+        batch_size=batch, num_threads=threads, device_id=device_id, seed=0, prefetch_queue_depth=prefetch, **extra
+    )
     pipe.build()
     loader = DALIGenericIterator(
-        [pipe], ["x", "y"], reader_name="reader", last_batch_policy=LastBatchPolicy.DROP, auto_reset=True
+        [pipe],
+        ["x", "y"],
+        reader_name="reader" if source == "reader" else None,
+        last_batch_policy=LastBatchPolicy.DROP,
+        auto_reset=True,
     )
     while True:
         for out in loader:
