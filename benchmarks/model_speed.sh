@@ -14,7 +14,8 @@
 #   bash benchmarks/model_speed.sh autotune_c9  # one GPU: the first of fourth's four lanes (ours, crossvit_9)
 #   bash benchmarks/model_speed.sh fifth   # one GPU: GEMM autotuning alone (no coordinate descent, which
 #                                          # max-autotune turns on too; no split-K candidates) under CUDA graphs,
-#                                          # each beside reduce-overhead, crossvit_18 first; FP8=1 adds fp8_gemm.py.
+#                                          # each beside reduce-overhead, crossvit_18 first; FP8=1 adds fp8_gemm.py,
+#                                          # NORM=1 norm_floor.py (LayerNorm and GELU against their bytes' floor).
 #                                          # Its compiles outlast a call: run it again on the warm machine (or
 #                                          # carrying the caches) until every run finishes; the last call measures
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
@@ -102,9 +103,9 @@ for name, data in rows.items():
     if data["rows"] and "overrides" in data["rows"][0]:  # benchmarks/inloop_row.py
         r = data["rows"][0]
         print(f"\n{name}: in-loop {r.get('train_img_s', 'n/a')} img/s, rc {r['rc']}, {r['overrides']}")
-    elif "totals" in data:  # fp8_gemm.py
+    elif "totals" in data:  # fp8_gemm.py, norm_floor.py: ms a step
         for model, t in data["totals"].items():
-            print(f"\n{name} {model}: block linears {t['bf16_ms']:.2f} ms bf16, {t['fp8_ms']:.2f} ms fp8 ({t['ratio']}x)")
+            print(f"\n{name} {model}: " + ", ".join(f"{key} {value:.2f}" for key, value in t.items()))
     elif data["rows"] and "train_img_s" in data["rows"][0]:
         print(f"\n{name}: " + format_table(data["rows"], data["env"]).split("\n", 2)[2])
     else:
@@ -190,6 +191,7 @@ fourth() {  # one lane each; first_step_s is the compile (and autotuning) time a
 AT_GEMM=(--inductor max_autotune_gemm=1 triton.num_decompose_k_splits=0)
 fifth() {  # every run compiles in lane 0's cache; a run the call cuts short keeps the GEMM shapes it autotuned
   [ "${FP8:-0}" = 1 ] && LANE=0 bench fp8 fp8_gemm.py --models crossvit_18 crossvit_9
+  [ "${NORM:-0}" = 1 ] && LANE=0 bench norm norm_floor.py --models crossvit_18 crossvit_9
   for m in 18 9; do
     LANE=0 bench "base_c$m" "${TP[@]}" --models "crossvit_$m"
     LANE=0 bench "at_c${m}_ours" "${TP[@]}" --models "crossvit_$m" --no-timm "${AT_GEMM[@]}"

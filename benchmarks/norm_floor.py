@@ -1,0 +1,116 @@
+"""How far the step's memory-bound passes run from their bytes' floor (issue 14: 23 of crossvit_18's 62 ms).
+
+    python benchmarks/norm_floor.py --models crossvit_18 crossvit_9 --out norm.json
+    python benchmarks/norm_floor.py --smoke      # tiny, on the CPU, eager: checks that the script runs
+
+At each branch's activation shape (M = batch x tokens rows), forward and backward of the two passes every block
+makes: LayerNorm of the fp32 residual stream to a bf16 output (twice a block), and GELU over the MLP's bf16 hidden
+activations (once a block). Each is timed eager (PyTorch's own kernels) and compiled (inductor's Triton, what the
+step runs), beside its floor: LayerNorm reads x (fp32) and writes y (bf16), then reads dy (bf16) and x and writes dx
+(fp32): 16 bytes an element; GELU reads and writes bf16 forward, reads dy and h and writes dh backward: 10 bytes.
+The floor is those bytes at the device-to-device copy rate measured in the run. Summed over the blocks, the table
+says how much of the step a pass nearer its floor (a hand-written kernel, say) could win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from datetime import date
+
+import torch
+import torch.nn.functional as F
+from profile_step import copy_rate
+from throughput import timed
+
+from crossvit.models import load_config
+
+
+def shapes(name: str, batch: int) -> list[dict]:
+    """The passes of one step, per branch: LayerNorm (2 a block) and GELU (1 a block), with their element counts."""
+    cfg = load_config("model", name)
+    rows = []
+    for branch, (img, patch, dim, ratio) in enumerate(zip(cfg.img_size, cfg.patch_size, cfg.embed_dim, cfg.mlp_ratio)):
+        m, blocks = batch * ((img // patch) ** 2 + 1), sum(stage[branch] for stage in cfg.depth)
+        rows.append(dict(model=name, branch=branch, op="layer_norm", M=m, D=dim, count=2 * blocks, bytes_per=16))
+        rows.append(dict(model=name, branch=branch, op="gelu", M=m, D=int(dim * ratio), count=blocks, bytes_per=10))
+    return rows
+
+
+def pass_of(op: str, d: int, device: torch.device) -> tuple[Callable, torch.dtype, tuple]:
+    """The pass as a function of its input, the input's dtype, and its extra tensors (LayerNorm's weight and bias)."""
+    if op == "layer_norm":
+        w = torch.ones(d, device=device, requires_grad=True)
+        b = torch.zeros(d, device=device, requires_grad=True)
+        return (lambda x: F.layer_norm(x, (d,), w, b).to(torch.bfloat16)), torch.float32, (w, b)
+    return (lambda h: F.gelu(h)), torch.bfloat16, ()
+
+
+def measure(row: dict, device: torch.device, steps: int, warmup: int, compiled: bool) -> float:
+    """ms of one forward and backward of the pass at the row's shape."""
+    fn, dtype, _ = pass_of(row["op"], row["D"], device)
+    if compiled:
+        fn = torch.compile(fn)
+    x = torch.randn(row["M"], row["D"], device=device, dtype=dtype, requires_grad=True)
+    dy = torch.randn(row["M"], row["D"], device=device, dtype=torch.bfloat16)
+
+    def step():
+        fn(x).backward(dy)
+        x.grad = None
+
+    return timed(step, device, steps, warmup) * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["crossvit_18", "crossvit_9"])
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="tiny and on the CPU, eager only")
+    parser.add_argument("--out", help="write the rows as JSON here")
+    args = parser.parse_args()
+    cuda = torch.cuda.is_available() and not args.smoke
+    device = torch.device("cuda" if cuda else "cpu")
+    if args.smoke:
+        args.models, args.batch_size, args.steps, args.warmup = ["crossvit_tiny"], 1, 1, 0
+    rate = copy_rate(device)
+    env = dict(
+        date=str(date.today()),
+        device=torch.cuda.get_device_name() if cuda else "cpu",
+        torch=torch.__version__,
+        batch_size=args.batch_size,
+        copy_gb_s=round(rate / 1e9, 1),
+    )
+    print(json.dumps(env))
+    print("| model | branch | pass | M x D | x | eager ms | compiled ms | floor ms | compiled / floor |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    rows, totals = [], {}
+    for name in args.models:
+        for row in shapes(name, args.batch_size):
+            row["eager_ms"] = round(measure(row, device, args.steps, args.warmup, compiled=False), 4)
+            row["compiled_ms"] = round(measure(row, device, args.steps, args.warmup, compiled=cuda), 4)
+            row["floor_ms"] = round(1e3 * row["bytes_per"] * row["M"] * row["D"] / rate, 4)
+            rows.append(row)
+            t = totals.setdefault(name, dict(eager_ms=0.0, compiled_ms=0.0, floor_ms=0.0))
+            for key in t:
+                t[key] += row["count"] * row[key]
+            print(
+                f"| {name} | {row['branch']} | {row['op']} | {row['M']} x {row['D']} | {row['count']} | "
+                f"{row['eager_ms']:.3f} | {row['compiled_ms']:.3f} | {row['floor_ms']:.3f} | "
+                f"{row['compiled_ms'] / row['floor_ms']:.2f} |",
+                flush=True,
+            )
+    for name, t in totals.items():
+        print(
+            f"{name}: these passes a step {t['compiled_ms']:.2f} ms compiled, {t['eager_ms']:.2f} eager, "
+            f"{t['floor_ms']:.2f} at the floor"
+        )
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"env": env, "rows": rows, "totals": totals}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
