@@ -15,7 +15,8 @@
 #   bash benchmarks/model_speed.sh fifth   # one GPU: GEMM autotuning alone (no coordinate descent, which
 #                                          # max-autotune turns on too; no split-K candidates) under CUDA graphs,
 #                                          # each beside reduce-overhead, crossvit_18 first; FP8=1 adds fp8_gemm.py,
-#                                          # NORM=1 norm_floor.py (LayerNorm and GELU against their bytes' floor).
+#                                          # NORM=1 norm_floor.py (LayerNorm and GELU against their bytes' floor,
+#                                          # and our Triton LayerNorm, checked first).
 #                                          # Its compiles outlast a call: run it again on the warm machine (or
 #                                          # carrying the caches) until every run finishes; the last call measures
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
@@ -191,7 +192,10 @@ fourth() {  # one lane each; first_step_s is the compile (and autotuning) time a
 AT_GEMM=(--inductor max_autotune_gemm=1 triton.num_decompose_k_splits=0)
 fifth() {  # every run compiles in lane 0's cache; a run the call cuts short keeps the GEMM shapes it autotuned
   [ "${FP8:-0}" = 1 ] && LANE=0 bench fp8 fp8_gemm.py --models crossvit_18 crossvit_9
-  [ "${NORM:-0}" = 1 ] && LANE=0 bench norm norm_floor.py --models crossvit_18 crossvit_9
+  if [ "${NORM:-0}" = 1 ]; then  # our Triton LayerNorm checked against F.layer_norm, then everything timed
+    LANE=0 in_lane triton_ln_check python3 benchmarks/triton_layer_norm.py && cat $RES/triton_ln_check.log
+    LANE=0 bench norm norm_floor.py --models crossvit_18 crossvit_9
+  fi
   for m in 18 9; do
     LANE=0 bench "base_c$m" "${TP[@]}" --models "crossvit_$m"
     LANE=0 bench "at_c${m}_ours" "${TP[@]}" --models "crossvit_$m" --no-timm "${AT_GEMM[@]}"

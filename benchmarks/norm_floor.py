@@ -6,10 +6,11 @@
 At each branch's activation shape (M = batch x tokens rows), forward and backward of the two passes every block
 makes: LayerNorm of the fp32 residual stream to a bf16 output (twice a block), and GELU over the MLP's bf16 hidden
 activations (once a block). Each is timed eager (PyTorch's own kernels) and compiled (inductor's Triton, what the
-step runs), beside its floor: LayerNorm reads x (fp32) and writes y (bf16), then reads dy (bf16) and x and writes dx
-(fp32): 16 bytes an element; GELU reads and writes bf16 forward, reads dy and h and writes dh backward: 10 bytes.
-The floor is those bytes at the device-to-device copy rate measured in the run. Summed over the blocks, the table
-says how much of the step a pass nearer its floor (a hand-written kernel, say) could win.
+step runs), LayerNorm also as benchmarks/triton_layer_norm.py's hand-written kernels, beside its floor: LayerNorm
+reads x (fp32) and writes y (bf16), then reads dy (bf16) and x and writes dx (fp32): 16 bytes an element; GELU
+reads and writes bf16 forward, reads dy and h and writes dh backward: 10 bytes. The floor is those bytes at the
+device-to-device copy rate measured in the run. Summed over the blocks, the table says how much of the step a pass
+nearer its floor (a hand-written kernel, say) could win.
 """
 
 from __future__ import annotations
@@ -45,6 +46,21 @@ def pass_of(op: str, d: int, device: torch.device) -> tuple[Callable, torch.dtyp
         b = torch.zeros(d, device=device, requires_grad=True)
         return (lambda x: F.layer_norm(x, (d,), w, b).to(torch.bfloat16)), torch.float32, (w, b)
     return (lambda h: F.gelu(h)), torch.bfloat16, ()
+
+
+def measure_triton(row: dict, device: torch.device, steps: int, warmup: int) -> float:
+    """ms of one forward and backward of benchmarks/triton_layer_norm.py's LayerNorm at the row's shape."""
+    import triton_layer_norm as ours
+
+    x = torch.randn(row["M"], row["D"], device=device)
+    w, b = torch.ones(row["D"], device=device), torch.zeros(row["D"], device=device)
+    dy = torch.randn(row["M"], row["D"], device=device, dtype=torch.bfloat16)
+
+    def step():
+        _, mean, rstd = ours.forward(x, w, b)
+        ours.backward(dy, x, w, mean, rstd)
+
+    return timed(step, device, steps, warmup) * 1e3
 
 
 def measure(row: dict, device: torch.device, steps: int, warmup: int, compiled: bool) -> float:
@@ -84,21 +100,29 @@ def main() -> None:
         copy_gb_s=round(rate / 1e9, 1),
     )
     print(json.dumps(env))
-    print("| model | branch | pass | M x D | x | eager ms | compiled ms | floor ms | compiled / floor |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | branch | pass | M x D | x | eager ms | compiled ms | ours (Triton) ms | floor ms | compiled/floor |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     rows, totals = [], {}
     for name in args.models:
         for row in shapes(name, args.batch_size):
             row["eager_ms"] = round(measure(row, device, args.steps, args.warmup, compiled=False), 4)
             row["compiled_ms"] = round(measure(row, device, args.steps, args.warmup, compiled=cuda), 4)
+            if cuda and row["op"] == "layer_norm":
+                row["triton_ms"] = round(measure_triton(row, device, args.steps, args.warmup), 4)
             row["floor_ms"] = round(1e3 * row["bytes_per"] * row["M"] * row["D"] / rate, 4)
             rows.append(row)
             t = totals.setdefault(name, dict(eager_ms=0.0, compiled_ms=0.0, floor_ms=0.0))
             for key in t:
                 t[key] += row["count"] * row[key]
+            if "triton_ms" in row:  # LayerNorm only: ours against inductor's, the same rows
+                t["layer_norm_compiled_ms"] = t.get("layer_norm_compiled_ms", 0.0) + row["count"] * row["compiled_ms"]
+                t["layer_norm_triton_ms"] = t.get("layer_norm_triton_ms", 0.0) + row["count"] * row["triton_ms"]
             print(
                 f"| {name} | {row['branch']} | {row['op']} | {row['M']} x {row['D']} | {row['count']} | "
-                f"{row['eager_ms']:.3f} | {row['compiled_ms']:.3f} | {row['floor_ms']:.3f} | "
+                f"{row['eager_ms']:.3f} | {row['compiled_ms']:.3f} | {row.get('triton_ms', float('nan')):.3f} | "
+                f"{row['floor_ms']:.3f} | "
                 f"{row['compiled_ms'] / row['floor_ms']:.2f} |",
                 flush=True,
             )
@@ -106,6 +130,11 @@ def main() -> None:
         print(
             f"{name}: these passes a step {t['compiled_ms']:.2f} ms compiled, {t['eager_ms']:.2f} eager, "
             f"{t['floor_ms']:.2f} at the floor"
+            + (
+                f"; LayerNorm alone {t['layer_norm_compiled_ms']:.2f} compiled, {t['layer_norm_triton_ms']:.2f} ours"
+                if "layer_norm_triton_ms" in t
+                else ""
+            )
         )
     if args.out:
         with open(args.out, "w") as f:
