@@ -16,7 +16,7 @@
 #                                          # max-autotune turns on too; no split-K candidates) under CUDA graphs,
 #                                          # each beside reduce-overhead, crossvit_18 first; FP8=1 adds fp8_gemm.py,
 #                                          # NORM=1 norm_floor.py (LayerNorm and GELU against their bytes' floor,
-#                                          # and our Triton LayerNorm, checked first).
+#                                          # and our Triton LayerNorm, checked first, then in our step beside timm).
 #                                          # Its compiles outlast a call: run it again on the warm machine (or
 #                                          # carrying the caches) until every run finishes; the last call measures
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
@@ -195,6 +195,7 @@ fifth() {  # every run compiles in lane 0's cache; a run the call cuts short kee
   if [ "${NORM:-0}" = 1 ]; then  # our Triton LayerNorm checked against F.layer_norm, then everything timed
     LANE=0 in_lane triton_ln_check python3 benchmarks/triton_layer_norm.py && cat $RES/triton_ln_check.log
     LANE=0 bench norm norm_floor.py --models crossvit_18 crossvit_9
+    LANE=0 bench norm_step "${TP[@]}" --models crossvit_18 crossvit_9 --triton-norm  # in our step, beside timm
   fi
   for m in 18 9; do
     LANE=0 bench "base_c$m" "${TP[@]}" --models "crossvit_$m"

@@ -90,6 +90,9 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bf16-weights", action="store_true", help="bf16 model and activations, AdamW on fp32 master weights"
     )
+    parser.add_argument(
+        "--triton-norm", action="store_true", help="ours only: LayerNorms through benchmarks/triton_layer_norm.py"
+    )
 
 
 def apply_variant(args: argparse.Namespace) -> dict:
@@ -107,7 +110,9 @@ def apply_variant(args: argparse.Namespace) -> dict:
             current = getattr(current, part)
         old = getattr(current, leaf)  # an unknown key fails here, before any run
         setattr(current, leaf, type(old)(int(value)) if isinstance(old, (bool, int)) else value)
-    return dict(sdpa=args.sdpa, inductor=list(args.inductor), bf16_weights=args.bf16_weights)
+    return dict(
+        sdpa=args.sdpa, inductor=list(args.inductor), bf16_weights=args.bf16_weights, triton_norm=args.triton_norm
+    )
 
 
 def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -281,6 +286,10 @@ def main() -> None:
                     torch._dynamo.reset()
                     torch.manual_seed(0)
                     model = make()
+                    if args.triton_norm and impl == "ours":
+                        import triton_layer_norm
+
+                        triton_layer_norm.use_in(model)
                     r = measure(model, mode, args.batch_size, device, args.steps, args.warmup, args.bf16_weights)
                     r.update(
                         model=name,
@@ -323,6 +332,7 @@ def main() -> None:
 def variant_name(row: dict) -> str:
     parts = [f"sdpa={row['sdpa']}"] if row.get("sdpa", "default") != "default" else []
     parts += row.get("inductor", []) + (["bf16 weights"] if row.get("bf16_weights") else [])
+    parts += ["Triton LayerNorm"] if row.get("triton_norm") and row.get("impl") == "ours" else []
     return " ".join(parts) or "-"
 
 

@@ -1,6 +1,7 @@
 """A hand-written LayerNorm, forward and backward, in Triton: the fp32 residual stream in, bf16 out, as CrossViT's
 blocks use it under autocast. benchmarks/norm_floor.py times it beside PyTorch's and inductor's LayerNorm to see
-whether a kernel of ours gets nearer the bytes' floor (issue 14). Not used by the model.
+whether a kernel of ours gets nearer the bytes' floor, and `throughput.py --triton-norm` puts it in our model's
+step (issue 14). Not used by the model otherwise.
 
     python benchmarks/triton_layer_norm.py           # on a GPU: checks it against F.layer_norm
     TRITON_INTERPRET=1 python benchmarks/triton_layer_norm.py --cpu   # the same check in Triton's interpreter
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 import triton
 import triton.language as tl
+from torch import nn
 
 
 @triton.jit
@@ -93,6 +95,43 @@ def backward(dy, x, w, mean, rstd, programs: int = 264, rows: int = 8):
     return dx, dw.sum(0), db.sum(0)
 
 
+class LayerNormFunction(torch.autograd.Function):
+    """The two kernels under autograd, for inputs of any leading shape."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, eps: float, out_dtype: torch.dtype):
+        x2 = x.reshape(-1, x.shape[-1]).contiguous()
+        y, mean, rstd = forward(x2, w, b, eps, out_dtype)
+        ctx.save_for_backward(x2, w, mean, rstd)
+        ctx.shape = x.shape
+        return y.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy):
+        x2, w, mean, rstd = ctx.saved_tensors
+        dx, dw, db = backward(dy.reshape(x2.shape).contiguous(), x2, w, mean, rstd)
+        return dx.view(ctx.shape), dw.to(w.dtype), db.to(w.dtype), None, None
+
+
+class TritonLayerNorm(nn.LayerNorm):
+    """nn.LayerNorm through the kernels above; under autocast it writes the autocast dtype, as the next linear
+    layer would cast it anyway (PyTorch's LayerNorm writes fp32 there, and inductor folds the cast in)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        device = x.device.type
+        out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        return LayerNormFunction.apply(x, self.weight, self.bias, self.eps, out_dtype)
+
+
+def use_in(model: nn.Module) -> int:
+    """Every nn.LayerNorm of `model` runs through TritonLayerNorm (same parameters and state_dict); returns how
+    many."""
+    norms = [m for m in model.modules() if type(m) is nn.LayerNorm]
+    for m in norms:
+        m.__class__ = TritonLayerNorm
+    return len(norms)
+
+
 def check(m: int, n: int, device: torch.device) -> dict[str, float]:
     """Relative L2 errors of y, dx, dw, db against F.layer_norm in fp32 (y against its bf16 rounding)."""
     x = torch.randn(m, n, device=device) * 3 + 1
@@ -110,6 +149,26 @@ def check(m: int, n: int, device: torch.device) -> dict[str, float]:
     return dict(y=rel(y, ref.to(torch.bfloat16)), dx=rel(dx, xr.grad), dw=rel(dw, wr.grad), db=rel(db, br.grad))
 
 
+def check_module(device: torch.device) -> dict[str, float]:
+    """TritonLayerNorm against nn.LayerNorm with the same parameters on a [2, 37, 96] input: output and gradients."""
+    ref = nn.LayerNorm(96, eps=1e-6).to(device)
+    nn.init.normal_(ref.weight), nn.init.normal_(ref.bias)
+    ours = nn.Sequential(nn.LayerNorm(96, eps=1e-6)).to(device)
+    ours[0].load_state_dict(ref.state_dict())
+    assert use_in(ours) == 1
+    x = torch.randn(2, 37, 96, device=device)
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    dy = torch.randn(2, 37, 96, device=device)
+    ref(xa).backward(dy)
+    ours(xb).backward(dy)
+
+    def rel(a, r):
+        return ((a.float() - r.float()).norm() / r.float().norm()).item()
+
+    w, b = ours[0].weight.grad, ours[0].bias.grad
+    return dict(dx=rel(xb.grad, xa.grad), dw=rel(w, ref.weight.grad), db=rel(b, ref.bias.grad))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu", action="store_true", help="small shapes on the CPU (set TRITON_INTERPRET=1)")
@@ -117,3 +176,4 @@ if __name__ == "__main__":
     device = torch.device("cpu" if args.cpu else "cuda")
     for m, n in ((37, 96), (50, 224), (19, 448)) if args.cpu else ((50432, 448), (102656, 224), (1000, 1344)):
         print(f"{m} x {n}:", {k: f"{v:.1e}" for k, v in check(m, n, device).items()})
+    print("TritonLayerNorm against nn.LayerNorm (fp32):", {k: f"{v:.1e}" for k, v in check_module(device).items()})
