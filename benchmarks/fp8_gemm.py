@@ -15,13 +15,10 @@ the blocks, these bound what FP8 could save on the step's block GEMMs; the fp8/b
 
 from __future__ import annotations
 
-import argparse
 import json
-from datetime import date
 
 import torch
-from profile_step import copy_rate
-from throughput import timed
+from throughput import shape_benchmark, timed
 
 from crossvit.models import load_config
 
@@ -88,28 +85,11 @@ def measure(shape: dict, device: torch.device, steps: int, warmup: int, sets: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["crossvit_9", "crossvit_18"])
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="tiny and on the CPU, eager casts")
-    parser.add_argument("--out", help="write the rows as JSON here")
-    args = parser.parse_args()
-    cuda = torch.cuda.is_available() and not args.smoke
-    device = torch.device("cuda" if cuda else "cpu")
-    if args.smoke:
-        args.models, args.batch_size, args.steps, args.warmup = ["crossvit_tiny"], 1, 1, 0
-    cast = torch.compile(to_fp8) if cuda else to_fp8
-    bytes_rate = copy_rate(device)
-    env = dict(
-        date=str(date.today()),
-        device=torch.cuda.get_device_name() if cuda else "cpu",
-        torch=torch.__version__,
-        batch_size=args.batch_size,
-        copy_gb_s=round(bytes_rate / 1e9, 1),
+    args, device, env, bytes_rate = shape_benchmark(
+        __doc__, ["crossvit_9", "crossvit_18"], "tiny and on the CPU, eager casts"
     )
-    print(json.dumps(env))
+    cuda = device.type == "cuda"
+    cast = torch.compile(to_fp8) if cuda else to_fp8
     rows, totals = [], {}
     head = "model, branch, layer, M x K x N, x, bf16 ms, fp8 GEMMs ms, fp8 casts ms, casts' floor ms, fp8 / bf16, error"
     print("| " + head.replace(", ", " | ") + " |\n" + "|---" * (head.count(",") + 1) + "|")

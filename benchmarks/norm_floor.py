@@ -15,15 +15,12 @@ nearer its floor (a hand-written kernel, say) could win.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
-from datetime import date
 
 import torch
 import torch.nn.functional as F
-from profile_step import copy_rate
-from throughput import timed
+from throughput import shape_benchmark, timed
 
 from crossvit.models import load_config
 
@@ -79,27 +76,8 @@ def measure(row: dict, device: torch.device, steps: int, warmup: int, compiled: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["crossvit_18", "crossvit_9"])
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--smoke", action="store_true", help="tiny and on the CPU, eager only")
-    parser.add_argument("--out", help="write the rows as JSON here")
-    args = parser.parse_args()
-    cuda = torch.cuda.is_available() and not args.smoke
-    device = torch.device("cuda" if cuda else "cpu")
-    if args.smoke:
-        args.models, args.batch_size, args.steps, args.warmup = ["crossvit_tiny"], 1, 1, 0
-    rate = copy_rate(device)
-    env = dict(
-        date=str(date.today()),
-        device=torch.cuda.get_device_name() if cuda else "cpu",
-        torch=torch.__version__,
-        batch_size=args.batch_size,
-        copy_gb_s=round(rate / 1e9, 1),
-    )
-    print(json.dumps(env))
+    args, device, env, rate = shape_benchmark(__doc__, ["crossvit_18", "crossvit_9"], "tiny and on the CPU, eager only")
+    cuda = device.type == "cuda"
     print(
         "| model | branch | pass | M x D | x | eager ms | compiled ms | ours (Triton) ms | floor ms | compiled/floor |"
     )

@@ -22,7 +22,7 @@ from functools import partial
 
 import timm
 import torch
-from throughput import add_variant_args, apply_variant, matmul_rate, timed, training_step
+from throughput import add_variant_args, apply_variant, copy_rate, matmul_rate, training_step
 from torch.profiler import ProfilerActivity, profile
 
 from crossvit.flops import count
@@ -44,15 +44,6 @@ CLASSES = (
 def kernel_class(name: str) -> str:
     lowered = name.lower()
     return next((cls for cls, pattern in CLASSES if re.search(pattern, lowered)), "other")
-
-
-def copy_rate(device: torch.device) -> float:
-    """Measured device memory bytes/s of a 1 GiB device-to-device copy (bytes read plus bytes written)."""
-    if device.type != "cuda":
-        return float("nan")
-    src = torch.empty(2**30, dtype=torch.uint8, device=device).random_()
-    dst = torch.empty_like(src)
-    return 2 * src.numel() / timed(lambda: dst.copy_(src), device, steps=20, warmup=5)
 
 
 def merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -73,6 +73,42 @@ def matmul_rate(device: torch.device) -> float:
     return 2 * n**3 / timed(lambda: a @ b, device, steps=20, warmup=5)
 
 
+def copy_rate(device: torch.device) -> float:
+    """Measured device memory bytes/s of a 1 GiB device-to-device copy (bytes read plus bytes written)."""
+    if device.type != "cuda":
+        return float("nan")
+    src = torch.empty(2**30, dtype=torch.uint8, device=device).random_()
+    dst = torch.empty_like(src)
+    return 2 * src.numel() / timed(lambda: dst.copy_(src), device, steps=20, warmup=5)
+
+
+def shape_benchmark(doc: str, models: list[str], smoke: str) -> tuple[argparse.Namespace, torch.device, dict, float]:
+    """The per-shape benchmarks' (fp8_gemm.py, norm_floor.py) command line, device, env (printed) and copy rate:
+    --models, --batch-size, --steps, --warmup, --out, and --smoke (`smoke` says what it does; crossvit_tiny, batch 1,
+    one step, on the CPU)."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=models)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help=smoke)
+    parser.add_argument("--out", help="write the rows as JSON here")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.smoke else "cpu")
+    if args.smoke:
+        args.models, args.batch_size, args.steps, args.warmup = ["crossvit_tiny"], 1, 1, 0
+    rate = copy_rate(device)
+    env = dict(
+        date=str(date.today()),
+        device=torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+        torch=torch.__version__,
+        batch_size=args.batch_size,
+        copy_gb_s=round(rate / 1e9, 1),
+    )
+    print(json.dumps(env))
+    return args, device, env, rate
+
+
 SDPA_BACKENDS = ("default", "cudnn", "flash", "efficient", "math")
 
 
