@@ -36,33 +36,23 @@ def shapes(name: str, batch: int) -> list[dict]:
     return rows
 
 
-def pass_of(op: str, d: int, device: torch.device) -> tuple[Callable, torch.dtype, tuple]:
-    """The pass as a function of its input, the input's dtype, and its extra tensors (LayerNorm's weight and bias)."""
-    if op == "layer_norm":
+def pass_of(op: str, d: int, device: torch.device) -> tuple[Callable, torch.dtype]:
+    """The pass as a function of its input (LayerNorm's weight and bias inside it), and the input's dtype.
+    "layer_norm_triton" is LayerNorm through benchmarks/triton_layer_norm.py's kernels, under autograd as the others."""
+    if op.startswith("layer_norm"):
         w = torch.ones(d, device=device, requires_grad=True)
         b = torch.zeros(d, device=device, requires_grad=True)
-        return (lambda x: F.layer_norm(x, (d,), w, b).to(torch.bfloat16)), torch.float32, (w, b)
-    return (lambda h: F.gelu(h)), torch.bfloat16, ()
+        if op == "layer_norm_triton":
+            from triton_layer_norm import LayerNormFunction
+
+            return (lambda x: LayerNormFunction.apply(x, w, b, 1e-5, torch.bfloat16)), torch.float32
+        return (lambda x: F.layer_norm(x, (d,), w, b).to(torch.bfloat16)), torch.float32
+    return (lambda h: F.gelu(h)), torch.bfloat16
 
 
-def measure_triton(row: dict, device: torch.device, steps: int, warmup: int) -> float:
-    """ms of one forward and backward of benchmarks/triton_layer_norm.py's LayerNorm at the row's shape."""
-    import triton_layer_norm as ours
-
-    x = torch.randn(row["M"], row["D"], device=device)
-    w, b = torch.ones(row["D"], device=device), torch.zeros(row["D"], device=device)
-    dy = torch.randn(row["M"], row["D"], device=device, dtype=torch.bfloat16)
-
-    def step():
-        _, mean, rstd = ours.forward(x, w, b)
-        ours.backward(dy, x, w, mean, rstd)
-
-    return timed(step, device, steps, warmup) * 1e3
-
-
-def measure(row: dict, device: torch.device, steps: int, warmup: int, compiled: bool) -> float:
-    """ms of one forward and backward of the pass at the row's shape."""
-    fn, dtype, _ = pass_of(row["op"], row["D"], device)
+def measure(row: dict, device: torch.device, steps: int, warmup: int, compiled: bool, op: str | None = None) -> float:
+    """ms of one forward and backward of the pass (the row's, or `op`) at the row's shape."""
+    fn, dtype = pass_of(op or row["op"], row["D"], device)
     if compiled:
         fn = torch.compile(fn)
     x = torch.randn(row["M"], row["D"], device=device, dtype=dtype, requires_grad=True)
@@ -88,7 +78,9 @@ def main() -> None:
             row["eager_ms"] = round(measure(row, device, args.steps, args.warmup, compiled=False), 4)
             row["compiled_ms"] = round(measure(row, device, args.steps, args.warmup, compiled=cuda), 4)
             if cuda and row["op"] == "layer_norm":
-                row["triton_ms"] = round(measure_triton(row, device, args.steps, args.warmup), 4)
+                row["triton_ms"] = round(
+                    measure(row, device, args.steps, args.warmup, compiled=False, op="layer_norm_triton"), 4
+                )
             row["floor_ms"] = round(1e3 * row["bytes_per"] * row["M"] * row["D"] / rate, 4)
             rows.append(row)
             t = totals.setdefault(name, dict(eager_ms=0.0, compiled_ms=0.0, floor_ms=0.0))
