@@ -30,6 +30,8 @@
 #   bash benchmarks/gpu_data_path.sh dali     # one GPU, 16 cores: NVIDIA DALI (its wheels brought in parts by
 #                                             # benchmarks/dali_parts.sh) for crossvit_9, alone and in the step's
 #                                             # loop, beside decode=hybrid in the same harness
+#   bash benchmarks/gpu_data_path.sh dali_probe  # after dali: where DALI alone spends its time (augmentation, engines,
+#                                             # whole-file decode, queue depth)
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -94,6 +96,16 @@ nvimg_check() {  # GPU CORES [TIMEOUT]: benchmarks/check_nvimgcodec.py, with its
     ${TASKSET:+taskset -c $2} timeout ${3:-400} python3 benchmarks/check_nvimgcodec.py $JPEGS --out "$OUT/nvimgcodec.json" \
     > /tmp/runs/nvimg.log 2>&1
   grep -E "img/s|unavailable|error|Error" /tmp/runs/nvimg.log | tail -20
+}
+
+part() {  # NAME TIMEOUT ARGS...: one run with DALI importable, its log in /tmp/runs/NAME.log, once (a later call
+  # on the warm machine skips it)
+  local name=$1 limit=$2; shift 2
+  [ -e /tmp/runs/$name.done ] && return
+  if (( SECONDS + limit / 2 > 580 )); then echo "skipped $name: ${SECONDS}s into the call"; return; fi
+  PYTHONPATH=$PYTHONPATH:/tmp/dali timeout $limit "$@" > /tmp/runs/$name.log 2>&1 && touch /tmp/runs/$name.done
+  echo "$name (${SECONDS}s): $(grep -E 'img/s|p =|grey' /tmp/runs/$name.log | tr '\n' ';' || true)"
+  [ -e /tmp/runs/$name.done ] || tail -5 /tmp/runs/$name.log
 }
 
 case ${1:-single} in
@@ -204,6 +216,22 @@ x2_b)  # decode=hybrid on 1 GPU (16 cores), DDP with one gradient bucket against
   grep -h "MEMBER" /tmp/runs/eq_2nodes_*.log | sort | uniq | head -4
   python3 benchmarks/compare_losses.py /tmp/runs/eq_1gpu /tmp/runs/eq_2nodes --out "$OUT/nccl_two_agents.json" 2>&1 \
     | tail -4
+  tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
+  ;;
+dali_probe)  # why DALI alone fed only ~7,500 img/s (the dali phase's second call): the module's GPU augmentation
+  # alone, DALI without it at two shares for the JPEG engines (nvidia-smi dmon beside the first), whole files
+  # decoded then cropped, a deeper queue with more threads; then crossvit_9 in the loop with the last two
+  setup
+  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  ONLY=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9 --decode dali)
+  nvidia-smi dmon -s u -d 1 > /tmp/runs/dmon.log 2>&1 & DMON=$!
+  part noaug_0.9 120 "${ONLY[@]}" --dali-only --no-augment --hw-load 0.9 --steps 100 --out "$OUT/noaug_0.9.json"
+  kill $DMON 2>/dev/null
+  part noaug_1 120 "${ONLY[@]}" --dali-only --no-augment --hw-load 1 --steps 100 --out "$OUT/noaug_1.json"
+  part noaug_full 120 "${ONLY[@]}" --dali-only --no-augment --dali-full --steps 100 --out "$OUT/noaug_full.json"
+  part noaug_pf4_t16 120 "${ONLY[@]}" --dali-only --no-augment --prefetch 4 --dali-threads 16 --steps 100 \
+    --out "$OUT/noaug_pf4_t16.json"
+  part c9_full_pf4 200 "${ONLY[@]}" --dali-full --prefetch 4 --steps 100 --out "$OUT/c9_full_pf4.json"
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
 x2_d)  # decode=hybrid outside Lightning (static / inline / prefetcher at priority 0 and highest), 16 cores each;
@@ -363,14 +391,6 @@ dali)  # crossvit_9's 75% target (1 GPU, 16 cores), most telling first: DALI in 
   setup
   bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
   STEP=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9)
-  part() {  # NAME TIMEOUT ARGS...: one run with DALI importable, its log in /tmp/runs/NAME.log, once
-    local name=$1 limit=$2; shift 2
-    [ -e /tmp/runs/$name.done ] && return
-    if (( SECONDS + limit / 2 > 580 )); then echo "skipped $name: ${SECONDS}s into the call"; return; fi
-    PYTHONPATH=$PYTHONPATH:/tmp/dali timeout $limit "$@" > /tmp/runs/$name.log 2>&1 && touch /tmp/runs/$name.done
-    echo "$name (${SECONDS}s): $(grep -E 'img/s|p=|grey' /tmp/runs/$name.log | tr '\n' ';' || true)"
-    [ -e /tmp/runs/$name.done ] || tail -5 /tmp/runs/$name.log
-  }
   part dali_c9_reader 200 "${STEP[@]}" --decode dali --dali-source reader --steps 100 --out "$OUT/dali_c9_reader.json"
   part dali_only_0.9 120 "${STEP[@]}" --decode dali --dali-only --hw-load 0.9 --steps 60 --out "$OUT/dali_only_0.9.json"
   part dali_c9_sampler 200 "${STEP[@]}" --decode dali --dali-source sampler --steps 100 --out "$OUT/dali_c9_sampler.json"

@@ -47,6 +47,17 @@ def main() -> None:
     parser.add_argument("--prefetch", type=int, default=2, help="DALI's batches queued ahead")
     parser.add_argument("--dali-only", action="store_true", help="time DALI's pipeline without a step")
     parser.add_argument(
+        "--no-augment",
+        action="store_true",
+        help="--dali-only without the module's GPU augmentation; adds the augmentation alone on a static batch",
+    )
+    parser.add_argument(
+        "--dali-full",
+        action="store_true",
+        help="DALI decodes whole files, then cuts timm's crops "
+        "(fn.random_resized_crop), instead of decoding the crop's region",
+    )
+    parser.add_argument(
         "--dali-source",
         default="reader",
         choices=["reader", "sampler"],
@@ -109,9 +120,17 @@ def main() -> None:
             args.hw_load,
             args.prefetch,
             source=args.dali_source,
+            full=args.dali_full,
         )
         for x, y in batches:
-            yield module.augment(x.permute(0, 3, 1, 2).contiguous().float()), y.view(-1).long()
+            x = x.permute(0, 3, 1, 2).contiguous().float()
+            yield (x if args.no_augment else module.augment(x)), y.view(-1).long()
+
+    def augment_only() -> Iterator:
+        x = torch.randint(0, 256, (args.batch, 3, size, size), device=device, dtype=torch.uint8)
+        y = torch.randint(0, classes, (args.batch,), device=device)
+        while True:
+            yield module.augment(x.float()), y
 
     # prefetch_hi: the prefetcher's stream at the device's highest priority (data kernels ahead of the step's).
     highest = torch.cuda.Stream.priority_range()[1]
@@ -120,7 +139,7 @@ def main() -> None:
         variants = (("static", static), ("dali", dali))
     if args.dali_only:
         step = lambda x, y: None  # noqa: E731
-        variants = (("dali_only", dali),)
+        variants = (("dali_only", dali),) + ((("augment_only", augment_only),) if args.no_augment else ())
     rows = []
     for name, source in variants:
         batches = source()
@@ -138,7 +157,13 @@ def main() -> None:
                 decode=args.decode,
                 workers=args.dali_threads if name.startswith("dali") else args.workers,
                 **(
-                    dict(hw_load=args.hw_load, prefetch=args.prefetch, source=args.dali_source)
+                    dict(
+                        hw_load=args.hw_load,
+                        prefetch=args.prefetch,
+                        source=args.dali_source,
+                        augment=not args.no_augment,
+                        region_decode=not args.dali_full,
+                    )
                     if name.startswith("dali")
                     else {}
                 ),
@@ -191,10 +216,12 @@ def dali_batches(
     device_id: int | None = 0,
     source: str = "reader",
     source_workers: int = 4,
+    full: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless (uint8 NHWC crops, int32 labels) batches from DALI, epoch after epoch, on GPU `device_id` (None: the
     CPU, which checks the pipeline where no GPU is). The crop's area and aspect ratio ranges are timm's. `source`:
-    "reader" (DALI's file reader) or "sampler" (FileBytes in `source_workers` processes)."""
+    "reader" (DALI's file reader) or "sampler" (FileBytes in `source_workers` processes). `full`: decode whole
+    files, then crop and resize in one op, rather than decode each crop's region."""
     from nvidia.dali import fn, pipeline_def, types
     from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
@@ -214,16 +241,15 @@ def dali_batches(
             )
         else:
             files, labels = fn.readers.file(file_root=str(root), random_shuffle=True, name="reader")
-        images = fn.decoders.image_random_crop(
-            files,
-            device="mixed" if on_gpu else "cpu",
-            output_type=types.RGB,
-            random_area=[0.08, 1.0],
-            random_aspect_ratio=[3 / 4, 4 / 3],
-            num_attempts=10,
-            **(dict(hw_decoder_load=hw_load) if on_gpu else {}),
-        )
-        images = fn.resize(images, resize_x=size, resize_y=size, interp_type=types.INTERP_CUBIC, antialias=True)
+        decoder = dict(device="mixed" if on_gpu else "cpu", output_type=types.RGB)
+        decoder.update(dict(hw_decoder_load=hw_load) if on_gpu else {})
+        crop = dict(random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=10)
+        resize = dict(interp_type=types.INTERP_CUBIC, antialias=True)
+        if full:
+            images = fn.random_resized_crop(fn.decoders.image(files, **decoder), size=[size, size], **crop, **resize)
+        else:
+            images = fn.decoders.image_random_crop(files, **decoder, **crop)
+            images = fn.resize(images, resize_x=size, resize_y=size, **resize)
         return images, labels.gpu() if on_gpu else labels
 
     pipe = pipeline(
