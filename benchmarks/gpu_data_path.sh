@@ -32,6 +32,8 @@
 #                                             # loop, beside decode=hybrid in the same harness
 #   bash benchmarks/gpu_data_path.sh dali_probe  # after dali: where DALI alone spends its time (augmentation, engines,
 #                                             # whole-file decode, queue depth)
+#   bash benchmarks/gpu_data_path.sh augment  # after dali_probe: the augmentation compiled, checked and timed, then
+#                                             # crossvit_9 in the loop with DALI and decode=hybrid (one GPU)
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -216,6 +218,21 @@ x2_b)  # decode=hybrid on 1 GPU (16 cores), DDP with one gradient bucket against
   grep -h "MEMBER" /tmp/runs/eq_2nodes_*.log | sort | uniq | head -4
   python3 benchmarks/compare_losses.py /tmp/runs/eq_1gpu /tmp/runs/eq_2nodes --out "$OUT/nccl_two_agents.json" 2>&1 \
     | tail -4
+  tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
+  ;;
+augment)  # the device augmentation compiled (data.compile_augment, the default now): compiled against eager (values,
+  # then host and device time), then crossvit_9 in the loop with DALI and with decode=hybrid (step_with_data.py), and
+  # through src/train.py with decode=hybrid, the path users get
+  setup
+  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  STEP=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9)
+  part check_compiled 150 python3 benchmarks/check_augment_compiled.py
+  part augment_speed 150 python3 benchmarks/augment_speed.py --batch 256 --size 240 --out "$OUT/augment_speed.json"
+  part dali_c9 200 "${STEP[@]}" --decode dali --steps 100 --out "$OUT/dali_c9.json"
+  part hybrid_c9 200 "${STEP[@]}" --decode hybrid --workers 14 --steps 100 --out "$OUT/hybrid_c9.json"
+  if [ ! -e /tmp/runs/c9_hyb_1.log ]; then
+    PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${HYB_ARGS[@]}"
+  fi
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
 dali_probe)  # why DALI alone fed only ~7,500 img/s (the dali phase's second call): the module's GPU augmentation

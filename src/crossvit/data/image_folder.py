@@ -33,9 +33,15 @@ from crossvit.errors import ConfigError, check_one_batch
 
 from . import jpeg
 from .batch_augment import (
+    RAND_INCREASING_OPS,
     BatchRandAugment,
     crop_resize_flat,
-    random_erasing,
+    device_kernel,
+    erasing_boxes,
+    erasing_noise,
+    flip_images,
+    normalise_and_erase,
+    normalise_images,
     random_resized_crop,
     resize_center_crop,
     to_device,
@@ -135,6 +141,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         decode: str = "auto",
         prefetch: int = 2,
         hflip: float = 0.5,
+        compile_augment: bool = True,
     ) -> None:
         super().__init__()
         if in_chans != 3:
@@ -147,7 +154,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             )
         if prefetch < 0:
             raise ConfigError(f"data.prefetch={prefetch}: the number of batches prepared ahead; 0 turns it off")
-        self.prefetch = prefetch
+        self.prefetch, self.compile_augment = prefetch, compile_augment
         self.recipe = dict(
             auto_augment=auto_augment,
             color_jitter=color_jitter,
@@ -192,7 +199,9 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         try:
             fill = tuple(round(255 * m) for m in r["mean"])  # timm fills RandAugment's warps with the mean colour
             self.rand_augment = (
-                BatchRandAugment(r["auto_augment"], fill) if decode != "cpu" and r["auto_augment"] else None
+                BatchRandAugment(r["auto_augment"], fill, self.compile_augment)
+                if decode != "cpu" and r["auto_augment"]
+                else None
             )
         except ValueError as e:
             raise ConfigError(f"data.auto_augment: {e}; or set data.decode=cpu") from None
@@ -305,6 +314,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             **self.loader_args,
         )
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        self.warm_up(device)
         if self.decode != "cpu" and device.type == "cuda" and self.prefetch:
             return Prefetcher(loader, lambda batch, g: self.prepare(batch, device, True, g), device, self.prefetch)
         return loader
@@ -359,19 +369,42 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
 
     def augment(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The training transform after the crop, on float 0-255 crops: flip, RandAugment, normalise, erase."""
+        device = x.device
         if self.hflip > 0:
-            flip = to_device(torch.rand(len(x), generator=generator) < self.hflip, x.device).view(-1, 1, 1, 1)
-            x = torch.where(flip, x.flip(-1), x)
+            flip = to_device(torch.rand(len(x), generator=generator) < self.hflip, device)
+            x = device_kernel(flip_images, device, self.compile_augment)(x, flip)
         if self.rand_augment is not None:
             x = self.rand_augment(x, generator)
-        x = self.normalise(x)
-        return random_erasing(x, self.re_prob, generator=generator) if self.re_prob > 0 else x
+        mean, std = self._mean_std(device)
+        if self.re_prob <= 0:
+            return device_kernel(normalise_images, device, self.compile_augment)(x, mean, std)
+        boxes = to_device(erasing_boxes(x.shape, self.re_prob, generator=generator), device)
+        erase = device_kernel(normalise_and_erase, device, self.compile_augment)
+        return erase(x, mean, std, boxes, erasing_noise(x, generator))
+
+    def warm_up(self, device: torch.device) -> None:
+        """Compile the device augmentation's kernels now, in the calling (main) thread, rather than in the
+        prefetcher's thread while the main one compiles the model: torch.compile must not run in two at once."""
+        if self.decode == "cpu" or device.type != "cuda" or not self.compile_augment:
+            return
+        # Two images for each of RandAugment's passes (a lookup, a warp, a blend), then flip, normalise and erase.
+        op = torch.tensor([RAND_INCREASING_OPS.index(name) for name in ("Equalize", "Rotate", "ColorIncreasing")])
+        op, n = op.repeat_interleave(2), 6
+        x = torch.zeros(n, 3, self.img_size, self.img_size, device=device)
+        if self.rand_augment is not None:
+            self.rand_augment.apply_layer(x, op, torch.ones(n, dtype=torch.bool), torch.full((n,), 9.0), torch.ones(n))
+        self.augment(x, torch.Generator().manual_seed(0))
 
     def evaluate(self, images: list[torch.Tensor]) -> torch.Tensor:
         return self.normalise(resize_center_crop(images, self.img_size, self.crop_pct))
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - to_device(self.mean, x.device)) / to_device(self.std, x.device)
+        return normalise_images(x, *self._mean_std(x.device))
+
+    def _mean_std(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.mean.device != device:  # copied once, not every batch
+            self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self.mean, self.std
 
 
 class Prefetcher:
