@@ -34,6 +34,7 @@
 #                                             # whole-file decode, queue depth)
 #   bash benchmarks/gpu_data_path.sh augment  # after dali_probe: the augmentation compiled, checked and timed, then
 #                                             # crossvit_9 in the loop with DALI and decode=hybrid (one GPU)
+#   bash benchmarks/gpu_data_path.sh dali_loop  # after augment: DALI in the step's loop profiled, and its variants
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -233,6 +234,22 @@ augment)  # the device augmentation compiled (data.compile_augment, the default 
   if [ ! -e /tmp/runs/c9_hyb_1.log ]; then
     PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_hyb_1 trainer=gpu model=crossvit_9 compile=reduce-overhead "${HYB_ARGS[@]}"
   fi
+  tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
+  ;;
+dali_loop)  # why DALI in the step's loop falls below DALI alone and the step alone together (the augment call):
+  # the static batch with the augmentation each step (the ceiling with free decoding), a profile of DALI's loop
+  # (every stream's kernels: is the device full?), then DALI without the augmentation, and with fewer host threads
+  setup
+  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  STEP=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9 --decode dali)
+  nvidia-smi dmon -s u -d 1 > /tmp/runs/dmon.log 2>&1 & DMON=$!
+  part loop_trace 200 "${STEP[@]}" --trace --steps 60 --out "$OUT/loop_trace.json"
+  kill $DMON 2>/dev/null
+  grep -A3 "device kernels\|^dali " /tmp/runs/loop_trace.log | head -20
+  part loop_noaug 150 "${STEP[@]}" --no-augment --steps 100 --out "$OUT/loop_noaug.json"
+  part loop_hw1_pf4_t6 150 "${STEP[@]}" --hw-load 1 --prefetch 4 --dali-threads 6 --steps 100 \
+    --out "$OUT/loop_hw1_pf4_t6.json"
+  part loop_t4 150 "${STEP[@]}" --dali-threads 4 --steps 100 --out "$OUT/loop_t4.json"
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
 dali_probe)  # why DALI alone fed only ~7,500 img/s (the dali phase's second call): the module's GPU augmentation

@@ -136,7 +136,8 @@ def main() -> None:
     highest = torch.cuda.Stream.priority_range()[1]
     variants = (("static", static), ("inline", inline), ("prefetch", prefetch()), ("prefetch_hi", prefetch(highest)))
     if args.decode == "dali":
-        variants = (("static", static), ("dali", dali))
+        # static_aug: the static batch through the module's augmentation each step, the ceiling with free decoding
+        variants = (("static", static), ("static_aug", augment_only), ("dali", dali))
     if args.dali_only:
         step = lambda x, y: None  # noqa: E731
         variants = (("dali_only", dali),) + ((("augment_only", augment_only),) if args.no_augment else ())
@@ -173,7 +174,7 @@ def main() -> None:
             )
         )
         print(f"{name:9s} {rows[-1]['img_s']:9,.0f} img/s  {rows[-1]['ms_per_step']:7.2f} ms/step", flush=True)
-        if name == "inline" and args.trace:
+        if name in ("inline", "dali") and args.trace:
             with torch.profiler.profile(
                 activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
             ) as prof:
@@ -181,6 +182,10 @@ def main() -> None:
                     step(*next(batches))
                 torch.cuda.synchronize()
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=60))
+            print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25, max_name_column_width=60))
+            on_device = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+            kernels = sum(e.self_device_time_total for e in on_device) / 6 / 1e3
+            print(f"{name}: device kernels {kernels:.2f} ms a step (all streams), against {rows[-1]['ms_per_step']} ms")
         del batches
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
