@@ -35,6 +35,7 @@
 #   bash benchmarks/gpu_data_path.sh augment  # after dali_probe: the augmentation compiled, checked and timed, then
 #                                             # crossvit_9 in the loop with DALI and decode=hybrid (one GPU)
 #   bash benchmarks/gpu_data_path.sh dali_loop  # after augment: DALI in the step's loop profiled, and its variants
+#   bash benchmarks/gpu_data_path.sh dali_thread  # after dali_loop: DALI and the augmentation in the Prefetcher's thread
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -250,6 +251,17 @@ dali_loop)  # why DALI in the step's loop falls below DALI alone and the step al
   part loop_hw1_pf4_t6 150 "${STEP[@]}" --hw-load 1 --prefetch 4 --dali-threads 6 --steps 100 \
     --out "$OUT/loop_hw1_pf4_t6.json"
   part loop_t4 150 "${STEP[@]}" --dali-threads 4 --steps 100 --out "$OUT/loop_t4.json"
+  tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
+  ;;
+dali_thread)  # after dali_loop (the device idle 40% of DALI's loop, the step's thread waiting): DALI's batches taken
+  # and augmented in the Prefetcher's thread, so the step's thread only launches steps; profiled, then variants
+  setup
+  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  STEP=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9 --decode dali)
+  part thread_trace 220 "${STEP[@]}" --trace --steps 100 --out "$OUT/thread_trace.json"
+  grep "device kernels" /tmp/runs/thread_trace.log
+  part thread_hw1_pf3 200 "${STEP[@]}" --hw-load 1 --prefetch 3 --steps 100 --out "$OUT/thread_hw1_pf3.json"
+  part thread_t8 200 "${STEP[@]}" --dali-threads 8 --steps 100 --out "$OUT/thread_t8.json"
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
 dali_probe)  # why DALI alone fed only ~7,500 img/s (the dali phase's second call): the module's GPU augmentation

@@ -6,12 +6,14 @@ Variants, each the compiled bf16 step (forward, backward, fused AdamW) on batche
   static    one device-resident batch, every step (the raw step, timed like the others: wall clock)
   inline    each step's batch from the workers, prepared on the device (`--decode gpu` or `hybrid`) before the step
   prefetch  the same through crossvit.data.image_folder.Prefetcher (a thread and a CUDA stream of its own)
-  dali      (`--decode dali`: static, then this alone) NVIDIA DALI's pipeline decodes timm's random-resized-crop
-            region of each file ("mixed": the GPU's JPEG engines, CUDA and `--dali-threads` host threads, in DALI's
-            own threads and stream, `--prefetch` batches ahead) and resizes it on the GPU; the module's GPU
-            augmentation (flip, RandAugment, normalise, erase) follows in the step's thread, as for decode=hybrid.
+  dali      (`--decode dali`: static, static_aug, this, dali_thread) NVIDIA DALI's pipeline decodes timm's
+            random-resized-crop region of each file ("mixed": the GPU's JPEG engines, CUDA and `--dali-threads`
+            host threads, in DALI's own threads and stream, `--prefetch` batches ahead) and resizes it on the GPU;
+            the module's GPU augmentation (flip, RandAugment, normalise, erase) follows in the step's thread.
             DALI is not a dependency: install its wheel (nvidia-dali-cuda130) to run this. `--dali-only` times the
             pipeline alone; `--dali-source sampler` feeds it the files in a sampler's order (FileBytes).
+  static_aug  the static batch through the module's augmentation each step: the ceiling with free decoding
+  dali_thread DALI's batches taken and augmented in the Prefetcher's thread and stream (`--prefetch` ahead)
 `--trace` adds a torch.profiler table of a few inline steps (host calls that wait on the device show there).
 """
 
@@ -126,6 +128,25 @@ def main() -> None:
             x = x.permute(0, 3, 1, 2).contiguous().float()
             yield (x if args.no_augment else module.augment(x)), y.view(-1).long()
 
+    def dali_thread() -> Iterator:
+        """DALI's batches taken, and augmented, in the Prefetcher's thread and stream: the step's thread only
+        launches steps, as decode=hybrid's loop in Lightning."""
+
+        class Batches:  # what the Prefetcher iterates: DALI's endless batches (no sampler to set epochs on)
+            sampler = None
+
+            def __iter__(self):
+                return dali_batches(
+                    args.root / "train", size, args.batch, args.dali_threads, args.hw_load, 2, source=args.dali_source
+                )
+
+        def prepare(batch, generator):
+            x, y = batch
+            x = x.permute(0, 3, 1, 2).contiguous().float()
+            return (x if args.no_augment else module.augment(x, generator)), y.view(-1).long()
+
+        yield from Prefetcher(Batches(), prepare, device, depth=args.prefetch, timeout_s=120)
+
     def augment_only() -> Iterator:
         x = torch.randint(0, 256, (args.batch, 3, size, size), device=device, dtype=torch.uint8)
         y = torch.randint(0, classes, (args.batch,), device=device)
@@ -137,7 +158,7 @@ def main() -> None:
     variants = (("static", static), ("inline", inline), ("prefetch", prefetch()), ("prefetch_hi", prefetch(highest)))
     if args.decode == "dali":
         # static_aug: the static batch through the module's augmentation each step, the ceiling with free decoding
-        variants = (("static", static), ("static_aug", augment_only), ("dali", dali))
+        variants = (("static", static), ("static_aug", augment_only), ("dali", dali), ("dali_thread", dali_thread))
     if args.dali_only:
         step = lambda x, y: None  # noqa: E731
         variants = (("dali_only", dali),) + ((("augment_only", augment_only),) if args.no_augment else ())
@@ -174,7 +195,7 @@ def main() -> None:
             )
         )
         print(f"{name:9s} {rows[-1]['img_s']:9,.0f} img/s  {rows[-1]['ms_per_step']:7.2f} ms/step", flush=True)
-        if name in ("inline", "dali") and args.trace:
+        if name in ("inline", "dali", "dali_thread") and args.trace:
             with torch.profiler.profile(
                 activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
             ) as prof:
