@@ -4,7 +4,8 @@ the tests check against timm's PIL transforms on the CPU): each pass, then the w
     python benchmarks/check_augment_compiled.py                  # a GPU: device_kernel's compiled kernels
     python benchmarks/check_augment_compiled.py --device cpu     # here: torch.compile on the CPU, small images
 
-Compiled arithmetic may round differently (fused multiply-adds), and the lookup ops floor and round, so a few
+Each pass is compiled once: other numbers of images must reuse it (a recompilation is an error here). Compiled
+arithmetic may round differently (fused multiply-adds), and the lookup ops floor and round, so a few
 pixels may move by a grey level; the means must stay far below the tests' tolerance against PIL (1.5 levels).
 """
 
@@ -31,9 +32,6 @@ def main() -> None:
     base = torch.rand(args.batch, 3, size // 8, size // 8, device=device) * 255
     x = torch.nn.functional.interpolate(base, size=(size, size), mode="bilinear").round()
 
-    def compiled(fn):
-        return torch.compile(fn, dynamic=True, fullgraph=True)
-
     ra = ba.BatchRandAugment(compiled=False)
     n = args.batch
     m = (9 + 0.5 * torch.randn(n)).clamp(0, 10)
@@ -50,13 +48,14 @@ def main() -> None:
         }[pass_]
         extra = tuple(t.to(device) for t in extra)
         eager = pass_(x, idx, op.float().to(device), *extra)
-        ours = compiled(pass_)(x, idx, op.float().to(device), *extra)
-        for count in (2, 5):  # other sizes of the chosen set: the same compiled kernel (dynamic sizes)
-            small = idx[:count]
-            diff = compiled(pass_)(x, small, op.float().to(device), *extra) - pass_(
-                x, small, op.float().to(device), *extra
-            )
+        kernel = ba.compile_batched(pass_)  # what device_kernel does on a GPU
+        ours = kernel(x, idx, op.float().to(device), *extra)
+        torch._dynamo.config.error_on_recompile = True  # other sizes must reuse the one compilation
+        for count, images in ((2, n), (5, 11), (3, n)):  # idx[:count] reaches image 2 * (count - 1)
+            small, xs = idx[:count], x[:images]
+            diff = kernel(xs, small, op.float().to(device), *extra) - pass_(xs, small, op.float().to(device), *extra)
             worst = max(worst, float(diff.abs().mean()))
+        torch._dynamo.config.error_on_recompile = False
         diff = (ours - eager).abs()
         worst = max(worst, float(diff.mean()))
         print(

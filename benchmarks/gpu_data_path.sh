@@ -36,6 +36,8 @@
 #                                             # crossvit_9 in the loop with DALI and decode=hybrid (one GPU)
 #   bash benchmarks/gpu_data_path.sh dali_loop  # after augment: DALI in the step's loop profiled, and its variants
 #   bash benchmarks/gpu_data_path.sh dali_thread  # after dali_loop: DALI and the augmentation in the Prefetcher's thread
+#   bash benchmarks/gpu_data_path.sh augment_static  # after dali_thread: the augmentation's sizes constant but
+#                                             # the number of images; crossvit_9 and crossvit_18 with DALI
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -262,6 +264,18 @@ dali_thread)  # after dali_loop (the device idle 40% of DALI's loop, the step's 
   grep "device kernels" /tmp/runs/thread_trace.log
   part thread_hw1_pf3 200 "${STEP[@]}" --hw-load 1 --prefetch 3 --steps 100 --out "$OUT/thread_hw1_pf3.json"
   part thread_t8 200 "${STEP[@]}" --dali-threads 8 --steps 100 --out "$OUT/thread_t8.json"
+  tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
+  ;;
+augment_static)  # the augmentation's kernels compiled with the images' channels, height and width constant (only the
+  # number of images symbolic): checked and timed, then crossvit_9 and crossvit_18 with DALI in the Prefetcher's thread
+  setup
+  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  STEP=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --decode dali --steps 100)
+  part check_static 150 python3 benchmarks/check_augment_compiled.py
+  part speed_static 150 python3 benchmarks/augment_speed.py --batch 256 --size 240 --out "$OUT/augment_speed.json"
+  grep -E "whole|layer" /tmp/runs/speed_static.log
+  part c9_static 200 "${STEP[@]}" --model crossvit_9 --out "$OUT/c9_dali.json"
+  part c18_static 220 "${STEP[@]}" --model crossvit_18 --out "$OUT/c18_dali.json"
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
 dali_probe)  # why DALI alone fed only ~7,500 img/s (the dali phase's second call): the module's GPU augmentation

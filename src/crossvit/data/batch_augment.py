@@ -6,11 +6,11 @@ RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3) + horizontal flip, RandAugment (
 with p=0.5 at magnitude ~N(9, 0.5) clipped to [0, 10]), normalisation, then random erasing of one box with noise.
 Parameters are drawn on the host (a few hundred numbers a batch, no device sync); pixels never leave the device.
 
-On a GPU the host's time to issue all this (some 200 kernels and 30 small copies a batch, ~12 ms for 256 images)
-outlasted the device's (~4 ms) and, in the training step's loop, its CPU cores went to the decoders as well. So each
-pass's pixel work is one function of (images, per-image parameters) that `device_kernel` compiles once, with dynamic
-sizes, for CUDA tensors, and each pass's parameters cross in one copy. On a CPU (the tests, and timm's reference) the
-same functions run eagerly.
+On a GPU the host's time to issue all this eagerly (~200 kernels and 30 small copies a batch: 8.7-11.6 ms for 256
+images at 240 px on an H200 host) outlasted the device's (~3.7 ms). So each pass's pixel work is one function of
+(images, per-image parameters) that `device_kernel` compiles once for any number of images on a GPU, and each pass's
+parameters cross in one copy (3.4 ms a batch, docs/benchmarks.md). On a CPU (the tests, against timm's PIL
+transforms) the same functions run eagerly.
 """
 
 from __future__ import annotations
@@ -82,14 +82,29 @@ _COMPILED: dict[Callable, Callable] = {}
 
 
 def device_kernel(fn: Callable, device: torch.device, compiled: bool = True) -> Callable:
-    """`fn` compiled (once; every size of the batch and of its chosen images alike) where `device` is a GPU and
-    `compiled`, else `fn` itself. Compilation happens on the first call: make that call from the main thread
-    (ImageFolderDataModule.warm_up), as torch.compile must not compile in two threads at once."""
+    """`fn` compiled where `device` is a GPU and `compiled`, else `fn` itself. The first dimension of each tensor
+    argument (the batch, or the chosen images) is compiled as a symbolic size, so one compilation serves every batch;
+    the images' channels, height and width stay constants, which keeps the kernels' indexing cheap. Compilation
+    happens on the first call: make that call from the main thread (ImageFolderDataModule.warm_up), as torch.compile
+    must not compile in two threads at once."""
     if not compiled or device.type != "cuda":
         return fn
     if fn not in _COMPILED:
-        _COMPILED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
+        _COMPILED[fn] = compile_batched(fn)
     return _COMPILED[fn]
+
+
+def compile_batched(fn: Callable) -> Callable:
+    """torch.compile(fn) with the first dimension of each tensor argument of more than one row symbolic."""
+    compiled = torch.compile(fn, fullgraph=True)
+
+    def call(*args: torch.Tensor) -> torch.Tensor:
+        for t in args:
+            if t.dim() and t.shape[0] > 1:
+                torch._dynamo.maybe_mark_dynamic(t, 0)
+        return compiled(*args)
+
+    return call
 
 
 def _at_least_two(idx: torch.Tensor) -> torch.Tensor:
