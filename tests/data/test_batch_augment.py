@@ -21,9 +21,11 @@ from timm.data.transforms import RandomResizedCropAndInterpolation
 from crossvit.data.batch_augment import (
     RAND_INCREASING_OPS,
     BatchRandAugment,
+    compile_batched,
     crop_boxes,
     crop_resize,
     crop_resize_flat,
+    normalise_and_erase,
     random_erasing,
 )
 
@@ -162,6 +164,27 @@ def test_random_erasing_draws_timms_boxes():
         assert fraction.max() <= 1 / 3 + 0.01
     assert abs(ours.gt(0).float().mean() - theirs.gt(0).float().mean()) < 0.03  # p = 0.25
     assert abs(ours[ours > 0].mean() - theirs[theirs > 0].mean()) < 0.02  # mean erased area, ~0.18
+
+
+def test_a_compiled_pass_serves_every_number_of_images(monkeypatch):
+    """On a GPU each pass is compiled once, in the main thread before the prefetcher's starts: a batch or a chosen set
+    of another size must not compile again (in that thread), while the images' size stays a constant of the kernels.
+    Dynamo's tracing alone (backend="eager") decides this, so it is checked here without a GPU."""
+    kernel = compile_batched(normalise_and_erase, backend="eager")
+    mean, std = torch.full((1, 3, 1, 1), 100.0), torch.full((1, 3, 1, 1), 50.0)
+
+    def args(n: int, size: int = 8) -> tuple[torch.Tensor, ...]:
+        boxes = torch.tensor([[1.0, 2.0, 5.0, 7.0]] * n)
+        boxes[0] = 0  # the first image not erased
+        return torch.rand(n, 3, size, size) * 255, mean, std, boxes, torch.randn(n, 3, size, size)
+
+    kernel(*args(6))  # the warm-up's size
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+    for n in (2, 256, 37):
+        a = args(n)
+        assert torch.equal(kernel(*a), normalise_and_erase(*a))
+    with pytest.raises(torch._dynamo.exc.RecompileError):  # another image size is another kernel
+        kernel(*args(4, size=12))
 
 
 def test_flip_rate_and_whole_pipeline(tmp_path):

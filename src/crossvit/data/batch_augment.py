@@ -94,9 +94,9 @@ def device_kernel(fn: Callable, device: torch.device, compiled: bool = True) -> 
     return _COMPILED[fn]
 
 
-def compile_batched(fn: Callable) -> Callable:
+def compile_batched(fn: Callable, backend: str = "inductor") -> Callable:
     """torch.compile(fn) with the first dimension of each tensor argument of more than one row symbolic."""
-    compiled = torch.compile(fn, fullgraph=True)
+    compiled = torch.compile(fn, fullgraph=True, backend=backend)
 
     def call(*args: torch.Tensor) -> torch.Tensor:
         for t in args:
