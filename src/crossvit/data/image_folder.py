@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -387,6 +388,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         prefetcher's thread while the main one compiles the model: torch.compile must not run in two at once."""
         if self.decode == "cpu" or device.type != "cuda" or not self.compile_augment:
             return
+        start = time.perf_counter()
         # Two images for each of RandAugment's passes (a lookup, a warp, a blend), then flip, normalise and erase.
         op = torch.tensor([RAND_INCREASING_OPS.index(name) for name in ("Equalize", "Rotate", "ColorIncreasing")])
         op, n = op.repeat_interleave(2), 6
@@ -394,6 +396,10 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         if self.rand_augment is not None:
             self.rand_augment.apply_layer(x, op, torch.ones(n, dtype=torch.bool), torch.full((n,), 9.0), torch.ones(n))
         self.augment(x, torch.Generator().manual_seed(0))
+        rank_zero_info(
+            f"data.compile_augment: the device augmentation compiled in {time.perf_counter() - start:.0f} s "
+            f"(once a run; data.compile_augment=false skips it)"
+        )
 
     def evaluate(self, images: list[torch.Tensor]) -> torch.Tensor:
         return self.normalise(resize_center_crop(images, self.img_size, self.crop_pct))
