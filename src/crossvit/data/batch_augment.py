@@ -445,13 +445,7 @@ def erasing_noise(x: torch.Tensor, generator: torch.Generator | None = None) -> 
     return torch.randn(x.shape, device=x.device, generator=generator)
 
 
-def random_erasing(
-    x: torch.Tensor,
-    prob: float = 0.25,
-    area=(0.02, 1 / 3),
-    aspect=(0.3, 1 / 0.3),
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+def random_erasing(x: torch.Tensor, prob: float = 0.25, generator: torch.Generator | None = None) -> torch.Tensor:
     """timm's RandomErasing(mode="pixel", count 1) on a normalised batch: one box per chosen image, N(0, 1) noise."""
-    boxes = to_device(erasing_boxes(x.shape, prob, area, aspect, generator), x.device)
+    boxes = to_device(erasing_boxes(x.shape, prob, generator=generator), x.device)
     return _erase(x, boxes, erasing_noise(x, generator))
