@@ -9,7 +9,7 @@ Parameters are drawn on the host (a few hundred numbers a batch, no device sync)
 On a GPU the host's time to issue all this eagerly (~200 kernels and 30 small copies a batch: 8.7-11.6 ms for 256
 images at 240 px on an H200 host) outlasted the device's (~3.7 ms). So each pass's pixel work is one function of
 (images, per-image parameters) that `device_kernel` compiles once for any number of images on a GPU, and each pass's
-parameters cross in one copy (3.4 ms a batch, docs/benchmarks.md). On a CPU (the tests, against timm's PIL
+parameters cross in one copy (2.95 ms a batch, docs/benchmarks.md). On a CPU (the tests, against timm's PIL
 transforms) the same functions run eagerly.
 """
 
@@ -319,7 +319,9 @@ def _warp_pass(
     return _affine(x[idx], matrices, fill)
 
 
-def _blend_pass(x: torch.Tensor, idx: torch.Tensor, op: torch.Tensor, m: torch.Tensor, sign: torch.Tensor):
+def _blend_pass(
+    x: torch.Tensor, idx: torch.Tensor, op: torch.Tensor, m: torch.Tensor, sign: torch.Tensor
+) -> torch.Tensor:
     """The enhancements of images `idx`."""
     factor = (1 + m[idx] / 10 * 0.9 * sign[idx]).clamp(min=0.1)
     return _enhance(x[idx], op[idx].long(), factor)

@@ -156,6 +156,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         if prefetch < 0:
             raise ConfigError(f"data.prefetch={prefetch}: the number of batches prepared ahead; 0 turns it off")
         self.prefetch, self.compile_augment = prefetch, compile_augment
+        self._warm = False  # the device augmentation compiled (warm_up)
         self.recipe = dict(
             auto_augment=auto_augment,
             color_jitter=color_jitter,
@@ -386,9 +387,9 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
     def warm_up(self, device: torch.device) -> None:
         """Compile the device augmentation's kernels now, in the calling (main) thread, rather than in the
         prefetcher's thread while the main one compiles the model: torch.compile must not run in two at once."""
-        if self.decode == "cpu" or device.type != "cuda" or not self.compile_augment:
+        if self.decode == "cpu" or device.type != "cuda" or not self.compile_augment or self._warm:
             return
-        start = time.perf_counter()
+        self._warm, start = True, time.perf_counter()
         # Two images for each of RandAugment's passes (a lookup, a warp, a blend), then flip, normalise and erase.
         op = torch.tensor([RAND_INCREASING_OPS.index(name) for name in ("Equalize", "Rotate", "ColorIncreasing")])
         op, n = op.repeat_interleave(2), 6
