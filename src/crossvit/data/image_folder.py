@@ -394,9 +394,17 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         op = torch.tensor([RAND_INCREASING_OPS.index(name) for name in ("Equalize", "Rotate", "ColorIncreasing")])
         op, n = op.repeat_interleave(2), 6
         x = torch.zeros(n, 3, self.img_size, self.img_size, device=device)
-        if self.rand_augment is not None:
-            self.rand_augment.apply_layer(x, op, torch.ones(n, dtype=torch.bool), torch.full((n,), 9.0), torch.ones(n))
-        self.augment(x, torch.Generator().manual_seed(0))
+        try:
+            if self.rand_augment is not None:
+                applied, m, sign = torch.ones(n, dtype=torch.bool), torch.full((n,), 9.0), torch.ones(n)
+                self.rand_augment.apply_layer(x, op, applied, m, sign)
+            self.augment(x, torch.Generator().manual_seed(0))
+        except Exception as e:  # torch.compile's backend failing on this GPU or install: a long trace otherwise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise ConfigError(
+                f"data.compile_augment: compiling the device augmentation failed on {device} "
+                f"({type(e).__name__}: {first[:200]}); set data.compile_augment=false to run it eagerly"
+            ) from e
         rank_zero_info(
             f"data.compile_augment: the device augmentation compiled in {time.perf_counter() - start:.0f} s "
             f"(once a run; data.compile_augment=false skips it)"
