@@ -15,10 +15,8 @@ the blocks, these bound what FP8 could save on the step's block GEMMs; the fp8/b
 
 from __future__ import annotations
 
-import json
-
 import torch
-from throughput import shape_benchmark, timed
+from throughput import shape_benchmark, timed, write_shape_result
 
 from crossvit.models import load_config
 
@@ -116,9 +114,7 @@ def main() -> None:
             f"{name}: block linears a step {t['bf16_ms']:.2f} ms in bf16, {t['fp8_ms']:.2f} ms in fp8 ({t['ratio']}x), "
             f"{t['fp8_floor_ms']:.2f} ms with casts at their floor ({t['floor_ratio']}x)"
         )
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"env": env, "rows": rows, "totals": totals}, f, indent=1)
+    write_shape_result(args.out, env, rows, totals)
 
 
 if __name__ == "__main__":

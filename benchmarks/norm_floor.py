@@ -15,12 +15,11 @@ nearer its floor (a hand-written kernel, say) could win.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from throughput import shape_benchmark, timed
+from throughput import shape_benchmark, timed, write_shape_result
 
 from crossvit.models import load_config
 
@@ -106,9 +105,7 @@ def main() -> None:
                 else ""
             )
         )
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"env": env, "rows": rows, "totals": totals}, f, indent=1)
+    write_shape_result(args.out, env, rows, totals)
 
 
 if __name__ == "__main__":

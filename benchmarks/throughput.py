@@ -109,6 +109,13 @@ def shape_benchmark(doc: str, models: list[str], smoke: str) -> tuple[argparse.N
     return args, device, env, rate
 
 
+def write_shape_result(out: str | None, env: dict, rows: list[dict], totals: dict) -> None:
+    """A per-shape benchmark's --out file: {"env", "rows", "totals"}, as docs/speed_2026-11-27.json keeps them."""
+    if out:
+        with open(out, "w") as f:
+            json.dump({"env": env, "rows": rows, "totals": totals}, f, indent=1)
+
+
 SDPA_BACKENDS = ("default", "cudnn", "flash", "efficient", "math")
 
 
