@@ -17,6 +17,7 @@
 #                                          # each beside reduce-overhead, crossvit_18 first; FP8=1 adds fp8_gemm.py,
 #                                          # NORM=1 norm_floor.py (LayerNorm and GELU against their bytes' floor,
 #                                          # and our Triton LayerNorm, checked first, then in our step beside timm).
+#                                          # PROBE=1 autotune_probe.py before the autotuning runs.
 #                                          # Its compiles outlast a call: run it again on the warm machine (or
 #                                          # carrying the caches) until every run finishes; the last call measures
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
@@ -30,7 +31,7 @@ OUT=${OUT:-/tmp/out}; RES=/tmp/speed; rm -rf $RES; mkdir -p "$OUT" $RES  # a war
 STOP_AFTER=${STOP_AFTER:-480}  # seconds into the call after which no new run starts (a call may last 600)
 DEADLINE=${DEADLINE:-570}      # every run ends by then, leaving time to merge and return
 TASKSET=$(command -v taskset)
-CACHE_ROOT=$(realpath -m "${CACHE_ROOT:-/tmp}"); mkdir -p "$CACHE_ROOT"
+CACHE_ROOT=$(realpath -m "${CACHE_ROOT:-/tmp}"); DONE=$CACHE_ROOT/done; mkdir -p "$CACHE_ROOT" "$DONE"
 
 in_lane() {  # LANE=k in_lane NAME CMD...: CMD on GPU k and cores 16k..16k+15 until DEADLINE, its output in
   # $RES/NAME.log; skipped (rc 125) once STOP_AFTER has passed; prints the lane, rc and seconds
@@ -44,9 +45,15 @@ in_lane() {  # LANE=k in_lane NAME CMD...: CMD on GPU k and cores 16k..16k+15 un
   return $rc
 }
 
-bench() {  # LANE=k bench NAME SCRIPT ARGS...: one benchmark process; its rows in $RES/NAME.json
+bench() {  # LANE=k bench NAME SCRIPT ARGS...: one benchmark process; its rows in $RES/NAME.json. A run that finished
+  # in an earlier call of this warm machine (its rows kept in $CACHE_ROOT/done) is not run again: a phase called
+  # again goes on where the last call stopped
   local name=$1 script=$2; shift 2
+  if [ -s "$DONE/$name.json" ]; then cp "$DONE/$name.json" "$RES/" && echo "done earlier: $name"; return 0; fi
   in_lane "$name" python3 "benchmarks/$script" "$@" --out "$RES/$name.json"
+  local rc=$?
+  (( rc == 0 )) && [ -s "$RES/$name.json" ] && cp "$RES/$name.json" "$DONE/"
+  return $rc
 }
 
 train_run() {  # LANE=k train_run NAME OVERRIDES...: a 2-epoch src/train.py run; its metrics.json becomes a row
@@ -107,6 +114,10 @@ for name, data in rows.items():
     elif "totals" in data:  # fp8_gemm.py, norm_floor.py: ms a step
         for model, t in data["totals"].items():
             print(f"\n{name} {model}: " + ", ".join(f"{key} {value:.2f}" for key, value in t.items()))
+    elif data["rows"] and "compile_s" in data["rows"][0]:  # autotune_probe.py
+        r = data["rows"][0]
+        print(f"\n{name}: compiled in {r['compile_s']} s, ms {r['ms']}, {r['workers']} workers, python {r['python']}")
+        print("\n".join(r["log"][:12]))
     elif data["rows"] and "train_img_s" in data["rows"][0]:
         print(f"\n{name}: " + format_table(data["rows"], data["env"]).split("\n", 2)[2])
     else:
@@ -197,6 +208,7 @@ fifth() {  # every run compiles in lane 0's cache; a run the call cuts short kee
     LANE=0 bench norm norm_floor.py --models crossvit_18 crossvit_9
     LANE=0 bench norm_step "${TP[@]}" --models crossvit_18 crossvit_9 --triton-norm  # in our step, beside timm
   fi
+  [ "${PROBE:-0}" = 1 ] && LANE=0 bench probe autotune_probe.py  # why a shape's autotuning takes 7-44 s
   for m in 18 9; do
     LANE=0 bench "base_c$m" "${TP[@]}" --models "crossvit_$m"
     LANE=0 bench "at_c${m}_ours" "${TP[@]}" --models "crossvit_$m" --no-timm "${AT_GEMM[@]}"
