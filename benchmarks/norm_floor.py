@@ -2,6 +2,7 @@
 
     python benchmarks/norm_floor.py --models crossvit_18 crossvit_9 --out norm.json
     python benchmarks/norm_floor.py --smoke      # tiny, on the CPU, eager: checks that the script runs
+    TRITON_INTERPRET=1 python benchmarks/norm_floor.py --smoke   # the same with our LayerNorm in the interpreter
 
 At each branch's activation shape (M = batch x tokens rows), forward and backward of the two passes every block
 makes: LayerNorm of the fp32 residual stream to a bf16 output (twice a block), and GELU over the MLP's bf16 hidden
@@ -15,6 +16,7 @@ nearer its floor (a hand-written kernel, say) could win.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -76,18 +78,18 @@ def main() -> None:
         for row in shapes(name, args.batch_size):
             row["eager_ms"] = round(measure(row, device, args.steps, args.warmup, compiled=False), 4)
             row["compiled_ms"] = round(measure(row, device, args.steps, args.warmup, compiled=cuda), 4)
-            if cuda and row["op"] == "layer_norm":
+            if row["op"] == "layer_norm" and (cuda or os.environ.get("TRITON_INTERPRET") == "1"):
                 row["triton_ms"] = round(
                     measure(row, device, args.steps, args.warmup, compiled=False, op="layer_norm_triton"), 4
                 )
             row["floor_ms"] = round(1e3 * row["bytes_per"] * row["M"] * row["D"] / rate, 4)
             rows.append(row)
-            t = totals.setdefault(name, dict(eager_ms=0.0, compiled_ms=0.0, floor_ms=0.0))
-            for key in t:
-                t[key] += row["count"] * row[key]
-            if "triton_ms" in row:  # LayerNorm only: ours against inductor's, the same rows
-                t["layer_norm_compiled_ms"] = t.get("layer_norm_compiled_ms", 0.0) + row["count"] * row["compiled_ms"]
-                t["layer_norm_triton_ms"] = t.get("layer_norm_triton_ms", 0.0) + row["count"] * row["triton_ms"]
+            t = totals.setdefault(name, {})
+            # LayerNorm's rows also sum on their own: ours against inductor's over the same rows
+            parts = [("", k) for k in ("eager_ms", "compiled_ms", "floor_ms")]
+            parts += [("layer_norm_", k) for k in ("compiled_ms", "triton_ms") if "triton_ms" in row]
+            for prefix, key in parts:
+                t[prefix + key] = t.get(prefix + key, 0.0) + row["count"] * row[key]
             print(
                 f"| {name} | {row['branch']} | {row['op']} | {row['M']} x {row['D']} | {row['count']} | "
                 f"{row['eager_ms']:.3f} | {row['compiled_ms']:.3f} | {row.get('triton_ms', float('nan')):.3f} | "

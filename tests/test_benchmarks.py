@@ -1,11 +1,15 @@
 import json
+import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 
 
-def run_benchmark(script: str, *args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def run_benchmark(
+    script: str, *args: str, launcher: tuple[str, ...] = (), env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """A benchmarks/ script run from the repository root, as its docstring shows; its stderr if it fails."""
     proc = subprocess.run(
         [sys.executable, *launcher, str(ROOT / "benchmarks" / script), *args],
@@ -13,6 +17,7 @@ def run_benchmark(script: str, *args: str, launcher: tuple[str, ...] = ()) -> su
         capture_output=True,
         text=True,
         timeout=300,
+        env=None if env is None else {**os.environ, **env},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
@@ -70,3 +75,21 @@ def test_fp8_gemm_smoke_scales_each_product_to_within_fp8_rounding(tmp_path):
     assert {(r["branch"], r["M"], r["count"]) for r in rows} == {(0, 401, 3), (1, 197, 12)}
     assert sorted({r["layer"] for r in rows}) == ["fc1", "fc2", "proj", "qkv"]
     assert all(0.01 < e < 0.1 for r in rows for e in r["fp8_rel_err"]), [r["fp8_rel_err"] for r in rows]
+
+
+def test_norm_floor_smoke_sums_each_pass_over_its_blocks(tmp_path):
+    """benchmarks/norm_floor.py with our Triton LayerNorm (in Triton's interpreter here): a model's totals are each
+    pass's time times the times a step runs it (2 LayerNorms and 1 GELU a block), LayerNorm's also on their own."""
+    out = tmp_path / "norm.json"
+    run_benchmark("norm_floor.py", "--smoke", "--out", str(out), env={"TRITON_INTERPRET": "1"})
+    result = json.loads(out.read_text())
+    rows, totals = result["rows"], result["totals"]["crossvit_tiny"]
+    # crossvit_tiny: 1 small-branch block and 4 large-branch blocks a stage, 3 stages
+    assert {(r["branch"], r["op"], r["count"]) for r in rows} == {
+        (0, "layer_norm", 6), (0, "gelu", 3), (1, "layer_norm", 24), (1, "gelu", 12)
+    }
+    norms = [r for r in rows if r["op"] == "layer_norm"]
+    assert all(r["triton_ms"] > 0 for r in norms)
+    assert totals["layer_norm_triton_ms"] == pytest.approx(sum(r["count"] * r["triton_ms"] for r in norms))
+    assert totals["layer_norm_compiled_ms"] == pytest.approx(sum(r["count"] * r["compiled_ms"] for r in norms))
+    assert totals["eager_ms"] == pytest.approx(sum(r["count"] * r["eager_ms"] for r in rows))  # no floor on a CPU
