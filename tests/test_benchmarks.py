@@ -86,7 +86,10 @@ def test_norm_floor_smoke_sums_each_pass_over_its_blocks(tmp_path):
     rows, totals = result["rows"], result["totals"]["crossvit_tiny"]
     # crossvit_tiny: 1 small-branch block and 4 large-branch blocks a stage, 3 stages
     assert {(r["branch"], r["op"], r["count"]) for r in rows} == {
-        (0, "layer_norm", 6), (0, "gelu", 3), (1, "layer_norm", 24), (1, "gelu", 12)
+        (0, "layer_norm", 6),
+        (0, "gelu", 3),
+        (1, "layer_norm", 24),
+        (1, "gelu", 12),
     }
     norms = [r for r in rows if r["op"] == "layer_norm"]
     assert all(r["triton_ms"] > 0 for r in norms)
