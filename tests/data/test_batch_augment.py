@@ -345,3 +345,80 @@ def test_decode_auto_takes_hybrid_on_a_gpu_unless_the_recipe_needs_timms_cpu_tra
         ImageFolderDataModule(root=str(tmp_path), img_size=32, decode="hybrid", auto_augment=None)
     with pytest.raises(ConfigError, match="data.re_mode=const"):
         ImageFolderDataModule(root=str(tmp_path), img_size=32, decode="hybrid", re_mode="const")
+
+
+def test_dali_crops_follow_timms_random_resized_crop():
+    """decode=dali: DALI's region decoder (its CPU backend here) draws the crop sizes timm's RandomResizedCrop would
+    on the same image: two-sample Kolmogorov-Smirnov on the area fraction and the log aspect ratio."""
+    from scipy.stats import ks_2samp
+
+    from crossvit.data.dali import DaliCropDecoder
+    from crossvit.data.image_folder import collate_encoded, read_encoded
+
+    image = real_images(1, seed=9)[0].resize((400, 300), Image.BICUBIC)
+    path = f"/tmp/dali_crop_{id(image)}.jpg"
+    image.save(path, quality=95)
+    data, lengths, _ = collate_encoded([(read_encoded(path), 0)] * 256)
+    decoder = DaliCropDecoder(None, 256, torch.device("cpu"), seed=1)
+    ours = [tuple(c.shape[:2]) for _ in range(4) for c in decoder(data, lengths)]  # (h, w) of 1,024 crops
+    theirs = [RandomResizedCropAndInterpolation.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3))[2:] for _ in range(4000)]
+
+    def area(boxes):
+        return [h * w / (300 * 400) for h, w in boxes]
+
+    def log_aspect(boxes):
+        return [math.log(w / h) for h, w in boxes]
+
+    assert ks_2samp(area(ours), area(theirs)).pvalue > 1e-3
+    assert ks_2samp(log_aspect(ours), log_aspect(theirs)).pvalue > 1e-3
+
+
+def test_dali_path_reads_in_the_samplers_order_and_augments_on_the_device(tmp_path):
+    """decode=dali: the workers read the files in the sampler's order (the labels are decode=cpu's for the same
+    seed), DALI decodes and resizes the crops, and the recipe's augmentation runs after it."""
+    from crossvit.data import ImageFolderDataModule
+
+    rng = np.random.default_rng(13)
+    for i in range(32):  # a colour of its own for each file, which any crop of it keeps; mild texture
+        colour = np.array([(i * 8) % 256, 255 - i * 7, (i * 37) % 256])
+        pixels = (colour + rng.normal(0, 4, (int(rng.integers(60, 200)), int(rng.integers(60, 200)), 3))).clip(0, 255)
+        for split in ("train", "val"):
+            (tmp_path / split / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / split / f"c{i % 2}" / f"{i}.jpg", quality=90)
+    cpu = torch.device("cpu")
+
+    def first_epoch(decode: str, **recipe) -> tuple[torch.Tensor, torch.Tensor]:
+        module = ImageFolderDataModule(
+            root=str(tmp_path), img_size=48, num_classes=2, batch_size=8, num_workers=2, decode=decode, **recipe
+        )
+        module.setup("fit")
+        torch.manual_seed(0)
+        batches = [module.prepare(b, cpu, True) if decode == "dali" else b for b in module.train_dataloader()]
+        return torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches])
+
+    plain = dict(auto_augment=None, color_jitter=None, re_prob=0.0, hflip=0.0)
+    (timm_x, timm_y), (ours_x, ours_y) = first_epoch("cpu", **plain), first_epoch("dali", **plain)
+    assert ours_x.shape == timm_x.shape == (32, 3, 48, 48) and torch.equal(ours_y, timm_y)
+    # Each output is a crop of the file the sampler chose there: its colour is nearest timm's crop of that file.
+    colour = lambda x: x.mean((2, 3))  # noqa: E731
+    nearest = torch.cdist(colour(ours_x), colour(timm_x)).argmin(1)
+    assert torch.equal(nearest, torch.arange(32))
+    recipe_x, recipe_y = first_epoch("dali")  # flip, RandAugment rand-m9-mstd0.5-inc1 and erasing
+    assert torch.equal(recipe_y, timm_y) and torch.isfinite(recipe_x).all()
+    assert (recipe_x - ours_x).abs().amax((1, 2, 3)).gt(0.1).float().mean() > 0.3
+
+
+def test_dali_errors_are_one_line_naming_the_fix(monkeypatch):
+    """decode=dali without DALI installed, and a file DALI cannot decode: one line each, naming what to do."""
+    import sys
+
+    from crossvit.data.dali import DaliCropDecoder
+    from crossvit.errors import ConfigError
+
+    decoder = DaliCropDecoder(32, 2, torch.device("cpu"), seed=0)
+    garbage = torch.randint(0, 255, (200,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match=r"cannot be decoded by DALI \(nvImageCodec failure.*data.skip_corrupt=true"):
+        decoder(garbage, torch.tensor([100, 100]))
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # as if not installed
+    with pytest.raises(ConfigError, match="needs NVIDIA DALI .*pip install nvidia-dali-cuda130.*data.decode=hybrid"):
+        DaliCropDecoder(32, 2, torch.device("cpu"), seed=0)

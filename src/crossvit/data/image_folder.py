@@ -4,8 +4,10 @@
 bytes; the batch is decoded where training runs (nvJPEG on a GPU) and augmented there as a whole
 (crossvit.data.batch_augment), drawing from the same distributions. `decode="hybrid"`: workers decode timm's random
 crop box of each file (only that region where nvImageCodec is installed: crossvit.data.jpeg), not resized; the batch
-of crops is resized, flipped and augmented where training runs, as for decode=gpu. `decode="auto"` (the default)
-takes hybrid on a GPU, the fastest there (docs/benchmarks.md), and cpu elsewhere.
+of crops is resized, flipped and augmented where training runs, as for decode=gpu. `decode="dali"`: workers read the
+files' bytes; NVIDIA DALI decodes each one's random crop region and resizes it (crossvit.data.dali: the GPU's JPEG
+engines, or DALI's CPU backend), then the batch is augmented as for decode=gpu. `decode="auto"` (the default) takes
+hybrid on a GPU, the fastest there in the Lightning loop (docs/benchmarks.md), and cpu elsewhere.
 """
 
 from __future__ import annotations
@@ -47,12 +49,14 @@ from .batch_augment import (
     resize_center_crop,
     to_device,
 )
+from .dali import DaliCropDecoder
 from .resume import MidEpochResume, ResumableDistributedSampler, SkipStart
 
 DECODES = {
     "cpu": "PIL decoding and timm's transforms in the workers",
     "gpu": "the workers read the files; nvJPEG and the augmentation on the device",
     "hybrid": "decoding and timm's random crop in the workers; resize and augmentation on the device",
+    "dali": "the workers read the files; NVIDIA DALI decodes and resizes the crops; the augmentation on the device",
 }
 
 
@@ -143,6 +147,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         prefetch: int = 2,
         hflip: float = 0.5,
         compile_augment: bool = True,
+        dali_threads: int = 4,
     ) -> None:
         super().__init__()
         if in_chans != 3:
@@ -150,12 +155,14 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         if decode not in ("auto", *DECODES):
             raise ConfigError(
                 f"data.decode={decode}: choose auto (hybrid on a GPU, else cpu), cpu (PIL and timm in the workers), "
-                f"gpu (nvJPEG and the augmentation on the device) or hybrid (decoding and cropping in the workers, "
-                f"the rest on the device)"
+                f"gpu (nvJPEG and the augmentation on the device), hybrid (decoding and cropping in the workers, "
+                f"the rest on the device) or dali (NVIDIA DALI decodes and resizes the crops)"
             )
         if prefetch < 0:
             raise ConfigError(f"data.prefetch={prefetch}: the number of batches prepared ahead; 0 turns it off")
         self.prefetch, self.compile_augment = prefetch, compile_augment
+        # decode=dali: its pipeline, built where it first runs; its seed, set per run and rank by train_dataloader
+        self.dali_threads, self._dali, self._dali_seed = dali_threads, None, 0
         self._warm = False  # the device augmentation compiled (warm_up)
         self.recipe = dict(
             auto_augment=auto_augment,
@@ -188,7 +195,8 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
     def _use(self, decode: str) -> None:
         """Where decoding and augmentation run: the transforms, what crosses from the workers, RandAugment."""
         r = self.recipe
-        if decode != "cpu" and (r["re_mode"] != "pixel" or decode == "gpu" and r["interpolation"] != "bicubic"):
+        bicubic_only = decode in ("gpu", "dali")  # their resize is bicubic; hybrid's takes timm's interpolation
+        if decode != "cpu" and (r["re_mode"] != "pixel" or bicubic_only and r["interpolation"] != "bicubic"):
             raise ConfigError(
                 f"data.decode={decode} implements the paper's re_mode=pixel and interpolation=bicubic, not "
                 f"data.re_mode={r['re_mode']} data.interpolation={r['interpolation']}; set data.decode=cpu for those"
@@ -215,8 +223,11 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
                 else "data.decode=hybrid: the workers decode whole JPEGs, then cut timm's crop (torchvision); "
                 "install nvidia-nvimgcodec-cu13 to decode only the region, 1.2x the images a worker"
             )
-        # What leaves the workers: decoded images (cpu; hybrid's evaluation), files' bytes (gpu), crops (hybrid).
-        self.train_collate = {"cpu": None, "gpu": collate_encoded, "hybrid": collate_crops}[decode]
+        # What leaves the workers: decoded images (cpu; hybrid's and dali's evaluation), files' bytes (gpu, dali),
+        # crops (hybrid).
+        self.train_collate = {"cpu": None, "gpu": collate_encoded, "hybrid": collate_crops, "dali": collate_encoded}[
+            decode
+        ]
         self.eval_collate = collate_encoded if decode == "gpu" else None
         self.train_transform = self.eval_transform = None  # decode=gpu: crossvit.data.batch_augment instead
         if decode == "cpu":
@@ -268,7 +279,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             return
         if self.decode is None:
             self._use(self._choose())
-        # decode=hybrid evaluates with timm's PIL transform, as decode=cpu.
+        # decode=hybrid and dali evaluate with timm's PIL transform, as decode=cpu.
         self.train_set = self._folder(
             "train", self.train_transform, load_image if self.decode == "cpu" else read_encoded
         )
@@ -307,6 +318,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             seed = torch.initial_seed() % 2**32
             sampler = ResumableDistributedSampler(self.train_set, replicas, rank, shuffle=True, seed=seed)
         self.resume_sampler(sampler, self.batch_size)
+        self._dali_seed = (torch.initial_seed() + 7919 * rank) % 2**31  # decode=dali's crops: per run and rank
         loader = DataLoader(
             self.train_set,
             self.batch_size,
@@ -328,8 +340,9 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         return self.val_dataloader()
 
     def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
-        # Still to prepare: decode=gpu's encoded files, decode=hybrid's training crops and files. Whatever the
-        # prefetcher prepared, and decode=hybrid's evaluation batches (timm's, in the workers), are (images, labels).
+        # Still to prepare: decode=gpu's and dali's encoded files, decode=hybrid's training crops. Whatever the
+        # prefetcher prepared, and hybrid's and dali's evaluation batches (timm's, in the workers), are
+        # (images, labels).
         if self.decode != "cpu" and len(batch) > 2:
             return self.prepare(batch, device, train=self.trainer is not None and self.trainer.training)
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
@@ -338,8 +351,14 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         self, batch, device: torch.device, train: bool, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A batch from the workers -> augmented (train) or resized (eval) images on `device`. decode=gpu: encoded
-        files, decoded here; decode=hybrid: training crops, resized here."""
-        if self.decode == "hybrid":
+        files, decoded here; decode=hybrid: training crops, resized here; decode=dali: training files, DALI's here."""
+        if self.decode == "dali":
+            data, lengths, y = batch
+            if self._dali is None or self._dali.device.type != device.type:
+                self._dali = DaliCropDecoder(self.img_size, self.batch_size, device, self._dali_seed, self.dali_threads)
+            crops = self._dali(data, lengths).permute(0, 3, 1, 2)  # NHWC as decoded -> NCHW, as augment takes
+            x = self.augment(crops.to(torch.float32, memory_format=torch.contiguous_format), generator)
+        elif self.decode == "hybrid":
             flat, hw, y = batch
             boxes = torch.cat([torch.zeros_like(hw), hw], 1)  # each crop is its own box
             x = crop_resize_flat(to_device(flat, device), hw, boxes, self.img_size, channels_last=True)
