@@ -89,8 +89,9 @@ def test_wandb_offline_writes_its_run(tmp_path):
     assert len(runs) == 1 and any(runs[0].glob("run-*.wandb"))
 
 
-# gpu: the batched path, decoding with torchvision on the CPU here; hybrid: PIL crops, the rest batched
-@pytest.mark.parametrize("decode", ["cpu", "gpu", "hybrid"])
+# gpu: the batched path, decoding with torchvision on the CPU here; hybrid: PIL crops, the rest batched; dali: DALI's
+# CPU backend decodes the crops
+@pytest.mark.parametrize("decode", ["cpu", "gpu", "hybrid", "dali"])
 def test_image_folder_trains_on_real_jpegs(tmp_path, decode):
     import numpy as np
     from PIL import Image
