@@ -38,6 +38,7 @@
 #   bash benchmarks/gpu_data_path.sh dali_thread  # after dali_loop: DALI and the augmentation in the Prefetcher's thread
 #   bash benchmarks/gpu_data_path.sh augment_static  # after dali_thread: the augmentation's sizes constant but
 #                                             # the number of images; crossvit_9 and crossvit_18 with DALI
+#   bash benchmarks/gpu_data_path.sh framework_dali  # data.decode=dali in src/train.py, crossvit_9 and 18, raw step
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -459,6 +460,21 @@ dali)  # crossvit_9's 75% target (1 GPU, 16 cores), most telling first: DALI in 
   part dali_only_0.65 120 "${STEP[@]}" --decode dali --dali-only --hw-load 0.65 --steps 60 --out "$OUT/dali_only_0.65.json"
   # /tmp/dali holds nvImageCodec too (DALI needs it), so decode=hybrid's workers decode crop regions with it
   part hybrid_c9 200 "${STEP[@]}" --decode hybrid --workers 14 --steps 100 --out "$OUT/hybrid_c9.json"
+  tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
+  ;;
+framework_dali)  # data.decode=dali through src/train.py (DALI decodes in the Prefetcher's thread, the framework's
+  # path since the ninth session), crossvit_9 then crossvit_18, beside the raw step of the same call
+  setup
+  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  part raw 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 crossvit_18 \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw.json"
+  DALI_ARGS=("${JPEG_ARGS[@]}" data.decode=dali data.num_workers=6)  # the workers only read the files
+  for m in 9 18; do
+    [ -e /tmp/runs/c${m}_dali.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c${m}_dali trainer=gpu \
+      model=crossvit_$m compile=reduce-overhead "${DALI_ARGS[@]}"
+  done
+  [ -e /tmp/runs/c9_dali_t8.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_t8 trainer=gpu \
+    model=crossvit_9 compile=reduce-overhead "${DALI_ARGS[@]}" data.dali_threads=8
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
