@@ -225,9 +225,8 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             )
         # What leaves the workers: decoded images (cpu; hybrid's and dali's evaluation), files' bytes (gpu, dali),
         # crops (hybrid).
-        self.train_collate = {"cpu": None, "gpu": collate_encoded, "hybrid": collate_crops, "dali": collate_encoded}[
-            decode
-        ]
+        collates = {"cpu": None, "gpu": collate_encoded, "hybrid": collate_crops, "dali": collate_encoded}
+        self.train_collate = collates[decode]
         self.eval_collate = collate_encoded if decode == "gpu" else None
         self.train_transform = self.eval_transform = None  # decode=gpu: crossvit.data.batch_augment instead
         if decode == "cpu":
