@@ -5,8 +5,8 @@
 Writes an image folder of Fashion-MNIST photographs as RGB JPEGs (once; 10 classes, each image tinted, offset and
 resized to a random size between 40 and 120 px, so crops and resizes do real work), then trains crossvit_micro_28
 (`experiment=fashion_mnist`, the recipe's RandAugment and erasing) through `src/train.py` with each `data.decode`
-and seed, and prints the test accuracy of each, with mean and spread per path. On a CPU, decode=gpu and hybrid run
-their batched augmentation on the CPU (the same code as on a GPU).
+and seed, and prints the test accuracy of each, with mean and spread per path. On a CPU, decode=gpu, hybrid and dali
+run their batched augmentation on the CPU (the same code as on a GPU; dali decodes with DALI's CPU backend).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def main() -> None:
     parser.add_argument("--val", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--decodes", nargs="+", default=["cpu", "hybrid", "gpu"])
+    parser.add_argument("--decodes", nargs="+", default=["cpu", "hybrid", "gpu", "dali"])
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
