@@ -412,6 +412,7 @@ def test_dali_errors_are_one_line_naming_the_fix(monkeypatch):
     """decode=dali without DALI installed, and a file DALI cannot decode: one line each, naming what to do."""
     import sys
 
+    from crossvit.data import ImageFolderDataModule
     from crossvit.data.dali import DaliCropDecoder
     from crossvit.errors import ConfigError
 
@@ -419,6 +420,6 @@ def test_dali_errors_are_one_line_naming_the_fix(monkeypatch):
     garbage = torch.randint(0, 255, (200,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with pytest.raises(ConfigError, match=r"cannot be decoded by DALI \(nvImageCodec failure.*data.skip_corrupt=true"):
         decoder(garbage, torch.tensor([100, 100]))
-    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # as if not installed: said when the module is made
     with pytest.raises(ConfigError, match="needs NVIDIA DALI .*pip install nvidia-dali-cuda130.*data.decode=hybrid"):
-        DaliCropDecoder(32, 2, torch.device("cpu"), seed=0)
+        ImageFolderDataModule(root="/nowhere", img_size=32, decode="dali")

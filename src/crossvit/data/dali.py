@@ -20,19 +20,26 @@ from crossvit.errors import ConfigError
 HW_DECODER_LOAD = 1.0
 
 
+def require_dali() -> None:
+    """One line naming the fix where DALI is not installed; checked when decode=dali is chosen, before training."""
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "data.decode=dali needs NVIDIA DALI (pip install nvidia-dali-cuda130; requirements.lock has it on "
+            "Linux x86-64); or set data.decode=hybrid"
+        ) from None
+
+
 class DaliCropDecoder:
     """Encoded JPEGs (flat bytes and their lengths, as `collate_encoded` makes them) -> uint8 [N, size, size, 3]
     crops on `device`, resized bicubic with antialiasing. `size=None`: the crops at their own sizes, a list (what
     the tests compare with timm's draws)."""
 
     def __init__(self, size: int | None, batch_size: int, device: torch.device, seed: int, threads: int = 4) -> None:
-        try:
-            from nvidia.dali import fn, pipeline_def, types
-        except ImportError:
-            raise ConfigError(
-                "data.decode=dali needs NVIDIA DALI (pip install nvidia-dali-cuda130; requirements.lock has it on "
-                "Linux x86-64); or set data.decode=hybrid"
-            ) from None
+        require_dali()
+        from nvidia.dali import fn, pipeline_def, types
+
         self.gpu = device.type == "cuda"
         if self.gpu and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())

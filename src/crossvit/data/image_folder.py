@@ -49,7 +49,7 @@ from .batch_augment import (
     resize_center_crop,
     to_device,
 )
-from .dali import DaliCropDecoder
+from .dali import DaliCropDecoder, require_dali
 from .resume import MidEpochResume, ResumableDistributedSampler, SkipStart
 
 DECODES = {
@@ -215,6 +215,8 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             )
         except ValueError as e:
             raise ConfigError(f"data.auto_augment: {e}; or set data.decode=cpu") from None
+        if decode == "dali":
+            require_dali()
         self.decode = decode
         if decode == "hybrid":
             rank_zero_info(
