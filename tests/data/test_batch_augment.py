@@ -347,7 +347,7 @@ def test_decode_auto_takes_hybrid_on_a_gpu_unless_the_recipe_needs_timms_cpu_tra
         ImageFolderDataModule(root=str(tmp_path), img_size=32, decode="hybrid", re_mode="const")
 
 
-def test_dali_crops_follow_timms_random_resized_crop():
+def test_dali_crops_follow_timms_random_resized_crop(tmp_path):
     """decode=dali: DALI's region decoder (its CPU backend here) draws the crop sizes timm's RandomResizedCrop would
     on the same image: two-sample Kolmogorov-Smirnov on the area fraction and the log aspect ratio."""
     from scipy.stats import ks_2samp
@@ -356,9 +356,8 @@ def test_dali_crops_follow_timms_random_resized_crop():
     from crossvit.data.image_folder import collate_encoded, read_encoded
 
     image = real_images(1, seed=9)[0].resize((400, 300), Image.BICUBIC)
-    path = f"/tmp/dali_crop_{id(image)}.jpg"
-    image.save(path, quality=95)
-    data, lengths, _ = collate_encoded([(read_encoded(path), 0)] * 256)
+    image.save(tmp_path / "photo.jpg", quality=95)
+    data, lengths, _ = collate_encoded([(read_encoded(str(tmp_path / "photo.jpg")), 0)] * 256)
     decoder = DaliCropDecoder(None, 256, torch.device("cpu"), seed=1)
     ours = [tuple(c.shape[:2]) for _ in range(4) for c in decoder(data, lengths)]  # (h, w) of 1,024 crops
     theirs = [RandomResizedCropAndInterpolation.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3))[2:] for _ in range(4000)]
@@ -400,8 +399,7 @@ def test_dali_path_reads_in_the_samplers_order_and_augments_on_the_device(tmp_pa
     (timm_x, timm_y), (ours_x, ours_y) = first_epoch("cpu", **plain), first_epoch("dali", **plain)
     assert ours_x.shape == timm_x.shape == (32, 3, 48, 48) and torch.equal(ours_y, timm_y)
     # Each output is a crop of the file the sampler chose there: its colour is nearest timm's crop of that file.
-    colour = lambda x: x.mean((2, 3))  # noqa: E731
-    nearest = torch.cdist(colour(ours_x), colour(timm_x)).argmin(1)
+    nearest = torch.cdist(ours_x.mean((2, 3)), timm_x.mean((2, 3))).argmin(1)
     assert torch.equal(nearest, torch.arange(32))
     recipe_x, recipe_y = first_epoch("dali")  # flip, RandAugment rand-m9-mstd0.5-inc1 and erasing
     assert torch.equal(recipe_y, timm_y) and torch.isfinite(recipe_x).all()
