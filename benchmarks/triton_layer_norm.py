@@ -1,7 +1,8 @@
 """A hand-written LayerNorm, forward and backward, in Triton: the fp32 residual stream in, bf16 out, as CrossViT's
 blocks use it under autocast. benchmarks/norm_floor.py times it beside PyTorch's and inductor's LayerNorm to see
 whether a kernel of ours gets nearer the bytes' floor, and `throughput.py --triton-norm` puts it in our model's
-step (issue 14). Not used by the model otherwise.
+step (issue 14). Not used by the model otherwise: on an H100 it was slower than inductor's compiled LayerNorm, alone
+(0.711 against 0.509 ms at 102,656 x 224) and in crossvit_18's step (-7.7%; docs/speed_notes.md, third session).
 
     python benchmarks/triton_layer_norm.py           # on a GPU: checks it against F.layer_norm
     TRITON_INTERPRET=1 python benchmarks/triton_layer_norm.py --cpu   # the same check in Triton's interpreter
