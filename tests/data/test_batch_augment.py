@@ -372,18 +372,23 @@ def test_dali_crops_follow_timms_random_resized_crop(tmp_path):
     assert ks_2samp(log_aspect(ours), log_aspect(theirs)).pvalue > 1e-3
 
 
+def colour_folder(root, n: int = 32) -> None:
+    """n JPEGs of assorted sizes in 2 classes, each of a colour of its own that any crop of it keeps."""
+    rng = np.random.default_rng(13)
+    for i in range(n):
+        colour = np.array([(i * 8) % 256, 255 - i * 7, (i * 37) % 256])
+        pixels = (colour + rng.normal(0, 4, (int(rng.integers(60, 200)), int(rng.integers(60, 200)), 3))).clip(0, 255)
+        for split in ("train", "val"):
+            (root / split / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels.astype(np.uint8)).save(root / split / f"c{i % 2}" / f"{i}.jpg", quality=90)
+
+
 def test_dali_path_reads_in_the_samplers_order_and_augments_on_the_device(tmp_path):
     """decode=dali: the workers read the files in the sampler's order (the labels are decode=cpu's for the same
     seed), DALI decodes and resizes the crops, and the recipe's augmentation runs after it."""
     from crossvit.data import ImageFolderDataModule
 
-    rng = np.random.default_rng(13)
-    for i in range(32):  # a colour of its own for each file, which any crop of it keeps; mild texture
-        colour = np.array([(i * 8) % 256, 255 - i * 7, (i * 37) % 256])
-        pixels = (colour + rng.normal(0, 4, (int(rng.integers(60, 200)), int(rng.integers(60, 200)), 3))).clip(0, 255)
-        for split in ("train", "val"):
-            (tmp_path / split / f"c{i % 2}").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels.astype(np.uint8)).save(tmp_path / split / f"c{i % 2}" / f"{i}.jpg", quality=90)
+    colour_folder(tmp_path)
     cpu = torch.device("cpu")
 
     def first_epoch(decode: str, **recipe) -> tuple[torch.Tensor, torch.Tensor]:
@@ -421,3 +426,41 @@ def test_dali_errors_are_one_line_naming_the_fix(monkeypatch):
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # as if not installed: said when the module is made
     with pytest.raises(ConfigError, match="needs NVIDIA DALI .*pip install nvidia-dali-cuda130.*data.decode=hybrid"):
         ImageFolderDataModule(root="/nowhere", img_size=32, decode="dali")
+
+
+def test_dali_prefetched_stream_decodes_ahead_and_keeps_each_crop_with_its_label(tmp_path):
+    """On a GPU the prefetcher's thread takes DALI's crops one batch ahead (DaliBatches): the same batches as DALI a
+    batch at a time for the same seed; and after an epoch stopped early, with a batch still decoding, each crop
+    is still its own file's and its label's."""
+    from crossvit.data import ImageFolderDataModule
+
+    colour_folder(tmp_path)
+    cpu = torch.device("cpu")
+    plain = dict(auto_augment=None, color_jitter=None, re_prob=0.0, hflip=0.0)
+
+    def module_and_loader():
+        module = ImageFolderDataModule(
+            root=str(tmp_path), img_size=48, num_classes=2, batch_size=8, num_workers=0, decode="dali", **plain
+        )
+        module.setup("fit")
+        torch.manual_seed(0)
+        loader = module.train_dataloader()
+        loader.sampler.set_epoch(1)
+        return module, loader
+
+    module, loader = module_and_loader()
+    one_by_one = [module.prepare(b, cpu, True) for b in loader]
+    module, loader = module_and_loader()
+    prefetched = module.prefetched(loader, cpu)
+    stopped = []
+    for batch in prefetched:
+        stopped.append(batch)
+        if len(stopped) == 2:  # the third batch is decoding now
+            break
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(stopped, one_by_one))
+    again = list(prefetched)
+    assert len(again) == len(one_by_one) == 4
+    x, y = torch.cat([b[0] for b in again]), torch.cat([b[1] for b in again])
+    reference_x, reference_y = torch.cat([b[0] for b in one_by_one]), torch.cat([b[1] for b in one_by_one])
+    assert torch.equal(y, reference_y) and not torch.equal(x, reference_x)  # new crops, the same files in order
+    assert torch.equal(torch.cdist(x.mean((2, 3)), reference_x.mean((2, 3))).argmin(1), torch.arange(32))

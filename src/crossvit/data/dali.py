@@ -10,6 +10,8 @@ of the data is exact on resume, the crops are not the uninterrupted run's.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 import torch
 
@@ -34,7 +36,8 @@ def require_dali() -> None:
 class DaliCropDecoder:
     """Encoded JPEGs (flat bytes and their lengths, as `collate_encoded` makes them) -> uint8 [N, size, size, 3]
     crops on `device`, resized bicubic with antialiasing. `size=None`: the crops at their own sizes, a list (what
-    the tests compare with timm's draws)."""
+    the tests compare with timm's draws). A batch at a time (call), or a stream of batches with the next one decoding
+    while the caller works on this one (`stream`)."""
 
     def __init__(self, size: int | None, batch_size: int, device: torch.device, seed: int, threads: int = 4) -> None:
         require_dali()
@@ -44,6 +47,7 @@ class DaliCropDecoder:
         if self.gpu and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         self.device, self.size = device, size
+        self.in_flight = 0  # batches fed whose crops are not taken yet
 
         @pipeline_def
         def pipeline():
@@ -67,15 +71,21 @@ class DaliCropDecoder:
             device_id=device.index if self.gpu else None,
             seed=seed % 2**31,
             prefetch_queue_depth=1,
-            exec_dynamic=True,  # outputs reference-counted: handed to torch without a copy (see __call__)
+            exec_dynamic=True,  # runs queue as fed (`stream`); outputs reference-counted, handed to torch uncopied
         )
         self.pipe.build()
 
-    def __call__(self, data: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
-        files = np.split(data.numpy(), np.cumsum(lengths.numpy())[:-1])
-        self.pipe.feed_input("files", files)
+    def feed(self, data: torch.Tensor, lengths: torch.Tensor) -> None:
+        """Start decoding a batch; `take` returns its crops, batches in the order fed."""
+        self.pipe.feed_input("files", np.split(data.numpy(), np.cumsum(lengths.numpy())[:-1]))
+        self.pipe.schedule_run()
+        self.in_flight += 1
+
+    def take(self) -> torch.Tensor | list[torch.Tensor]:
+        """The crops of the oldest batch fed."""
+        self.in_flight -= 1
         try:
-            (out,) = self.pipe.run()
+            (out,) = self.pipe.outputs()
         except RuntimeError as e:  # DALI's message: the pipeline's traceback, then what went wrong
             lines = [line.strip() for line in str(e).split("encountered:")[-1].splitlines() if line.strip()]
             raise ConfigError(
@@ -88,3 +98,20 @@ class DaliCropDecoder:
         # DALI's memory, kept alive by the torch tensor, as DALI's own PyTorch iterator does under this executor; on a
         # GPU, DLPack makes the current stream (the prefetcher's) wait for DALI's work
         return torch.from_dlpack(out.as_tensor())
+
+    def __call__(self, data: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        self.feed(data, lengths)
+        return self.take()
+
+    def stream(self, batches: Iterable[tuple]) -> Iterator[tuple]:
+        """(crops, *rest) for each (data, lengths, *rest) of `batches`, the next batch decoding meanwhile."""
+        while self.in_flight:  # what a stream stopped early left behind: not this one's crops
+            self.take()
+        pending = None
+        for data, lengths, *rest in batches:
+            self.feed(data, lengths)
+            if pending is not None:
+                yield self.take(), *pending
+            pending = rest
+        if pending is not None:
+            yield self.take(), *pending

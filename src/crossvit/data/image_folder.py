@@ -331,8 +331,16 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         self.warm_up(device)
         if self.decode != "cpu" and device.type == "cuda" and self.prefetch:
-            return Prefetcher(loader, lambda batch, g: self.prepare(batch, device, True, g), device, self.prefetch)
+            return self.prefetched(loader, device)
         return loader
+
+    def prefetched(self, loader: DataLoader, device: torch.device) -> Prefetcher:
+        """The training batches prepared ahead in a thread (on a side stream on a GPU); decode=dali's crops decoded
+        by DALI one batch further ahead of the one being augmented."""
+        if self.decode == "dali":
+            batches = DaliBatches(loader, lambda: self._dali_decoder(device))
+            return Prefetcher(batches, lambda b, g: self._augment_crops(*b, device, g), device, self.prefetch)
+        return Prefetcher(loader, lambda batch, g: self.prepare(batch, device, True, g), device, self.prefetch)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, self.eval_batch_size, collate_fn=self.eval_collate, **self.loader_args)
@@ -355,11 +363,8 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         files, decoded here; decode=hybrid: training crops, resized here; decode=dali: training files, DALI's here."""
         if self.decode == "dali":
             data, lengths, y = batch
-            if self._dali is None or self._dali.device.type != device.type:
-                self._dali = DaliCropDecoder(self.img_size, self.batch_size, device, self._dali_seed, self.dali_threads)
-            crops = self._dali(data, lengths).permute(0, 3, 1, 2)  # NHWC as decoded -> NCHW, as augment takes
-            x = self.augment(crops.to(torch.float32, memory_format=torch.contiguous_format), generator)
-        elif self.decode == "hybrid":
+            return self._augment_crops(self._dali_decoder(device)(data, lengths), y, device, generator)
+        if self.decode == "hybrid":
             flat, hw, y = batch
             boxes = torch.cat([torch.zeros_like(hw), hw], 1)  # each crop is its own box
             x = crop_resize_flat(to_device(flat, device), hw, boxes, self.img_size, channels_last=True)
@@ -372,6 +377,19 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             else:
                 x = self.evaluate(images)
         return x, y.to(device, non_blocking=True)
+
+    def _dali_decoder(self, device: torch.device) -> DaliCropDecoder:
+        """decode=dali's pipeline, built where it first runs (the prefetcher's thread on a GPU)."""
+        if self._dali is None or self._dali.device.type != device.type:
+            self._dali = DaliCropDecoder(self.img_size, self.batch_size, device, self._dali_seed, self.dali_threads)
+        return self._dali
+
+    def _augment_crops(
+        self, crops: torch.Tensor, y: torch.Tensor, device: torch.device, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """DALI's uint8 NHWC crops -> the augmented float NCHW batch that `augment` takes, and the labels."""
+        x = crops.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
+        return self.augment(x, generator), y.to(device, non_blocking=True)
 
     @staticmethod
     def decode_batch(data: torch.Tensor, lengths: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
@@ -440,6 +458,21 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         if self.mean.device != device:  # copied once, not every batch
             self.mean, self.std = self.mean.to(device), self.std.to(device)
         return self.mean, self.std
+
+
+class DaliBatches:
+    """decode=dali's training batches for the Prefetcher: the loader's (files, lengths, labels) with DALI's crops in
+    place of the files, DALI decoding the next batch while the thread augments this one."""
+
+    def __init__(self, loader: DataLoader, decoder: Callable[[], DaliCropDecoder]) -> None:
+        self.loader, self.decoder = loader, decoder  # decoder: built in the thread that iterates
+        self.sampler = loader.sampler  # Lightning calls its set_epoch through the Prefetcher
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.decoder().stream(self.loader)
 
 
 class Prefetcher:
