@@ -85,7 +85,8 @@ class DaliCropDecoder:
         """The crops of the oldest batch fed."""
         self.in_flight -= 1
         try:
-            (out,) = self.pipe.outputs()
+            # on a GPU bound to the caller's stream (the prefetcher's) rather than waited for on the host
+            (out,) = self.pipe.outputs(torch.cuda.current_stream(self.device) if self.gpu else None)
         except RuntimeError as e:  # DALI's message: the pipeline's traceback, then what went wrong
             lines = [line.strip() for line in str(e).split("encountered:")[-1].splitlines() if line.strip()]
             raise ConfigError(
@@ -95,8 +96,7 @@ class DaliCropDecoder:
         if self.size is None:
             out = out.as_cpu() if self.gpu else out
             return [torch.from_numpy(np.array(out.at(i))) for i in range(len(out))]
-        # DALI's memory, kept alive by the torch tensor, as DALI's own PyTorch iterator does under this executor; on a
-        # GPU, DLPack makes the current stream (the prefetcher's) wait for DALI's work
+        # DALI's memory, kept alive by the torch tensor, as DALI's own PyTorch iterator does under this executor
         return torch.from_dlpack(out.as_tensor())
 
     def __call__(self, data: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
