@@ -11,11 +11,13 @@ With DALI's CPU decoder, or its GPU one (`--gpu`: "mixed", the JPEG engines and 
 2. Pixels: for 16 files and fixed random boxes, DALI's region decode + cubic antialiased resize to 240, and
    decode=hybrid's (torchvision's decode, cut, then crossvit's `crop_resize_flat`), each against timm's (PIL crop +
    bicubic resize): mean absolute difference in grey levels.
+`--module` checks only data.decode=dali's own decoder (crossvit.data.dali) instead: check_module.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 from pathlib import Path
 
@@ -111,15 +113,44 @@ def pixel_differences(files: list[Path], seed: int, gpu: bool) -> tuple[list[flo
     return dali_diff, hybrid_diff
 
 
+def check_module(files: list[Path], seed: int, gpu: bool) -> None:
+    """crossvit.data.dali.DaliCropDecoder as data.decode=dali runs it: 4 batches streamed (one decoding ahead) on a
+    side CUDA stream, as the prefetcher's thread does, against the same batches one at a time, from a decoder of the
+    same seed. Fails on a wrong shape, dtype or device."""
+    from crossvit.data.dali import DaliCropDecoder
+    from crossvit.data.image_folder import collate_encoded, read_encoded
+
+    device = torch.device("cuda", 0) if gpu else torch.device("cpu")
+    batch = collate_encoded([(read_encoded(str(f)), 0) for f in files])
+    stream = torch.cuda.Stream(device) if gpu else None
+    with torch.cuda.stream(stream) if gpu else contextlib.nullcontext():
+        streamed = [x.clone() for x, _ in DaliCropDecoder(SIZE, len(files), device, seed).stream([batch] * 4)]
+        single = DaliCropDecoder(SIZE, len(files), device, seed)
+        one_by_one = [single(*batch[:2]).clone() for _ in range(4)]
+    if gpu:
+        torch.cuda.synchronize(device)
+    for x in streamed:
+        assert x.shape == (len(files), SIZE, SIZE, 3) and x.dtype == torch.uint8 and x.device == device, x.shape
+    same = [torch.equal(a, b) for a, b in zip(streamed, one_by_one)]
+    means = [round(float(x.float().mean()), 2) for x in streamed]
+    print(
+        f"DaliCropDecoder on {device}: 4 streamed batches of {tuple(streamed[0].shape)} uint8, mean pixel {means}; "
+        f"equal to one at a time: {same}; batches differ from each other: {not torch.equal(*streamed[:2])}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("root", type=Path, help="an ImageNet-style folder (benchmarks/make_jpeg_folder.py)")
     parser.add_argument("--epochs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--gpu", action="store_true", help="DALI's GPU decoder (mixed) instead of its CPU one")
+    parser.add_argument("--module", action="store_true", help="only the framework's DaliCropDecoder (check_module)")
     args = parser.parse_args()
     first_class = sorted(p for p in (args.root / "train").iterdir() if p.is_dir())[0]
     files = sorted(first_class.iterdir())[:64]
+    if args.module:
+        return check_module(files, args.seed, args.gpu)
     areas, ratios, timm_areas, timm_ratios = crop_windows(files, args.epochs, args.seed, args.gpu)
     print(f"DALI's {'GPU' if args.gpu else 'CPU'} decoder:")
     print(f"{len(areas):,} DALI crops against {len(timm_areas):,} of timm's, {len(files)} files:")

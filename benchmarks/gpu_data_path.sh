@@ -466,6 +466,8 @@ framework_dali)  # data.decode=dali through src/train.py (DALI decodes in the Pr
   # path since the ninth session), crossvit_9 then crossvit_18, beside the raw step of the same call
   setup
   bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  part module_check 120 python3 benchmarks/check_dali.py $JPEGS --gpu --module  # the decoder on the GPU first
+  tail -3 /tmp/runs/module_check.log
   part raw 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 crossvit_18 \
     --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw.json"
   DALI_ARGS=("${JPEG_ARGS[@]}" data.decode=dali data.num_workers=6)  # the workers only read the files
