@@ -130,11 +130,11 @@ def check_module(files: list[Path], seed: int, gpu: bool) -> None:
     if gpu:
         torch.cuda.synchronize(device)
     for x in streamed:
-        assert x.shape == (len(files), SIZE, SIZE, 3) and x.dtype == torch.uint8 and x.device == device, x.shape
+        assert x.shape == (len(files), 3, SIZE, SIZE) and x.dtype == torch.float32 and x.device == device, x.shape
     same = [torch.equal(a, b) for a, b in zip(streamed, one_by_one)]
     means = [round(float(x.float().mean()), 2) for x in streamed]
     print(
-        f"DaliCropDecoder on {device}: 4 streamed batches of {tuple(streamed[0].shape)} uint8, mean pixel {means}; "
+        f"DaliCropDecoder on {device}: 4 streamed batches of {tuple(streamed[0].shape)} float, mean pixel {means}; "
         f"equal to one at a time: {same}; batches differ from each other: {not torch.equal(*streamed[:2])}"
     )
 

@@ -10,6 +10,7 @@ of the data is exact on resume, the crops are not the uninterrupted run's.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -34,10 +35,10 @@ def require_dali() -> None:
 
 
 class DaliCropDecoder:
-    """Encoded JPEGs (flat bytes and their lengths, as `collate_encoded` makes them) -> uint8 [N, size, size, 3]
-    crops on `device`, resized bicubic with antialiasing. `size=None`: the crops at their own sizes, a list (what
-    the tests compare with timm's draws). A batch at a time (call), or a stream of batches with the next one decoding
-    while the caller works on this one (`stream`)."""
+    """Encoded JPEGs (flat bytes and their lengths, as `collate_encoded` makes them) -> float32 [N, 3, size, size]
+    crops (0-255, as the device augmentation takes them) on `device`, resized bicubic with antialiasing. `size=None`:
+    uint8 HWC crops at their own sizes, a list (what the tests compare with timm's draws). A batch at a time (call),
+    or a stream of batches with the next one decoding while the caller works on this one (`stream`)."""
 
     def __init__(self, size: int | None, batch_size: int, device: torch.device, seed: int, threads: int = 4) -> None:
         require_dali()
@@ -48,6 +49,7 @@ class DaliCropDecoder:
             device = torch.device("cuda", torch.cuda.current_device())
         self.device, self.size = device, size
         self.in_flight = 0  # batches fed whose crops are not taken yet
+        self.held: deque[tuple[torch.Tensor, torch.cuda.Event]] = deque()  # DALI's outputs still being read (`take`)
 
         @pipeline_def
         def pipeline():
@@ -96,8 +98,15 @@ class DaliCropDecoder:
         if self.size is None:
             out = out.as_cpu() if self.gpu else out
             return [torch.from_numpy(np.array(out.at(i))) for i in range(len(out))]
-        # DALI's memory, kept alive by the torch tensor, as DALI's own PyTorch iterator does under this executor
-        return torch.from_dlpack(out.as_tensor())
+        crops = torch.from_dlpack(out.as_tensor())  # DALI's memory, no copy, as DALI's own PyTorch iterator does
+        x = crops.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)  # torch's memory
+        if self.gpu:  # DALI may reuse its memory once torch lets go of it: not before the kernel above has read it
+            done = torch.cuda.Event()
+            done.record()
+            self.held.append((crops, done))
+            while self.held and self.held[0][1].query():
+                self.held.popleft()
+        return x
 
     def __call__(self, data: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         self.feed(data, lengths)

@@ -387,9 +387,8 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
     def _augment_crops(
         self, crops: torch.Tensor, y: torch.Tensor, device: torch.device, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """DALI's uint8 NHWC crops -> the augmented float NCHW batch that `augment` takes, and the labels."""
-        x = crops.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)
-        return self.augment(x, generator), y.to(device, non_blocking=True)
+        """DALI's crops, augmented, and the labels, on `device`."""
+        return self.augment(crops, generator), y.to(device, non_blocking=True)
 
     @staticmethod
     def decode_batch(data: torch.Tensor, lengths: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
