@@ -2,7 +2,8 @@
 as if the Triton candidates compiled one at a time inside the benchmarking instead of on inductor's precompile
 threads. One fc1 + GELU forward and backward at crossvit_18's large-branch shape (bf16 autocast, fp32 weights, as the
 step), compiled with GEMM autotuning in a fresh inductor cache; prints the compile time, what inductor saw (Python,
-its worker count, TORCHINDUCTOR_* variables) and its select_algorithm log lines about precompiling.
+its worker count, TORCHINDUCTOR_* variables) and its select_algorithm log lines about precompiling. The answer on an
+H100 (docs/speed_notes.md, third session): they do precompile on 16 threads; the time goes to benchmarking them.
 
     python benchmarks/autotune_probe.py --out probe.json
     python benchmarks/autotune_probe.py --inductor benchmark_epilogue_fusion=0 --out probe.json
@@ -20,7 +21,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from throughput import apply_variant
+from throughput import apply_variant, timed
 
 
 class Lines(logging.Handler):
@@ -78,16 +79,10 @@ def main() -> None:
     step(compiled)
     torch.cuda.synchronize()
     compile_s = time.perf_counter() - start
-    times = {}
-    for name, fn in (("eager", lambda t: F.gelu(linear(t))), ("autotuned", compiled)):
-        for _ in range(3):
-            step(fn)
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(20):
-            step(fn)
-        torch.cuda.synchronize()
-        times[name] = (time.perf_counter() - start) / 20 * 1e3
+    times = {
+        name: timed(lambda fn=fn: step(fn), device, steps=20, warmup=3) * 1e3
+        for name, fn in (("eager", lambda t: F.gelu(linear(t))), ("autotuned", compiled))
+    }
     row = dict(shape=[m, k, n], compile_s=round(compile_s, 1), ms=times, **seen, log=log.lines)
     print(json.dumps({k: v for k, v in row.items() if k != "log"}), flush=True)
     print("\n".join(log.lines[:40]))
