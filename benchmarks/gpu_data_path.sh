@@ -38,7 +38,9 @@
 #   bash benchmarks/gpu_data_path.sh dali_thread  # after dali_loop: DALI and the augmentation in the Prefetcher's thread
 #   bash benchmarks/gpu_data_path.sh augment_static  # after dali_thread: the augmentation's sizes constant but
 #                                             # the number of images; crossvit_9 and crossvit_18 with DALI
-#   bash benchmarks/gpu_data_path.sh framework_dali  # data.decode=dali in src/train.py, crossvit_9 and 18, raw step
+#   bash benchmarks/gpu_data_path.sh framework_dali  # data.decode=dali in src/train.py, crossvit_9 and 18, raw step,
+#                                             # crossvit_9 on on-device data and with decode=hybrid (a second call
+#                                             # on the warm machine runs what the first left)
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -475,6 +477,11 @@ framework_dali)  # data.decode=dali through src/train.py (DALI decodes in the Pr
     [ -e /tmp/runs/c${m}_dali.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c${m}_dali trainer=gpu \
       model=crossvit_$m compile=reduce-overhead "${DALI_ARGS[@]}"
   done
+  # The ceiling Lightning's loop leaves crossvit_9 (data already on the device), and auto's choice in the same call
+  [ -e /tmp/runs/c9_syn.log ] || CPUS=0-15 run c9_syn trainer=gpu model=crossvit_9 compile=reduce-overhead \
+    "${SYN_ARGS[@]}"
+  [ -e /tmp/runs/c9_hybrid.log ] || CPUS=0-15 run c9_hybrid trainer=gpu model=crossvit_9 compile=reduce-overhead \
+    "${HYB_ARGS[@]}"
   [ -e /tmp/runs/c9_dali_t8.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_t8 trainer=gpu \
     model=crossvit_9 compile=reduce-overhead "${DALI_ARGS[@]}" data.dali_threads=8
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
