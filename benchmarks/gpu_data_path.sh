@@ -41,6 +41,7 @@
 #   bash benchmarks/gpu_data_path.sh framework_dali  # data.decode=dali in src/train.py, crossvit_9 and 18, raw step,
 #                                             # crossvit_9 on on-device data and with decode=hybrid (a second call
 #                                             # on the warm machine runs what the first left)
+#   bash benchmarks/gpu_data_path.sh side_stream  # crossvit_9 with decode=dali, training on a non-blocking stream
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -485,6 +486,18 @@ framework_dali)  # data.decode=dali through src/train.py (DALI decodes in the Pr
   [ -e /tmp/runs/c9_dali_t8.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_t8 trainer=gpu \
     model=crossvit_9 compile=reduce-overhead "${DALI_ARGS[@]}" data.dali_threads=8
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
+  ;;
+side_stream)  # whether decode=dali runs one after the other with the step because the step is on the legacy default
+  # stream (crossvit.callbacks.SideStream trains on a non-blocking stream instead): crossvit_9 with and without it
+  setup
+  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  DALI_ARGS=("${JPEG_ARGS[@]}" data.decode=dali data.num_workers=6)
+  PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_side trainer=gpu model=crossvit_9 compile=reduce-overhead \
+    "${DALI_ARGS[@]}" +callbacks.side_stream._target_=crossvit.callbacks.SideStream
+  PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali trainer=gpu model=crossvit_9 compile=reduce-overhead \
+    "${DALI_ARGS[@]}"
+  CPUS=0-15 run c9_syn_side trainer=gpu model=crossvit_9 compile=reduce-overhead "${SYN_ARGS[@]}" \
+    +callbacks.side_stream._target_=crossvit.callbacks.SideStream
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \
