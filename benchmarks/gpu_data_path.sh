@@ -42,6 +42,8 @@
 #                                             # crossvit_9 on on-device data and with decode=hybrid (a second call
 #                                             # on the warm machine runs what the first left)
 #   bash benchmarks/gpu_data_path.sh side_stream  # crossvit_9 with decode=dali, training on a non-blocking stream
+#   bash benchmarks/gpu_data_path.sh side_check  # SideStream against the default stream: raw steps, crossvit_9
+#                                             # synthetic and dali, crossvit_18 dali and hybrid, per-step losses
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -498,6 +500,45 @@ side_stream)  # whether decode=dali runs one after the other with the step becau
     "${DALI_ARGS[@]}"
   CPUS=0-15 run c9_syn_side trainer=gpu model=crossvit_9 compile=reduce-overhead "${SYN_ARGS[@]}" \
     +callbacks.side_stream._target_=crossvit.callbacks.SideStream
+  ;;
+side_check)  # SideStream (training on a non-blocking stream) against the default stream on one machine: the raw
+  # steps, crossvit_9 on on-device data and with decode=dali, crossvit_18 with decode=dali and hybrid, and whether the
+  # per-step losses stay those of the default stream. Two calls of one warm machine (the second runs what the first
+  # left; DALI's parts as for framework_dali)
+  setup
+  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  SIDE=(+callbacks.side_stream._target_=crossvit.callbacks.SideStream)
+  DALI_ARGS=("${JPEG_ARGS[@]}" data.decode=dali data.num_workers=6)
+  part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
+  C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
+  [ -e /tmp/runs/c9_syn.log ] || CPUS=0-15 run c9_syn "${C9[@]}" "${SYN_ARGS[@]}"
+  [ -e /tmp/runs/c9_syn_side.log ] || CPUS=0-15 run c9_syn_side "${C9[@]}" "${SYN_ARGS[@]}" "${SIDE[@]}"
+  [ -e /tmp/runs/c9_dali_side.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_side "${C9[@]}" \
+    "${DALI_ARGS[@]}" "${SIDE[@]}"
+  [ -e /tmp/runs/c9_dali.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali "${C9[@]}" "${DALI_ARGS[@]}"
+  # Per-step losses: 60 eager steps of crossvit_9 on the same synthetic batches, twice on the default stream (bf16's
+  # own spread between runs) and once with SideStream
+  EQS=(trainer=gpu model=crossvit_9 compile=false "${SYN_ARGS[@]}" trainer.max_epochs=1 trainer.limit_train_batches=60
+       trainer.limit_val_batches=1 trainer.log_every_n_steps=1 logger=csv '~callbacks.progress_bar'
+       trainer.enable_progress_bar=false)
+  for eq in eq_a eq_b eq_side; do
+    (( SECONDS > STOP_AFTER )) && break
+    [ -e /tmp/runs/$eq.done ] && continue
+    extra=(); [ $eq = eq_side ] && extra=("${SIDE[@]}")
+    timeout 120 python3 src/train.py "${EQS[@]}" "${extra[@]}" hydra.run.dir=/tmp/runs/$eq > /tmp/runs/$eq.log 2>&1 \
+      && touch /tmp/runs/$eq.done
+  done
+  [ -e /tmp/runs/eq_side.done ] && python3 benchmarks/compare_losses.py /tmp/runs/eq_a /tmp/runs/eq_b /tmp/runs/eq_side \
+    --out "$OUT/side_losses.json" 2>&1 | tail -3
+  C18=(trainer=gpu model=crossvit_18 compile=reduce-overhead)
+  [ -e /tmp/runs/c18_dali_side.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c18_dali_side "${C18[@]}" \
+    "${DALI_ARGS[@]}" "${SIDE[@]}"
+  [ -e /tmp/runs/c18_hybrid_side.log ] || CPUS=0-15 run c18_hybrid_side "${C18[@]}" "${HYB_ARGS[@]}" "${SIDE[@]}"
+  [ -e /tmp/runs/c18_hybrid.log ] || CPUS=0-15 run c18_hybrid "${C18[@]}" "${HYB_ARGS[@]}"
+  part raw18 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_18 \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw18.json"
+  tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \

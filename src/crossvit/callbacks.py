@@ -326,20 +326,24 @@ class MemoryPreflight(L.Callback):
 class SideStream(L.Callback):
     """Train on a CUDA stream of torch's own (non-blocking) instead of the device's legacy default stream.
 
-    Work on the legacy default stream waits for, and is waited for by, every blocking stream of the process; a
-    library that decodes on such a stream (what decode=dali's step-plus-decode times suggest: their sum, not the
-    larger) would then run one after the other with the training step. Experimental: `+callbacks.side_stream=...`.
+    Work on the legacy default stream waits for, and is waited for by, every blocking stream of the process. DALI's
+    JPEG engines apparently decode on such a stream: with the step on the default stream, crossvit_9's step and
+    decode=dali's decoding took the sum of their times, and on this stream crossvit_9 trained 27% faster
+    (docs/benchmarks.md, tenth session). Set in `setup`, before the strategy moves the model and builds DDP, so that
+    DDP's gradient hooks and the AccumulateGrad nodes belong to this stream (crossvit.distributed.DDPStrategy).
+    Experimental: `+callbacks.side_stream._target_=crossvit.callbacks.SideStream`.
     """
 
     def __init__(self) -> None:
         self.default: torch.cuda.Stream | None = None
 
-    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        if module.device.type != "cuda":
+    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
+        device = trainer.strategy.root_device
+        if device.type != "cuda" or self.default is not None:
             return
-        self.default = torch.cuda.current_stream(module.device)
-        side = torch.cuda.Stream(module.device)
-        side.wait_stream(self.default)  # what was queued before (weights, the augmentation's warm-up) comes first
+        self.default = torch.cuda.current_stream(device)
+        side = torch.cuda.Stream(device)
+        side.wait_stream(self.default)  # what was queued before (the weights, the augmentation's warm-up) comes first
         torch.cuda.set_stream(side)
 
     def _restore(self) -> None:
@@ -348,7 +352,7 @@ class SideStream(L.Callback):
             torch.cuda.set_stream(self.default)
             self.default = None
 
-    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+    def teardown(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
         self._restore()
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
