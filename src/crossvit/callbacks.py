@@ -343,7 +343,7 @@ class SideStream(L.Callback):
             return
         self.default = torch.cuda.current_stream(device)
         side = torch.cuda.Stream(device)
-        side.wait_stream(self.default)  # what was queued before (the weights, the augmentation's warm-up) comes first
+        side.wait_stream(self.default)  # whatever was queued before (weights loaded to the GPU, say) comes first
         torch.cuda.set_stream(side)
 
     def _restore(self) -> None:
