@@ -76,6 +76,8 @@ setup() {  # the machine, and the JPEG folder every phase uses
 JPEG_ARGS=(data=image_folder data.root=$JPEGS data.num_classes=100 data.batch_size=256 data.eval_batch_size=256)
 HYB_ARGS=("${JPEG_ARGS[@]}" data.decode=hybrid data.num_workers=14)  # auto's choice on a GPU, 14 decoding workers
 SYN_ARGS=(data=synthetic data.size=20480 data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true)
+DALI_ARGS=("${JPEG_ARGS[@]}" data.decode=dali data.num_workers=6)  # the workers only read the files
+SIDE=(+callbacks.side_stream._target_=crossvit.callbacks.SideStream)  # training on a non-blocking stream
 # Per-step loss comparisons (x2_b, nccl_eq): 60 bf16 steps of crossvit_micro_28 on Fashion-MNIST in a fixed order
 EQ60=(experiment=fashion_mnist data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0
       recipe.label_smoothing=0 trainer.max_epochs=1 trainer.limit_train_batches=60 trainer.log_every_n_steps=1
@@ -475,7 +477,6 @@ framework_dali)  # data.decode=dali through src/train.py (DALI decodes in the Pr
   tail -3 /tmp/runs/module_check.log
   part raw 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 crossvit_18 \
     --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw.json"
-  DALI_ARGS=("${JPEG_ARGS[@]}" data.decode=dali data.num_workers=6)  # the workers only read the files
   for m in 9 18; do
     [ -e /tmp/runs/c${m}_dali.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c${m}_dali trainer=gpu \
       model=crossvit_$m compile=reduce-overhead "${DALI_ARGS[@]}"
@@ -493,13 +494,12 @@ side_stream)  # whether decode=dali runs one after the other with the step becau
   # stream (crossvit.callbacks.SideStream trains on a non-blocking stream instead): crossvit_9 with and without it
   setup
   bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
-  DALI_ARGS=("${JPEG_ARGS[@]}" data.decode=dali data.num_workers=6)
   PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_side trainer=gpu model=crossvit_9 compile=reduce-overhead \
-    "${DALI_ARGS[@]}" +callbacks.side_stream._target_=crossvit.callbacks.SideStream
+    "${DALI_ARGS[@]}" "${SIDE[@]}"
   PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali trainer=gpu model=crossvit_9 compile=reduce-overhead \
     "${DALI_ARGS[@]}"
   CPUS=0-15 run c9_syn_side trainer=gpu model=crossvit_9 compile=reduce-overhead "${SYN_ARGS[@]}" \
-    +callbacks.side_stream._target_=crossvit.callbacks.SideStream
+    "${SIDE[@]}"
   ;;
 side_check)  # SideStream (training on a non-blocking stream) against the default stream on one machine: the raw
   # steps, crossvit_9 on on-device data and with decode=dali, crossvit_18 with decode=dali and hybrid, and whether the
@@ -507,8 +507,6 @@ side_check)  # SideStream (training on a non-blocking stream) against the defaul
   # left; DALI's parts as for framework_dali)
   setup
   bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
-  SIDE=(+callbacks.side_stream._target_=crossvit.callbacks.SideStream)
-  DALI_ARGS=("${JPEG_ARGS[@]}" data.decode=dali data.num_workers=6)
   part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
     --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
   C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
