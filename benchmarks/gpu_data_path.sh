@@ -41,9 +41,13 @@
 #   bash benchmarks/gpu_data_path.sh framework_dali  # data.decode=dali in src/train.py, crossvit_9 and 18, raw step,
 #                                             # crossvit_9 on on-device data and with decode=hybrid (a second call
 #                                             # on the warm machine runs what the first left)
-#   bash benchmarks/gpu_data_path.sh side_stream  # crossvit_9 with decode=dali, training on a non-blocking stream
-#   bash benchmarks/gpu_data_path.sh side_check  # SideStream against the default stream: raw steps, crossvit_9
-#                                             # synthetic and dali, crossvit_18 dali and hybrid, per-step losses
+#   bash benchmarks/gpu_data_path.sh side_stream  # at commit a6e03ea (crossvit.callbacks.SideStream, since removed):
+#                                             # crossvit_9 with decode=dali, training on a non-blocking stream
+#   bash benchmarks/gpu_data_path.sh side_check  # at commit a6e03ea: SideStream against the default stream: raw
+#                                             # steps, crossvit_9 synthetic and dali, crossvit_18 dali and hybrid,
+#                                             # per-step losses
+#   bash benchmarks/gpu_data_path.sh data_wait  # after side_check: where crossvit_9's loop waits for its batches
+#                                             # (train_data_wait) with decode=dali, hybrid and on-device data
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -77,7 +81,7 @@ JPEG_ARGS=(data=image_folder data.root=$JPEGS data.num_classes=100 data.batch_si
 HYB_ARGS=("${JPEG_ARGS[@]}" data.decode=hybrid data.num_workers=14)  # auto's choice on a GPU, 14 decoding workers
 SYN_ARGS=(data=synthetic data.size=20480 data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true)
 DALI_ARGS=("${JPEG_ARGS[@]}" data.decode=dali data.num_workers=6)  # the workers only read the files
-SIDE=(+callbacks.side_stream._target_=crossvit.callbacks.SideStream)  # training on a non-blocking stream
+SIDE=(+callbacks.side_stream._target_=crossvit.callbacks.SideStream)  # a non-blocking stream (at commit a6e03ea)
 # Per-step loss comparisons (x2_b, nccl_eq): 60 bf16 steps of crossvit_micro_28 on Fashion-MNIST in a fixed order
 EQ60=(experiment=fashion_mnist data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0
       recipe.label_smoothing=0 trainer.max_epochs=1 trainer.limit_train_batches=60 trainer.log_every_n_steps=1
@@ -537,6 +541,22 @@ side_check)  # SideStream (training on a non-blocking stream) against the defaul
   part raw18 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_18 \
     --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw18.json"
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
+  ;;
+data_wait)  # crossvit_9's in-loop runs with the share of the loop spent waiting for batches (train_data_wait):
+  # is decode=dali's 68% the producer falling behind (a wait) or the device shared with the step (no wait)? One GPU,
+  # 16 cores, DALI's parts as for framework_dali; a second call on the warm machine runs what the first left
+  setup
+  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
+  C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
+  [ -e /tmp/runs/c9_syn.log ] || CPUS=0-15 run c9_syn "${C9[@]}" "${SYN_ARGS[@]}"
+  [ -e /tmp/runs/c9_dali.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali "${C9[@]}" "${DALI_ARGS[@]}"
+  [ -e /tmp/runs/c9_dali_q4.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_q4 "${C9[@]}" \
+    "${DALI_ARGS[@]}" data.prefetch=4
+  [ -e /tmp/runs/c9_dali_again.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_again "${C9[@]}" \
+    "${DALI_ARGS[@]}"
+  [ -e /tmp/runs/c9_hybrid.log ] || CPUS=0-15 run c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \

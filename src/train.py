@@ -70,6 +70,7 @@ def run(cfg: DictConfig) -> float:
         raise SystemExit(128 + signal.SIGTERM) from None
     fit_time = time.perf_counter() - begin
     throughput = trainer.callback_metrics.get("train/img_s")
+    data_wait = trainer.callback_metrics.get("train/data_wait")
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     metrics = {}
     for stage in (trainer.validate, trainer.test):
@@ -83,6 +84,7 @@ def run(cfg: DictConfig) -> float:
     )
     if throughput is not None:  # images/s of the last training epoch (crossvit.callbacks.TrainThroughput)
         metrics["train_img_s"] = round(float(throughput), 1)
+        metrics["train_data_wait"] = round(float(data_wait), 4)
     finish(metrics, trainer, loggers, run_dir)
     return metrics[cfg.monitor]
 

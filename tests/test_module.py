@@ -165,6 +165,56 @@ def test_train_img_s_counts_training_steps_only():
     assert float(trainer.callback_metrics["train/img_s"]) == pytest.approx(expected, rel=0.25)
 
 
+class SlowLoader:
+    """The loader's batches, each after `delay` seconds (a loader that cannot keep up); records when it slept."""
+
+    def __init__(self, loader, delay):
+        self.loader, self.delay, self.slept = loader, delay, []
+        self.sampler = loader.sampler
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            start = time.perf_counter()
+            time.sleep(self.delay)
+            self.slept.append((start, time.perf_counter()))
+            yield batch
+
+
+class SlowData(SyntheticDataModule):
+    def __init__(self, delay, **kwargs):
+        super().__init__(**kwargs)
+        self.delay = delay
+
+    def train_dataloader(self):
+        self.slow = SlowLoader(super().train_dataloader(), self.delay)
+        return self.slow
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.06])
+def test_data_wait_is_the_share_of_the_loop_spent_waiting_for_batches(delay):
+    clock, throughput = StepClock(), TrainThroughput(warmup=2)
+    data = SlowData(delay, img_size=28, in_chans=3, num_classes=10, size=160, test_size=32, batch_size=16, hflip=0.0)
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[clock, throughput],
+    )
+    trainer.fit(ClassificationModule(MODEL, FUSION), datamodule=data)
+    lo, hi = clock.ends[1], clock.ends[-1]  # the window of train/img_s: after the 2 warm-up steps
+    slept = sum(min(end, hi) - max(start, lo) for start, end in data.slow.slept if end > lo and start < hi)
+    expected = slept / (hi - lo)
+    assert expected > 0.3 if delay else expected < 0.05
+    assert float(trainer.callback_metrics["train/data_wait"]) == pytest.approx(expected, abs=0.1)
+
+
 def test_training_steps_do_not_wait_for_the_device_to_log_the_loss(monkeypatch):
     """A metric shown in the progress bar used to be read (`.item()`, a wait on a GPU) after every step. Now nothing
     reads a tensor between one training step and the next; the bar reads the loss at most every loss_every_s."""

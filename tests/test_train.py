@@ -59,6 +59,7 @@ def test_eval_reproduces_train_test_accuracy(tmp_path):
     assert trained["test/acc"] > 0.3  # 30 steps already learn Fashion-MNIST well beyond chance (0.1)
     # The loop's own rate (20 steps after 10 of warm-up) beats the whole fit's average, start-up and validation in.
     assert trained["train_img_s"] > 30 * 256 / trained["fit_time_s"]
+    assert 0 <= trained["train_data_wait"] < 0.5  # in-memory batches: the loop hardly waits for them
     # The checkpoint brings its architecture, which sizes the data: the composed model= (240 px here) does not.
     run_script(
         "eval.py",

@@ -30,6 +30,10 @@ class TrainThroughput(L.Callback):
     """Logs `train/img_s`: images per second of each training epoch, from the end of its first `warmup` steps to the
     end of its last, so neither compilation nor the validation and checkpoint that end the epoch count.
 
+    Also logs `train/data_wait`: the share of that time the loop spent between the end of one step and the start of
+    the next, which is where it waits for its next batch (timm's train.py prints the same as "Data" time): near 0, the
+    data keeps up with the step; well above 0, the run is data-bound.
+
     Lightning's ThroughputMonitor synchronises the GPU after every batch, which itself slows a fast loop; this
     synchronises twice an epoch, so it measures the loop as it runs unobserved.
     """
@@ -39,6 +43,9 @@ class TrainThroughput(L.Callback):
         self.start: float | None = None
         self.images = 0
         self.img_s: float | None = None
+        self.waited = 0.0  # seconds between steps since `start`
+        self.data_wait: float | None = None
+        self._step_end: float | None = None
 
     def _now(self, module: L.LightningModule) -> float:
         if module.device.type == "cuda":
@@ -47,23 +54,36 @@ class TrainThroughput(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.start, self.images, self.img_s = None, 0, None
+        self.waited, self.data_wait, self._step_end = 0.0, None, None
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch, batch_idx: int) -> None:
+        if self._step_end is not None:
+            self.waited += time.perf_counter() - self._step_end
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs, batch, batch_idx: int) -> None:
         if batch_idx + 1 == self.warmup:
-            self.start = self._now(module)
+            self.start = self._step_end = self._now(module)
             return
         if self.start is None:
             return
         self.images += batch[0].shape[0] * trainer.world_size
         # Lightning validates (and checkpoints) inside the epoch, before on_train_epoch_end: stop the clock here.
         if batch_idx + 1 == trainer.num_training_batches:
-            self.img_s = self.images / (self._now(module) - self.start)
+            self._stop(self._now(module))
+        else:
+            self._step_end = time.perf_counter()
+
+    def _stop(self, now: float) -> None:
+        self.img_s = self.images / (now - self.start)
+        self.data_wait = self.waited / (now - self.start)
+        self._step_end = None
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self.img_s is None and self.images:  # an epoch of unknown length: the clock ran through validation
-            self.img_s = self.images / (self._now(module) - self.start)
+            self._stop(self._now(module))
         if self.img_s is not None:
             module.log("train/img_s", self.img_s, rank_zero_only=True)
+            module.log("train/data_wait", self.data_wait, rank_zero_only=True)
 
 
 class LossProgressBar(RichProgressBar):
@@ -322,38 +342,3 @@ class MemoryPreflight(L.Callback):
             f"{trainer.precision} precision) but {where} has {free / GB:.1f} GB free; " + ", or ".join(fixes)
         )
 
-
-class SideStream(L.Callback):
-    """Train on a CUDA stream of torch's own (non-blocking) instead of the device's legacy default stream.
-
-    Work on the legacy default stream waits for, and is waited for by, every blocking stream of the process. DALI's
-    JPEG engines apparently decode on such a stream: with the step on the default stream, crossvit_9's step and
-    decode=dali's decoding took the sum of their times, and on this stream crossvit_9 trained 27% faster
-    (docs/benchmarks.md, tenth session). Set in `setup`, before the strategy moves the model and builds DDP, so that
-    DDP's gradient hooks and the AccumulateGrad nodes belong to this stream (crossvit.distributed.DDPStrategy).
-    Experimental: `+callbacks.side_stream._target_=crossvit.callbacks.SideStream`.
-    """
-
-    def __init__(self) -> None:
-        self.default: torch.cuda.Stream | None = None
-
-    def setup(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
-        device = trainer.strategy.root_device
-        if device.type != "cuda" or self.default is not None:
-            return
-        self.default = torch.cuda.current_stream(device)
-        side = torch.cuda.Stream(device)
-        side.wait_stream(self.default)  # whatever was queued before (weights loaded to the GPU, say) comes first
-        torch.cuda.set_stream(side)
-
-    def _restore(self) -> None:
-        if self.default is not None:
-            self.default.wait_stream(torch.cuda.current_stream(self.default.device))
-            torch.cuda.set_stream(self.default)
-            self.default = None
-
-    def teardown(self, trainer: L.Trainer, module: L.LightningModule, stage: str) -> None:
-        self._restore()
-
-    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
-        self._restore()
