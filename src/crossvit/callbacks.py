@@ -341,4 +341,3 @@ class MemoryPreflight(L.Callback):
             f"state + {self.headroom * activations / GB:.1f} GB activations for data.batch_size={batch} at "
             f"{trainer.precision} precision) but {where} has {free / GB:.1f} GB free; " + ", or ".join(fixes)
         )
-
