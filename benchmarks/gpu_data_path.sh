@@ -58,15 +58,18 @@ GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 STOP_AFTER=${STOP_AFTER:-450}  # seconds into the call after which no new run starts (a call may last 600)
 PREFETCH=()
 TASKSET=$(command -v taskset)  # runs given CPUS= use all cores where it is missing (env.txt says so)
-run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] run NAME OVERRIDES...: one src/train.py run (on GPUs $CVD, CPU cores
-  # $CPUS, with PYTHONPATH=$PYPATH); its train_img_s lands in $OUT/inloop.jsonl
+run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] run NAME OVERRIDES...: one src/train.py run (on GPUs $CVD, CPU
+  # cores $CPUS, with PYTHONPATH=$PYPATH); its train_img_s lands in $OUT/inloop.jsonl. DMON=1: nvidia-smi dmon's
+  # per-second SM and JPEG-engine load beside it, in /tmp/runs/NAME.dmon.log
   local name=$1; shift
   if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call"; return; fi
-  local start=$SECONDS
+  local start=$SECONDS dmon=
+  if [ -n "${DMON:-}" ]; then nvidia-smi dmon -s u -o T > /tmp/runs/$name.dmon.log 2>&1 & dmon=$!; fi
   env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} ${PYPATH:+PYTHONPATH=$PYPATH} ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout 200 python3 src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=2 callbacks.throughput.warmup=5 \
     logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name \
     > /tmp/runs/$name.log 2>&1
   local rc=$?
+  [ -n "$dmon" ] && kill $dmon
   python3 benchmarks/inloop_row.py "$name" /tmp/runs/$name /tmp/runs/$name.log $rc $((SECONDS - start)) "$*" \
     >> "$OUT/inloop.jsonl"
   tail -1 "$OUT/inloop.jsonl" | cut -c1-260
@@ -543,13 +546,15 @@ side_check)  # SideStream (training on a non-blocking stream) against the defaul
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
 data_wait)  # crossvit_9's in-loop runs with the share of the loop spent waiting for batches (train_data_wait):
-  # is decode=dali's 68% the producer falling behind (a wait) or the device shared with the step (no wait)? One GPU,
+  # is decode=dali's 68% the producer falling behind (a wait), the host (the device idle between steps), or the
+  # device shared with the step (busy throughout, no wait)? One GPU,
   # 16 cores, DALI's parts as for framework_dali; a second call on the warm machine runs what the first left
   setup
   bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
   part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
     --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
   C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
+  export DMON=1  # the device's load during each run: idle gaps mean the host (or the data) is the limit
   [ -e /tmp/runs/c9_syn.log ] || CPUS=0-15 run c9_syn "${C9[@]}" "${SYN_ARGS[@]}"
   [ -e /tmp/runs/c9_dali.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali "${C9[@]}" "${DALI_ARGS[@]}"
   [ -e /tmp/runs/c9_dali_q4.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_q4 "${C9[@]}" \
