@@ -557,6 +557,8 @@ data_wait)  # crossvit_9's in-loop runs with the share of the loop spent waiting
   export DMON=1  # the device's load during each run: idle gaps mean the host (or the data) is the limit
   [ -e /tmp/runs/c9_syn.log ] || CPUS=0-15 run c9_syn "${C9[@]}" "${SYN_ARGS[@]}"
   [ -e /tmp/runs/c9_dali.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali "${C9[@]}" "${DALI_ARGS[@]}"
+  [ -e /tmp/runs/c9_dali_prio.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_prio "${C9[@]}" \
+    "${DALI_ARGS[@]}" data.stream_priority=-5
   [ -e /tmp/runs/c9_dali_q4.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_q4 "${C9[@]}" \
     "${DALI_ARGS[@]}" data.prefetch=4
   [ -e /tmp/runs/c9_dali_again.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_again "${C9[@]}" \

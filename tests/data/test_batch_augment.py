@@ -464,3 +464,17 @@ def test_dali_prefetched_stream_decodes_ahead_and_keeps_each_crop_with_its_label
     reference_x, reference_y = torch.cat([b[0] for b in one_by_one]), torch.cat([b[1] for b in one_by_one])
     assert torch.equal(y, reference_y) and not torch.equal(x, reference_x)  # new crops, the same files in order
     assert torch.equal(torch.cdist(x.mean((2, 3)), reference_x.mean((2, 3))).argmin(1), torch.arange(32))
+
+
+@pytest.mark.parametrize("decode", ["hybrid", "dali"])
+def test_stream_priority_reaches_the_prefetcher(tmp_path, decode):
+    """data.stream_priority is the CUDA priority of the prefetcher's stream, where the data path's kernels run (what
+    it does to the GPU's ordering is measured in docs/benchmarks.md, not here)."""
+    from crossvit.data import ImageFolderDataModule
+
+    colour_folder(tmp_path)
+    module = ImageFolderDataModule(
+        root=str(tmp_path), img_size=48, num_classes=2, batch_size=8, num_workers=0, decode=decode, stream_priority=-3
+    )
+    module.setup("fit")
+    assert module.prefetched(module.train_dataloader(), torch.device("cpu")).priority == -3

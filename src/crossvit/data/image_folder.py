@@ -148,6 +148,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         hflip: float = 0.5,
         compile_augment: bool = True,
         dali_threads: int = 4,
+        stream_priority: int = 0,
     ) -> None:
         super().__init__()
         if in_chans != 3:
@@ -161,6 +162,8 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         if prefetch < 0:
             raise ConfigError(f"data.prefetch={prefetch}: the number of batches prepared ahead; 0 turns it off")
         self.prefetch, self.compile_augment = prefetch, compile_augment
+        # of the prefetcher's CUDA stream; DALI 2.4 sets none for its own (its default_cuda_stream_priority is inert)
+        self.stream_priority = stream_priority
         # decode=dali: its pipeline, built where it first runs; its seed, set per run and rank by train_dataloader
         self.dali_threads, self._dali, self._dali_seed = dali_threads, None, 0
         self._warm = False  # the device augmentation compiled (warm_up)
@@ -337,10 +340,11 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
     def prefetched(self, loader: DataLoader, device: torch.device) -> Prefetcher:
         """The training batches prepared ahead in a thread (on a side stream on a GPU); decode=dali's crops decoded
         by DALI one batch further ahead of the one being augmented."""
+        ahead = dict(depth=self.prefetch, priority=self.stream_priority)
         if self.decode == "dali":
             batches = DaliBatches(loader, lambda: self._dali_decoder(device))
-            return Prefetcher(batches, lambda b, g: self._augment_crops(*b, device, g), device, self.prefetch)
-        return Prefetcher(loader, lambda batch, g: self.prepare(batch, device, True, g), device, self.prefetch)
+            return Prefetcher(batches, lambda b, g: self._augment_crops(*b, device, g), device, **ahead)
+        return Prefetcher(loader, lambda batch, g: self.prepare(batch, device, True, g), device, **ahead)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_set, self.eval_batch_size, collate_fn=self.eval_collate, **self.loader_args)
