@@ -4,6 +4,7 @@ and the later ones (which decode into the first batch's buffers)? `--beside MODE
 training step, alone and with the decoder looping in a thread on a stream of its own (as the Prefetcher would run it),
 the step on torch's default stream (as Lightning runs it), on a stream of its own, and on the default stream waiting
 for the device each step: which of them leaves the engines' decoding beside the step, and which serialises the two?
+`--train-priority default side`: the same with the decoder's stream at the device's highest priority.
 
     python benchmarks/check_device_decoder.py /tmp/jpegs --beside crossvit_9 --out device_decoder.json
 """
@@ -76,6 +77,12 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--beside", help="a model whose compiled training step the decoder runs beside")
     parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument(
+        "--train", nargs="*", default=["default", "side", "default_sync"], help="where the step runs (beside_step)"
+    )
+    parser.add_argument(
+        "--train-priority", nargs="*", default=[], help="the same, with the decoder's stream at the highest priority"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device("cuda", 0)
@@ -114,8 +121,9 @@ def main() -> None:
 
         batches = [files[i : i + args.batch] for i in range(0, len(files), args.batch)]
         row["beside"] = []
-        for train in ("default", "side", "default_sync"):
-            row["beside"].append(dict(model=args.beside, **beside_step(work, device, batches, step, args.steps, train)))
+        for train, priority in [(train, 0) for train in args.train] + [(train, -5) for train in args.train_priority]:
+            result = beside_step(work, device, batches, step, args.steps, train, priority)
+            row["beside"].append(dict(model=args.beside, **result))
             print(json.dumps(row["beside"][-1]))
     if args.out:
         args.out.write_text(json.dumps(row, indent=1))

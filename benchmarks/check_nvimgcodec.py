@@ -117,17 +117,24 @@ def timed_steps(step, steps: int, sync_each: bool = False) -> float:
 
 
 def beside_step(
-    work: Callable[[Any], int], device: torch.device, batches: list, step, steps: int, train: str = "default"
+    work: Callable[[Any], int],
+    device: torch.device,
+    batches: list,
+    step,
+    steps: int,
+    train: str = "default",
+    priority: int = 0,
 ) -> dict:
     """The training step's ms alone, then with `work` (one batch -> the images it decoded) looping over `batches` in
-    a thread on a stream of its own, as a prefetcher runs it. `train`: the step on torch's default stream (as
-    Lightning runs it), on a `side` stream of its own, or on the default stream with the host waiting for each step
-    (`default_sync`)."""
+    a thread on a stream of its own (CUDA priority `priority`; negative is higher), as a prefetcher runs it. `train`:
+    the step on torch's default stream (as Lightning runs it), on a `side` stream of its own, or on the default
+    stream with the host waiting for each step (`default_sync`)."""
     stream = torch.cuda.Stream(device) if train == "side" else None
+    decode_stream = torch.cuda.Stream(device, priority=priority)
     done, decoded, host_ms = threading.Event(), [0], []
 
     def decode_loop() -> None:
-        with torch.cuda.stream(torch.cuda.Stream(device)):
+        with torch.cuda.stream(decode_stream):
             while not done.is_set():
                 for batch in batches:
                     start = time.perf_counter()
@@ -148,6 +155,7 @@ def beside_step(
     host_ms.sort()
     return dict(
         train_stream=train,
+        decode_stream_priority=decode_stream.priority,
         step_ms_alone=round(alone, 2),
         step_ms_beside_decode=round(together, 2),
         decode_img_s_beside_step=round(decoded[0] / (time.perf_counter() - start), 1),

@@ -48,6 +48,8 @@
 #                                             # per-step losses
 #   bash benchmarks/gpu_data_path.sh data_wait  # after side_check: where crossvit_9's loop waits for its batches
 #                                             # (train_data_wait) with decode=dali, hybrid and on-device data
+#   bash benchmarks/gpu_data_path.sh engines_prio  # the JPEG engines (nvImageCodec, wheels in .device/nvimg) beside
+#                                             # crossvit_9's step, their stream at normal and at high priority
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
 #                                             # Lightning and by two torchrun agents, and 1 GPU in fp32
 # Results go to $OUT (JSON rows and logs); the JPEG folder stays in /tmp/jpegs for the next phase.
@@ -564,6 +566,21 @@ data_wait)  # crossvit_9's in-loop runs with the share of the loop spent waiting
   [ -e /tmp/runs/c9_dali_again.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_again "${C9[@]}" \
     "${DALI_ARGS[@]}"
   [ -e /tmp/runs/c9_hybrid.log ] || CPUS=0-15 run c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
+  ;;
+engines_prio)  # whether the JPEG engines' decoding waits behind the step's kernels only for want of priority: the
+  # decoder (benchmarks/check_device_decoder.py) beside crossvit_9's and crossvit_18's steps, its stream at priority 0
+  # and at the device's highest, the step on the default stream (as Lightning) or a side stream. One GPU, no DALI
+  setup
+  install_nvimg
+  export PYTHONPATH=$PYTHONPATH:/tmp/nvimg  # found libnvjpeg without LD_LIBRARY_PATH in calls 21, 22 and 24
+  for model in crossvit_9 crossvit_18; do
+    (( SECONDS > STOP_AFTER )) && break
+    ${TASKSET:+taskset -c 0-15} timeout 240 python3 benchmarks/check_device_decoder.py $JPEGS --beside $model \
+      --steps 40 --train default side --train-priority default side --out "$OUT/engines_prio_$model.json" \
+      > /tmp/runs/engines_prio_$model.log 2>&1
+    tail -5 /tmp/runs/engines_prio_$model.log | cut -c1-400
+  done
+  tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
 nccl_eq)  # one call, one machine: why the two-agent run's losses spread wider than the Lightning-launched one's
   CUDA_VISIBLE_DEVICES=0 timeout 120 python3 src/train.py trainer=gpu data.batch_size=256 "${EQ60[@]}" \
