@@ -1,3 +1,4 @@
+import functools
 import time
 
 import lightning as L
@@ -32,8 +33,8 @@ class LrRecorder(L.Callback):
         self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
 
 
-def fit(module, epochs=2, batch_size=16, ckpt_path=None, **trainer_args):
-    data = SyntheticDataModule(
+def fit(module, epochs=2, batch_size=16, ckpt_path=None, data_class=SyntheticDataModule, **trainer_args):
+    data = data_class(
         img_size=28,
         in_chans=3,
         num_classes=10,
@@ -196,20 +197,17 @@ class SlowData(SyntheticDataModule):
 @pytest.mark.parametrize("delay", [0.0, 0.06])
 def test_data_wait_is_the_share_of_the_loop_spent_waiting_for_batches(delay):
     clock, throughput = StepClock(), TrainThroughput(warmup=2)
-    data = SlowData(delay, img_size=28, in_chans=3, num_classes=10, size=160, test_size=32, batch_size=16, hflip=0.0)
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
+    trainer, _ = fit(
+        ClassificationModule(MODEL, FUSION),
+        epochs=1,
+        data_class=functools.partial(SlowData, delay),
         num_sanity_val_steps=0,
         callbacks=[clock, throughput],
     )
-    trainer.fit(ClassificationModule(MODEL, FUSION), datamodule=data)
     lo, hi = clock.ends[1], clock.ends[-1]  # the window of train/img_s: after the 2 warm-up steps
-    slept = sum(min(end, hi) - max(start, lo) for start, end in data.slow.slept if end > lo and start < hi)
+    slept = sum(
+        min(end, hi) - max(start, lo) for start, end in trainer.datamodule.slow.slept if end > lo and start < hi
+    )
     expected = slept / (hi - lo)
     assert expected > 0.3 if delay else expected < 0.05
     assert float(trainer.callback_metrics["train/data_wait"]) == pytest.approx(expected, abs=0.1)
