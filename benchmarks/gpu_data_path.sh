@@ -60,14 +60,14 @@ GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 STOP_AFTER=${STOP_AFTER:-450}  # seconds into the call after which no new run starts (a call may last 600)
 PREFETCH=()
 TASKSET=$(command -v taskset)  # runs given CPUS= use all cores where it is missing (env.txt says so)
-run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] run NAME OVERRIDES...: one src/train.py run (on GPUs $CVD, CPU
-  # cores $CPUS, with PYTHONPATH=$PYPATH); its train_img_s lands in $OUT/inloop.jsonl. DMON=1: nvidia-smi dmon's
-  # per-second SM and JPEG-engine load beside it, in /tmp/runs/NAME.dmon.log
+run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] [EPOCHS=2] run NAME OVERRIDES...: one src/train.py run (on GPUs
+  # $CVD, CPU cores $CPUS, with PYTHONPATH=$PYPATH); its train_img_s lands in $OUT/inloop.jsonl. DMON=1: nvidia-smi
+  # dmon's per-second SM and JPEG-engine load beside it, in /tmp/runs/NAME.dmon.log (summarised in its row)
   local name=$1; shift
   if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call"; return; fi
   local start=$SECONDS dmon=
   if [ -n "${DMON:-}" ]; then nvidia-smi dmon -s u -o T > /tmp/runs/$name.dmon.log 2>&1 & dmon=$!; fi
-  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} ${PYPATH:+PYTHONPATH=$PYPATH} ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout 200 python3 src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=2 callbacks.throughput.warmup=5 \
+  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} ${PYPATH:+PYTHONPATH=$PYPATH} ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout 200 python3 src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=${EPOCHS:-2} callbacks.throughput.warmup=5 \
     logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name \
     > /tmp/runs/$name.log 2>&1
   local rc=$?
@@ -556,7 +556,8 @@ data_wait)  # crossvit_9's in-loop runs with the share of the loop spent waiting
   part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
     --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
   C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
-  export DMON=1  # the device's load during each run: idle gaps mean the host (or the data) is the limit
+  export DMON=1 EPOCHS=6  # the device's load during each run (idle gaps: the host or the data is the limit), over
+  # ~15 s of training at crossvit_9's rate, against dmon's one sample a second
   [ -e /tmp/runs/c9_syn.log ] || CPUS=0-15 run c9_syn "${C9[@]}" "${SYN_ARGS[@]}"
   [ -e /tmp/runs/c9_dali.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali "${C9[@]}" "${DALI_ARGS[@]}"
   [ -e /tmp/runs/c9_dali_prio.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_prio "${C9[@]}" \

@@ -5,7 +5,8 @@
 
 The row: name, exit status, wall seconds, the overrides, the GPUs and cores it ran on ($CVD, $CPUS: the scripts'
 names for them), metrics.json's figures (train_img_s among them; none where the run failed), what the log says
-about DDP's stream warning and decode=hybrid's region decoding, and the log's tail where the run failed.
+about DDP's stream warning and decode=hybrid's region decoding, the log's tail where the run failed, and, where
+`nvidia-smi dmon -s u` ran beside it (LOG with .dmon.log for .log), the device's load while it trained.
 """
 
 from __future__ import annotations
@@ -34,7 +35,33 @@ def row(name: str, run_dir: Path, log_file: Path, rc: int, wall_s: int, override
         out["region_decode"] = "decode only timm's crop region" in log
     if rc:
         out["log_tail"] = log[-1500:]
+    dmon = log_file.with_suffix(".dmon.log")
+    if dmon.exists():
+        out["dmon"] = dmon_summary(dmon.read_text())
     return out
+
+
+def dmon_summary(text: str, busy: int = 50) -> dict:
+    """`nvidia-smi dmon -s u` samples (one a second) -> the longest stretch of seconds with `sm` >= `busy`%, which
+    in a run of several epochs is its training, not the compile, validation or start-up around it: its length and
+    the median of each column over it (sm: share of the second a kernel ran; jpg: the JPEG engines' load)."""
+    names, samples = None, []
+    for line in text.splitlines():
+        fields = line.lstrip("#").split()
+        if line.startswith("#") and "sm" in fields:
+            names = fields
+        elif names and not line.startswith("#") and len(fields) == len(names):
+            samples.append({k: int(v) for k, v in zip(names, fields) if v.isdigit()})
+    best, run = [], []
+    for sample in samples:
+        run = run + [sample] if sample.get("sm", 0) >= busy else []
+        best = run if len(run) > len(best) else best
+    medians = {}
+    for key in ("sm", "mem", "jpg"):
+        values = sorted(s[key] for s in best if key in s)
+        if values:
+            medians[f"{key}_median"] = values[len(values) // 2]
+    return dict(samples=len(samples), busy_seconds=len(best), **medians)
 
 
 if __name__ == "__main__":

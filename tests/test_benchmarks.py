@@ -96,3 +96,28 @@ def test_norm_floor_smoke_sums_each_pass_over_its_blocks(tmp_path):
     assert totals["layer_norm_triton_ms"] == pytest.approx(sum(r["count"] * r["triton_ms"] for r in norms))
     assert totals["layer_norm_compiled_ms"] == pytest.approx(sum(r["count"] * r["compiled_ms"] for r in norms))
     assert totals["eager_ms"] == pytest.approx(sum(r["count"] * r["eager_ms"] for r in rows))  # no floor on a CPU
+
+
+DMON = """\
+#Time        gpu    sm   mem   enc   dec   jpg   ofa
+#HH:MM:SS    Idx     %     %     %     %     %     %
+ 03:33:01      0     0     0     0     0     -     0
+ 03:33:02      0    88    10     0     0     -     0
+ 03:33:03      0    64    12     0     0     -     0
+ 03:33:04      0     5     1     0     0     -     0
+ 03:33:05      0    97    40     0     0    30     0
+ 03:33:06      0    99    42     0     0    35     0
+ 03:33:07      0    95    41     0     0    20     0
+ 03:33:08      0     2     0     0     0     0     0
+"""
+
+
+def test_inloop_row_reads_the_device_load_of_the_runs_training(tmp_path):
+    """gpu_data_path.sh runs `nvidia-smi dmon -s u` beside a run (DMON=1); the row summarises its longest busy
+    stretch (the training), not the compile or validation bursts around it, and skips columns the driver left out."""
+    (tmp_path / "c9.log").write_text("training log\n")
+    (tmp_path / "c9.dmon.log").write_text(DMON)
+    proc = run_benchmark("inloop_row.py", "c9", str(tmp_path / "run"), str(tmp_path / "c9.log"), "0", "60", "x=1")
+    row = json.loads(proc.stdout)
+    # seconds 5-7 (sm 97, 99, 95; jpg 30, 35, 20), not the two-second burst at 2-3 (whose jpg the driver left out)
+    assert row["dmon"] == dict(samples=8, busy_seconds=3, sm_median=97, mem_median=41, jpg_median=30)
