@@ -547,10 +547,10 @@ side_check)  # SideStream (training on a non-blocking stream) against the defaul
     --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw18.json"
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
-data_wait)  # crossvit_9's in-loop runs with the share of the loop spent waiting for batches (train_data_wait):
-  # is decode=dali's 68% the producer falling behind (a wait), the host (the device idle between steps), or the
-  # device shared with the step (busy throughout, no wait)? One GPU,
-  # 16 cores, DALI's parts as for framework_dali; a second call on the warm machine runs what the first left
+data_wait)  # crossvit_9's in-loop runs with the share of the loop spent waiting for batches (train_data_wait) and
+  # the device's load beside it (nvidia-smi dmon): is decode=dali's 68% the host, the device's arithmetic shared, or
+  # the data path's kernels waiting behind the step's (docs/benchmarks.md, eleventh session)? One GPU, 16 cores,
+  # DALI's parts as for framework_dali; a second call on the warm machine runs what the first left
   setup
   bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
   part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
