@@ -41,12 +41,9 @@
 #   bash benchmarks/gpu_data_path.sh framework_dali  # data.decode=dali in src/train.py, crossvit_9 and 18, raw step,
 #                                             # crossvit_9 on on-device data and with decode=hybrid (a second call
 #                                             # on the warm machine runs what the first left)
-#   bash benchmarks/gpu_data_path.sh side_stream  # at commit a6e03ea (crossvit.callbacks.SideStream, since removed):
-#                                             # crossvit_9 with decode=dali, training on a non-blocking stream
-#   bash benchmarks/gpu_data_path.sh side_check  # at commit a6e03ea: SideStream against the default stream: raw
-#                                             # steps, crossvit_9 synthetic and dali, crossvit_18 dali and hybrid,
-#                                             # per-step losses
-#   bash benchmarks/gpu_data_path.sh data_wait  # after side_check: where crossvit_9's loop waits for its batches
+#   (side_stream and side_check, which trained on crossvit.callbacks.SideStream, ran at commit a6e03ea; both were
+#   removed with it: docs/benchmarks.md, eleventh session)
+#   bash benchmarks/gpu_data_path.sh data_wait  # where crossvit_9's loop waits for its batches
 #                                             # (train_data_wait) with decode=dali, hybrid and on-device data
 #   bash benchmarks/gpu_data_path.sh engines_prio  # the JPEG engines (nvImageCodec, wheels in .device/nvimg) beside
 #                                             # crossvit_9's step, their stream at normal and at high priority
@@ -86,7 +83,6 @@ JPEG_ARGS=(data=image_folder data.root=$JPEGS data.num_classes=100 data.batch_si
 HYB_ARGS=("${JPEG_ARGS[@]}" data.decode=hybrid data.num_workers=14)  # auto's choice on a GPU, 14 decoding workers
 SYN_ARGS=(data=synthetic data.size=20480 data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true)
 DALI_ARGS=("${JPEG_ARGS[@]}" data.decode=dali data.num_workers=6)  # the workers only read the files
-SIDE=(+callbacks.side_stream._target_=crossvit.callbacks.SideStream)  # a non-blocking stream (at commit a6e03ea)
 # Per-step loss comparisons (x2_b, nccl_eq): 60 bf16 steps of crossvit_micro_28 on Fashion-MNIST in a fixed order
 EQ60=(experiment=fashion_mnist data.root=.device/fashion-mnist +data.shuffle=false data.hflip=0
       recipe.label_smoothing=0 trainer.max_epochs=1 trainer.limit_train_batches=60 trainer.log_every_n_steps=1
@@ -497,54 +493,6 @@ framework_dali)  # data.decode=dali through src/train.py (DALI decodes in the Pr
     "${HYB_ARGS[@]}"
   [ -e /tmp/runs/c9_dali_t8.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_t8 trainer=gpu \
     model=crossvit_9 compile=reduce-overhead "${DALI_ARGS[@]}" data.dali_threads=8
-  tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
-  ;;
-side_stream)  # whether decode=dali runs one after the other with the step because the step is on the legacy default
-  # stream (crossvit.callbacks.SideStream trains on a non-blocking stream instead): crossvit_9 with and without it
-  setup
-  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
-  PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_side trainer=gpu model=crossvit_9 compile=reduce-overhead \
-    "${DALI_ARGS[@]}" "${SIDE[@]}"
-  PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali trainer=gpu model=crossvit_9 compile=reduce-overhead \
-    "${DALI_ARGS[@]}"
-  CPUS=0-15 run c9_syn_side trainer=gpu model=crossvit_9 compile=reduce-overhead "${SYN_ARGS[@]}" \
-    "${SIDE[@]}"
-  ;;
-side_check)  # SideStream (training on a non-blocking stream) against the default stream on one machine: the raw
-  # steps, crossvit_9 on on-device data and with decode=dali, crossvit_18 with decode=dali and hybrid, and whether the
-  # per-step losses stay those of the default stream. Two calls of one warm machine (the second runs what the first
-  # left; DALI's parts as for framework_dali)
-  setup
-  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
-  part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
-    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
-  C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
-  [ -e /tmp/runs/c9_syn.log ] || CPUS=0-15 run c9_syn "${C9[@]}" "${SYN_ARGS[@]}"
-  [ -e /tmp/runs/c9_syn_side.log ] || CPUS=0-15 run c9_syn_side "${C9[@]}" "${SYN_ARGS[@]}" "${SIDE[@]}"
-  [ -e /tmp/runs/c9_dali_side.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_side "${C9[@]}" \
-    "${DALI_ARGS[@]}" "${SIDE[@]}"
-  [ -e /tmp/runs/c9_dali.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali "${C9[@]}" "${DALI_ARGS[@]}"
-  # Per-step losses: 60 eager steps of crossvit_9 on the same synthetic batches, twice on the default stream (bf16's
-  # own spread between runs) and once with SideStream
-  EQS=(trainer=gpu model=crossvit_9 compile=false "${SYN_ARGS[@]}" trainer.max_epochs=1 trainer.limit_train_batches=60
-       trainer.limit_val_batches=1 trainer.log_every_n_steps=1 logger=csv '~callbacks.progress_bar'
-       trainer.enable_progress_bar=false)
-  for eq in eq_a eq_b eq_side; do
-    (( SECONDS > STOP_AFTER )) && break
-    [ -e /tmp/runs/$eq.done ] && continue
-    extra=(); [ $eq = eq_side ] && extra=("${SIDE[@]}")
-    timeout 120 python3 src/train.py "${EQS[@]}" "${extra[@]}" hydra.run.dir=/tmp/runs/$eq > /tmp/runs/$eq.log 2>&1 \
-      && touch /tmp/runs/$eq.done
-  done
-  [ -e /tmp/runs/eq_side.done ] && python3 benchmarks/compare_losses.py /tmp/runs/eq_a /tmp/runs/eq_b /tmp/runs/eq_side \
-    --out "$OUT/side_losses.json" 2>&1 | tail -3
-  C18=(trainer=gpu model=crossvit_18 compile=reduce-overhead)
-  [ -e /tmp/runs/c18_dali_side.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c18_dali_side "${C18[@]}" \
-    "${DALI_ARGS[@]}" "${SIDE[@]}"
-  [ -e /tmp/runs/c18_hybrid_side.log ] || CPUS=0-15 run c18_hybrid_side "${C18[@]}" "${HYB_ARGS[@]}" "${SIDE[@]}"
-  [ -e /tmp/runs/c18_hybrid.log ] || CPUS=0-15 run c18_hybrid "${C18[@]}" "${HYB_ARGS[@]}"
-  part raw18 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_18 \
-    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw18.json"
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
 data_wait)  # crossvit_9's in-loop runs with the share of the loop spent waiting for batches (train_data_wait) and
