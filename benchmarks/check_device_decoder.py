@@ -4,7 +4,8 @@ and the later ones (which decode into the first batch's buffers)? `--beside MODE
 training step, alone and with the decoder looping in a thread on a stream of its own (as the Prefetcher would run it),
 the step on torch's default stream (as Lightning runs it), on a stream of its own, and on the default stream waiting
 for the device each step: which of them leaves the engines' decoding beside the step, and which serialises the two?
-`--train-priority default side`: the same with the decoder's stream at the device's highest priority.
+`--train-priority default side`: the same with the decoder's stream at the device's highest priority. `--trace`: each
+again under the profiler, listing the CUDA API calls that took the host's time (does the decoder wait for the device?).
 
     python benchmarks/check_device_decoder.py /tmp/jpegs --beside crossvit_9 --out device_decoder.json
 """
@@ -83,6 +84,9 @@ def main() -> None:
     parser.add_argument(
         "--train-priority", nargs="*", default=[], help="the same, with the decoder's stream at the highest priority"
     )
+    parser.add_argument(
+        "--trace", action="store_true", help="then each of those again under the profiler: the CUDA API calls that wait"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device("cuda", 0)
@@ -121,8 +125,9 @@ def main() -> None:
 
         batches = [files[i : i + args.batch] for i in range(0, len(files), args.batch)]
         row["beside"] = []
-        for train, priority in [(train, 0) for train in args.train] + [(train, -5) for train in args.train_priority]:
-            result = beside_step(work, device, batches, step, args.steps, train, priority)
+        runs = [(train, 0) for train in args.train] + [(train, -5) for train in args.train_priority]
+        for train, priority, trace in [(*run, False) for run in runs] + [(*run, True) for run in runs if args.trace]:
+            result = beside_step(work, device, batches, step, args.steps, train, priority, trace)
             row["beside"].append(dict(model=args.beside, **result))
             print(json.dumps(row["beside"][-1]))
     if args.out:

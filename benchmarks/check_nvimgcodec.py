@@ -124,11 +124,13 @@ def beside_step(
     steps: int,
     train: str = "default",
     priority: int = 0,
+    trace: bool = False,
 ) -> dict:
     """The training step's ms alone, then with `work` (one batch -> the images it decoded) looping over `batches` in
     a thread on a stream of its own (CUDA priority `priority`; negative is higher), as a prefetcher runs it. `train`:
     the step on torch's default stream (as Lightning runs it), on a `side` stream of its own, or on the default
-    stream with the host waiting for each step (`default_sync`)."""
+    stream with the host waiting for each step (`default_sync`). `trace`: the CUDA API calls made while the decoding ran
+    beside the step (the profiler's CUPTI sees every library's), ranked by host time: which of them waits?"""
     stream = torch.cuda.Stream(device) if train == "side" else None
     decode_stream = torch.cuda.Stream(device, priority=priority)
     done, decoded, host_ms = threading.Event(), [0], []
@@ -147,12 +149,15 @@ def beside_step(
     with torch.cuda.stream(stream) if stream is not None else nullcontext():
         alone = timed_steps(step, steps)
         thread = threading.Thread(target=decode_loop)
-        start = time.perf_counter()
-        thread.start()
-        together = timed_steps(step, steps, sync_each=train == "default_sync")
-        done.set()
-        thread.join()
+        profile = torch.profiler.profile() if trace else nullcontext()
+        with profile:
+            start = time.perf_counter()
+            thread.start()
+            together = timed_steps(step, steps, sync_each=train == "default_sync")
+            done.set()
+            thread.join()
     host_ms.sort()
+    calls = api_calls(profile.events()) if trace else None
     return dict(
         train_stream=train,
         decode_stream_priority=decode_stream.priority,
@@ -160,7 +165,21 @@ def beside_step(
         step_ms_beside_decode=round(together, 2),
         decode_img_s_beside_step=round(decoded[0] / (time.perf_counter() - start), 1),
         decode_call_host_ms_median=round(host_ms[len(host_ms) // 2], 2) if host_ms else None,
+        **({"api_calls": calls} if calls is not None else {}),
     )
+
+
+def api_calls(events, top: int = 15) -> list[dict]:
+    """The CUDA runtime and driver calls (cuda*, cu*) summed by thread and name, most host time first. The profiler's
+    thread ids are its own, not the OS's: the training thread is the one launching graphs (cudaGraphLaunch)."""
+    totals: dict[tuple[int, str], list[float]] = {}
+    for event in events:
+        if event.name.startswith("cu"):
+            total = totals.setdefault((event.thread, event.name), [0, 0.0])
+            total[0] += 1
+            total[1] += event.cpu_time_total / 1e3
+    ranked = sorted(totals.items(), key=lambda item: -item[1][1])[:top]
+    return [dict(thread=thread, name=name, calls=n, host_ms=round(ms, 2)) for (thread, name), (n, ms) in ranked]
 
 
 def main() -> None:

@@ -524,10 +524,11 @@ engines_prio)  # whether the JPEG engines' decoding waits behind the step's kern
   export PYTHONPATH=$PYTHONPATH:/tmp/nvimg  # found libnvjpeg without LD_LIBRARY_PATH in calls 21, 22 and 24
   for model in crossvit_9 crossvit_18; do
     (( SECONDS > STOP_AFTER )) && break
+    TRACE=(); [ $model = crossvit_9 ] && TRACE=(--trace)  # which CUDA calls the decoding waits in
     ${TASKSET:+taskset -c 0-15} timeout 240 python3 benchmarks/check_device_decoder.py $JPEGS --beside $model \
-      --steps 40 --train default side --train-priority default side --out "$OUT/engines_prio_$model.json" \
-      > /tmp/runs/engines_prio_$model.log 2>&1
-    tail -5 /tmp/runs/engines_prio_$model.log | cut -c1-400
+      --steps 40 --train default side --train-priority default side "${TRACE[@]}" \
+      --out "$OUT/engines_prio_$model.json" > /tmp/runs/engines_prio_$model.log 2>&1
+    grep -v Warning /tmp/runs/engines_prio_$model.log | tail -10 | cut -c1-900
   done
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
   ;;
