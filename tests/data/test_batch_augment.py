@@ -347,9 +347,11 @@ def test_decode_auto_takes_hybrid_on_a_gpu_unless_the_recipe_needs_timms_cpu_tra
         ImageFolderDataModule(root=str(tmp_path), img_size=32, decode="hybrid", re_mode="const")
 
 
-def test_dali_crops_follow_timms_random_resized_crop(tmp_path):
+@pytest.mark.parametrize("dynamic", [False, True], ids=["pipeline", "dynamic"])
+def test_dali_crops_follow_timms_random_resized_crop(tmp_path, dynamic):
     """decode=dali: DALI's region decoder (its CPU backend here) draws the crop sizes timm's RandomResizedCrop would
-    on the same image: two-sample Kolmogorov-Smirnov on the area fraction and the log aspect ratio."""
+    on the same image, in a pipeline and in DALI's dynamic mode (data.dali_dynamic): two-sample Kolmogorov-Smirnov
+    on the area fraction and the log aspect ratio."""
     from scipy.stats import ks_2samp
 
     from crossvit.data.dali import DaliCropDecoder
@@ -358,7 +360,7 @@ def test_dali_crops_follow_timms_random_resized_crop(tmp_path):
     image = real_images(1, seed=9)[0].resize((400, 300), Image.BICUBIC)
     image.save(tmp_path / "photo.jpg", quality=95)
     data, lengths, _ = collate_encoded([(read_encoded(str(tmp_path / "photo.jpg")), 0)] * 256)
-    decoder = DaliCropDecoder(None, 256, torch.device("cpu"), seed=1)
+    decoder = DaliCropDecoder(None, 256, torch.device("cpu"), seed=1, dynamic=dynamic)
     ours = [tuple(c.shape[:2]) for _ in range(4) for c in decoder(data, lengths)]  # (h, w) of 1,024 crops
     theirs = [RandomResizedCropAndInterpolation.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3))[2:] for _ in range(4000)]
 
@@ -419,16 +421,18 @@ def test_dali_errors_are_one_line_naming_the_fix(monkeypatch):
     from crossvit.data.dali import DaliCropDecoder
     from crossvit.errors import ConfigError
 
-    decoder = DaliCropDecoder(32, 2, torch.device("cpu"), seed=0)
     garbage = torch.randint(0, 255, (200,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(ConfigError, match=r"cannot be decoded by DALI \(nvImageCodec failure.*data.skip_corrupt=true"):
-        decoder(garbage, torch.tensor([100, 100]))
+    for dynamic in (False, True):
+        decoder = DaliCropDecoder(32, 2, torch.device("cpu"), seed=0, dynamic=dynamic)
+        with pytest.raises(ConfigError, match=r"cannot be decoded by DALI \(.*data.skip_corrupt=true"):
+            decoder(garbage, torch.tensor([100, 100]))
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # as if not installed: said when the module is made
     with pytest.raises(ConfigError, match="needs NVIDIA DALI .*pip install nvidia-dali-cuda130.*data.decode=hybrid"):
         ImageFolderDataModule(root="/nowhere", img_size=32, decode="dali")
 
 
-def test_dali_prefetched_stream_decodes_ahead_and_keeps_each_crop_with_its_label(tmp_path):
+@pytest.mark.parametrize("dynamic", [False, True], ids=["pipeline", "dynamic"])
+def test_dali_prefetched_stream_decodes_ahead_and_keeps_each_crop_with_its_label(tmp_path, dynamic):
     """On a GPU the prefetcher's thread takes DALI's crops one batch ahead (DaliBatches): the same batches as DALI a
     batch at a time for the same seed; and after an epoch stopped early, with a batch still decoding, each crop
     is still its own file's and its label's."""
@@ -440,7 +444,14 @@ def test_dali_prefetched_stream_decodes_ahead_and_keeps_each_crop_with_its_label
 
     def module_and_loader():
         module = ImageFolderDataModule(
-            root=str(tmp_path), img_size=48, num_classes=2, batch_size=8, num_workers=0, decode="dali", **plain
+            root=str(tmp_path),
+            img_size=48,
+            num_classes=2,
+            batch_size=8,
+            num_workers=0,
+            decode="dali",
+            dali_dynamic=dynamic,
+            **plain,
         )
         module.setup("fit")
         torch.manual_seed(0)

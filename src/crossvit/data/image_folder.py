@@ -148,6 +148,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         hflip: float = 0.5,
         compile_augment: bool = True,
         dali_threads: int = 4,
+        dali_dynamic: bool = False,
         stream_priority: int = 0,
     ) -> None:
         super().__init__()
@@ -162,10 +163,11 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         if prefetch < 0:
             raise ConfigError(f"data.prefetch={prefetch}: the number of batches prepared ahead; 0 turns it off")
         self.prefetch, self.compile_augment = prefetch, compile_augment
-        # of the prefetcher's CUDA stream; DALI 2.4 sets none for its own (its default_cuda_stream_priority is inert)
+        # of the prefetcher's CUDA stream, and of DALI's in its dynamic mode (a pipeline's streams keep the lowest:
+        # DALI 2.4's default_cuda_stream_priority is inert)
         self.stream_priority = stream_priority
-        # decode=dali: its pipeline, built where it first runs; its seed, set per run and rank by train_dataloader
-        self.dali_threads, self._dali, self._dali_seed = dali_threads, None, 0
+        # decode=dali: its decoder, built where it first runs; its seed, set per run and rank by train_dataloader
+        self.dali_threads, self.dali_dynamic, self._dali, self._dali_seed = dali_threads, dali_dynamic, None, 0
         self._warm = False  # the device augmentation compiled (warm_up)
         self.recipe = dict(
             auto_augment=auto_augment,
@@ -383,9 +385,17 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         return x, y.to(device, non_blocking=True)
 
     def _dali_decoder(self, device: torch.device) -> DaliCropDecoder:
-        """decode=dali's pipeline, built where it first runs (the prefetcher's thread on a GPU)."""
+        """decode=dali's decoder, built where it first runs (the prefetcher's thread on a GPU)."""
         if self._dali is None or self._dali.device.type != device.type:
-            self._dali = DaliCropDecoder(self.img_size, self.batch_size, device, self._dali_seed, self.dali_threads)
+            self._dali = DaliCropDecoder(
+                self.img_size,
+                self.batch_size,
+                device,
+                self._dali_seed,
+                self.dali_threads,
+                dynamic=self.dali_dynamic,
+                priority=self.stream_priority,
+            )
         return self._dali
 
     def _augment_crops(
