@@ -113,11 +113,10 @@ def pixel_differences(files: list[Path], seed: int, gpu: bool) -> tuple[list[flo
     return dali_diff, hybrid_diff
 
 
-def check_module(files: list[Path], seed: int, gpu: bool, dynamic: bool = False) -> None:
+def check_module(files: list[Path], seed: int, gpu: bool) -> None:
     """crossvit.data.dali.DaliCropDecoder as data.decode=dali runs it: 4 batches streamed (one decoding ahead) on a
     side CUDA stream, as the prefetcher's thread does, against the same batches one at a time, from a decoder of the
-    same seed. Fails on a wrong shape, dtype or device. `dynamic`: its dynamic mode, on a stream of its own at the
-    highest priority (data.dali_dynamic with data.stream_priority=-5)."""
+    same seed. Fails on a wrong shape, dtype or device."""
     from crossvit.data.dali import DaliCropDecoder
     from crossvit.data.image_folder import collate_encoded, read_encoded
 
@@ -125,9 +124,8 @@ def check_module(files: list[Path], seed: int, gpu: bool, dynamic: bool = False)
     batch = collate_encoded([(read_encoded(str(f)), 0) for f in files])
     stream = torch.cuda.Stream(device) if gpu else None
     with torch.cuda.stream(stream) if gpu else contextlib.nullcontext():
-        mode = dict(dynamic=dynamic, priority=-5 if dynamic else 0)
-        streamed = [x.clone() for x, _ in DaliCropDecoder(SIZE, len(files), device, seed, **mode).stream([batch] * 4)]
-        single = DaliCropDecoder(SIZE, len(files), device, seed, **mode)
+        streamed = [x.clone() for x, _ in DaliCropDecoder(SIZE, len(files), device, seed).stream([batch] * 4)]
+        single = DaliCropDecoder(SIZE, len(files), device, seed)
         one_by_one = [single(*batch[:2]).clone() for _ in range(4)]
     if gpu:
         torch.cuda.synchronize(device)
@@ -136,7 +134,7 @@ def check_module(files: list[Path], seed: int, gpu: bool, dynamic: bool = False)
     same = [torch.equal(a, b) for a, b in zip(streamed, one_by_one)]
     means = [round(float(x.float().mean()), 2) for x in streamed]
     print(
-        f"DaliCropDecoder{' (dynamic)' if dynamic else ''} on {device}: 4 streamed batches of {tuple(streamed[0].shape)} float, mean pixel {means}; "
+        f"DaliCropDecoder on {device}: 4 streamed batches of {tuple(streamed[0].shape)} float, mean pixel {means}; "
         f"equal to one at a time: {same}; batches differ from each other: {not torch.equal(*streamed[:2])}"
     )
 
@@ -148,12 +146,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--gpu", action="store_true", help="DALI's GPU decoder (mixed) instead of its CPU one")
     parser.add_argument("--module", action="store_true", help="only the framework's DaliCropDecoder (check_module)")
-    parser.add_argument("--dynamic", action="store_true", help="with --module: its dynamic mode")
     args = parser.parse_args()
     first_class = sorted(p for p in (args.root / "train").iterdir() if p.is_dir())[0]
     files = sorted(first_class.iterdir())[:64]
     if args.module:
-        return check_module(files, args.seed, args.gpu, args.dynamic)
+        return check_module(files, args.seed, args.gpu)
     areas, ratios, timm_areas, timm_ratios = crop_windows(files, args.epochs, args.seed, args.gpu)
     print(f"DALI's {'GPU' if args.gpu else 'CPU'} decoder:")
     print(f"{len(areas):,} DALI crops against {len(timm_areas):,} of timm's, {len(files)} files:")

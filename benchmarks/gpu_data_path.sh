@@ -43,10 +43,12 @@
 #                                             # on the warm machine runs what the first left)
 #   (side_stream and side_check, which trained on crossvit.callbacks.SideStream, ran at commit a6e03ea; both were
 #   removed with it: docs/benchmarks.md, eleventh session)
+#   (dali_dynamic, which ran data.dali_dynamic against DALI's pipeline, ran at commit af45a39; removed with that
+#   setting: docs/benchmarks.md, twelfth session)
 #   bash benchmarks/gpu_data_path.sh data_wait  # where crossvit_9's loop waits for its batches
 #                                             # (train_data_wait) with decode=dali, hybrid and on-device data
-#   bash benchmarks/gpu_data_path.sh dali_dynamic  # data.dali_dynamic (DALI on our stream, at high priority) against
-#                                             # DALI's pipeline, crossvit_9 and crossvit_18 (DALI's parts first)
+#   bash benchmarks/gpu_data_path.sh dali_share  # crossvit_9 with data.dali_share: the workers decode part of each
+#                                             # batch, DALI the rest (DALI's parts first)
 #   bash benchmarks/gpu_data_path.sh engines_prio  # the JPEG engines (nvImageCodec, wheels in .device/nvimg) beside
 #                                             # crossvit_9's step, their stream at normal and at high priority
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
@@ -518,24 +520,22 @@ data_wait)  # crossvit_9's in-loop runs with the share of the loop spent waiting
     "${DALI_ARGS[@]}"
   [ -e /tmp/runs/c9_hybrid.log ] || CPUS=0-15 run c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
   ;;
-dali_dynamic)  # data.dali_dynamic: DALI's operators on a CUDA stream of ours at high priority (its dynamic mode), against
-  # its pipeline on its own streams (lowest priority), crossvit_9 then crossvit_18, one GPU, 16 cores, DALI's parts
-  # as for framework_dali; a second call on the warm machine runs what the first left
+dali_share)  # data.dali_share: each crossvit_9 batch decoded partly by the workers (as decode=hybrid's), partly by
+  # DALI on the GPU's JPEG engines, against either alone. One GPU, 16 cores, DALI's parts as for framework_dali; runs
+  # whose log exists are skipped, so a second call on the warm machine runs what the first left
   setup
   bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
-  part check_dynamic 120 python3 benchmarks/check_dali.py $JPEGS --gpu --module --dynamic
-  part raw 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 crossvit_18 \
-    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw.json"
+  part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
   C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
-  DYN=("${DALI_ARGS[@]}" data.dali_dynamic=true)
-  export DMON=1 PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15
-  [ -e /tmp/runs/c9_dyn_hi.log ] || run c9_dyn_hi "${C9[@]}" "${DYN[@]}" data.stream_priority=-5
-  [ -e /tmp/runs/c9_dali.log ] || run c9_dali "${C9[@]}" "${DALI_ARGS[@]}"
-  [ -e /tmp/runs/c9_dyn_0.log ] || run c9_dyn_0 "${C9[@]}" "${DYN[@]}"
-  [ -e /tmp/runs/c9_dyn_hi2.log ] || run c9_dyn_hi2 "${C9[@]}" "${DYN[@]}" data.stream_priority=-5
-  [ -e /tmp/runs/c18_dyn_hi.log ] || run c18_dyn_hi trainer=gpu model=crossvit_18 compile=reduce-overhead "${DYN[@]}" \
-    data.stream_priority=-5
-  [ -e /tmp/runs/c9_syn.log ] || run c9_syn "${C9[@]}" "${SYN_ARGS[@]}"
+  export PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15
+  once() { [ -e /tmp/runs/$1.log ] || run "$@"; }
+  once c9_dali "${C9[@]}" "${DALI_ARGS[@]}"
+  once c9_share50 "${C9[@]}" "${DALI_ARGS[@]}" data.dali_share=0.5 data.num_workers=11
+  once c9_share35 "${C9[@]}" "${DALI_ARGS[@]}" data.dali_share=0.35 data.num_workers=12
+  once c9_share65 "${C9[@]}" "${DALI_ARGS[@]}" data.dali_share=0.65 data.num_workers=9
+  once c9_dali_again "${C9[@]}" "${DALI_ARGS[@]}"
+  once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
   ;;
 engines_prio)  # whether the JPEG engines' decoding waits behind the step's kernels only for want of priority: the
   # decoder (benchmarks/check_device_decoder.py) beside crossvit_9's and crossvit_18's steps, its stream at priority 0

@@ -347,11 +347,9 @@ def test_decode_auto_takes_hybrid_on_a_gpu_unless_the_recipe_needs_timms_cpu_tra
         ImageFolderDataModule(root=str(tmp_path), img_size=32, decode="hybrid", re_mode="const")
 
 
-@pytest.mark.parametrize("dynamic", [False, True], ids=["pipeline", "dynamic"])
-def test_dali_crops_follow_timms_random_resized_crop(tmp_path, dynamic):
+def test_dali_crops_follow_timms_random_resized_crop(tmp_path):
     """decode=dali: DALI's region decoder (its CPU backend here) draws the crop sizes timm's RandomResizedCrop would
-    on the same image, in a pipeline and in DALI's dynamic mode (data.dali_dynamic): two-sample Kolmogorov-Smirnov
-    on the area fraction and the log aspect ratio."""
+    on the same image: two-sample Kolmogorov-Smirnov on the area fraction and the log aspect ratio."""
     from scipy.stats import ks_2samp
 
     from crossvit.data.dali import DaliCropDecoder
@@ -360,7 +358,7 @@ def test_dali_crops_follow_timms_random_resized_crop(tmp_path, dynamic):
     image = real_images(1, seed=9)[0].resize((400, 300), Image.BICUBIC)
     image.save(tmp_path / "photo.jpg", quality=95)
     data, lengths, _ = collate_encoded([(read_encoded(str(tmp_path / "photo.jpg")), 0)] * 256)
-    decoder = DaliCropDecoder(None, 256, torch.device("cpu"), seed=1, dynamic=dynamic)
+    decoder = DaliCropDecoder(None, 256, torch.device("cpu"), seed=1)
     ours = [tuple(c.shape[:2]) for _ in range(4) for c in decoder(data, lengths)]  # (h, w) of 1,024 crops
     theirs = [RandomResizedCropAndInterpolation.get_params(image, (0.08, 1.0), (3 / 4, 4 / 3))[2:] for _ in range(4000)]
 
@@ -385,17 +383,21 @@ def colour_folder(root, n: int = 32) -> None:
             Image.fromarray(pixels.astype(np.uint8)).save(root / split / f"c{i % 2}" / f"{i}.jpg", quality=90)
 
 
-def test_dali_path_reads_in_the_samplers_order_and_augments_on_the_device(tmp_path):
+@pytest.mark.parametrize("share", [1.0, 0.4])
+def test_dali_path_reads_in_the_samplers_order_and_augments_on_the_device(tmp_path, share):
     """decode=dali: the workers read the files in the sampler's order (the labels are decode=cpu's for the same
-    seed), DALI decodes and resizes the crops, and the recipe's augmentation runs after it."""
+    seed), DALI decodes and resizes the crops, and the recipe's augmentation runs after it. With data.dali_share=0.4
+    the workers decode the first 5 files of each batch of 8 and DALI the last 3: each crop still sits with its
+    file's label."""
     from crossvit.data import ImageFolderDataModule
 
     colour_folder(tmp_path)
     cpu = torch.device("cpu")
 
     def first_epoch(decode: str, **recipe) -> tuple[torch.Tensor, torch.Tensor]:
+        dali = dict(dali_share=share) if decode == "dali" else {}
         module = ImageFolderDataModule(
-            root=str(tmp_path), img_size=48, num_classes=2, batch_size=8, num_workers=2, decode=decode, **recipe
+            root=str(tmp_path), img_size=48, num_classes=2, batch_size=8, num_workers=2, decode=decode, **recipe, **dali
         )
         module.setup("fit")
         torch.manual_seed(0)
@@ -421,18 +423,20 @@ def test_dali_errors_are_one_line_naming_the_fix(monkeypatch):
     from crossvit.data.dali import DaliCropDecoder
     from crossvit.errors import ConfigError
 
+    decoder = DaliCropDecoder(32, 2, torch.device("cpu"), seed=0)
     garbage = torch.randint(0, 255, (200,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    for dynamic in (False, True):
-        decoder = DaliCropDecoder(32, 2, torch.device("cpu"), seed=0, dynamic=dynamic)
-        with pytest.raises(ConfigError, match=r"cannot be decoded by DALI \(.*data.skip_corrupt=true"):
-            decoder(garbage, torch.tensor([100, 100]))
+    with pytest.raises(ConfigError, match=r"cannot be decoded by DALI \(nvImageCodec failure.*data.skip_corrupt=true"):
+        decoder(garbage, torch.tensor([100, 100]))
+    for share in (0, 1.5):
+        with pytest.raises(ConfigError, match=rf"data.dali_share={share}: .*above 0 and at most 1.*data.decode=hybrid"):
+            ImageFolderDataModule(root="/nowhere", img_size=32, decode="dali", dali_share=share)
     monkeypatch.setitem(sys.modules, "nvidia.dali", None)  # as if not installed: said when the module is made
     with pytest.raises(ConfigError, match="needs NVIDIA DALI .*pip install nvidia-dali-cuda130.*data.decode=hybrid"):
         ImageFolderDataModule(root="/nowhere", img_size=32, decode="dali")
 
 
-@pytest.mark.parametrize("dynamic", [False, True], ids=["pipeline", "dynamic"])
-def test_dali_prefetched_stream_decodes_ahead_and_keeps_each_crop_with_its_label(tmp_path, dynamic):
+@pytest.mark.parametrize("share", [1.0, 0.4])
+def test_dali_prefetched_stream_decodes_ahead_and_keeps_each_crop_with_its_label(tmp_path, share):
     """On a GPU the prefetcher's thread takes DALI's crops one batch ahead (DaliBatches): the same batches as DALI a
     batch at a time for the same seed; and after an epoch stopped early, with a batch still decoding, each crop
     is still its own file's and its label's."""
@@ -450,11 +454,12 @@ def test_dali_prefetched_stream_decodes_ahead_and_keeps_each_crop_with_its_label
             batch_size=8,
             num_workers=0,
             decode="dali",
-            dali_dynamic=dynamic,
+            dali_share=share,
             **plain,
         )
         module.setup("fit")
         torch.manual_seed(0)
+        random.seed(0)  # the workers' crop boxes (timm's draws; in this process, with no worker processes)
         loader = module.train_dataloader()
         loader.sampler.set_epoch(1)
         return module, loader

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -39,45 +38,31 @@ class DaliCropDecoder:
     """Encoded JPEGs (flat bytes and their lengths, as `collate_encoded` makes them) -> float32 [N, 3, size, size]
     crops (0-255, as the device augmentation takes them) on `device`, resized bicubic with antialiasing. `size=None`:
     uint8 HWC crops at their own sizes, a list (what the tests compare with timm's draws). A batch at a time (call),
-    or a stream of batches with the next one decoding while the caller works on this one (`stream`).
+    or a stream of batches with the next one decoding while the caller works on this one (`stream`)."""
 
-    `dynamic`: DALI's dynamic mode (nvidia.dali.experimental.dynamic) instead of a pipeline. Its operators run on a
-    CUDA stream of ours, at `priority` (negative is higher), where a pipeline's run on DALI's own streams at the
-    default, lowest priority, and so wait behind the training step's kernels (docs/benchmarks.md, twelfth session)."""
-
-    def __init__(
-        self,
-        size: int | None,
-        batch_size: int,
-        device: torch.device,
-        seed: int,
-        threads: int = 4,
-        dynamic: bool = False,
-        priority: int = 0,
-    ) -> None:
+    def __init__(self, size: int | None, batch_size: int, device: torch.device, seed: int, threads: int = 4) -> None:
         require_dali()
+        from nvidia.dali import fn, pipeline_def, types
+
         self.gpu = device.type == "cuda"
         if self.gpu and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
-        self.device, self.size, self.dynamic = device, size, dynamic
-        self.in_flight: deque = deque()  # batches fed whose crops are not taken yet (dynamic: their lazy outputs)
+        self.device, self.size = device, size
+        self.in_flight = 0  # batches fed whose crops are not taken yet
         self.held: deque[tuple[torch.Tensor, torch.cuda.Event]] = deque()  # DALI's outputs still being read (`take`)
-        self.crop = dict(random_area=[0.08, 1.0], random_aspect_ratio=[3 / 4, 4 / 3], num_attempts=10)
-        if dynamic:
-            self._build_dynamic(seed, threads, priority)
-        else:
-            self._build_pipeline(batch_size, seed, threads)
-
-    def _build_pipeline(self, batch_size: int, seed: int, threads: int) -> None:
-        from nvidia.dali import fn, pipeline_def, types
-
-        size = self.size
 
         @pipeline_def
         def pipeline():
             files = fn.external_source(name="files", dtype=types.UINT8)
             decoder = dict(device="mixed", hw_decoder_load=HW_DECODER_LOAD) if self.gpu else dict(device="cpu")
-            images = fn.decoders.image_random_crop(files, output_type=types.RGB, **self.crop, **decoder)
+            images = fn.decoders.image_random_crop(
+                files,
+                output_type=types.RGB,
+                random_area=[0.08, 1.0],
+                random_aspect_ratio=[3 / 4, 4 / 3],
+                num_attempts=10,
+                **decoder,
+            )
             if size is not None:
                 images = fn.resize(images, resize_x=size, resize_y=size, interp_type=types.INTERP_CUBIC, antialias=True)
             return images
@@ -85,68 +70,35 @@ class DaliCropDecoder:
         self.pipe = pipeline(
             batch_size=batch_size,
             num_threads=threads,
-            device_id=self.device.index if self.gpu else None,
+            device_id=device.index if self.gpu else None,
             seed=seed % 2**31,
             prefetch_queue_depth=1,
             exec_dynamic=True,  # runs queue as fed (`stream`); outputs reference-counted, handed to torch uncopied
         )
         self.pipe.build()
 
-    def _build_dynamic(self, seed: int, threads: int, priority: int) -> None:
-        import nvidia.dali.experimental.dynamic as ndd
-
-        self.ndd = ndd
-        self.rng = ndd.random.RNG(seed % 2**31)
-        pool = ndd.ThreadPool(threads, device_id=self.device.index if self.gpu else None)
-        # The crops reach the caller's stream through DLPack (torch.from_dlpack makes it wait for this one).
-        self.cuda_stream = torch.cuda.Stream(self.device, priority=priority) if self.gpu else None
-        self.context = ndd.EvalContext(
-            thread_pool=pool, device_id=self.device.index if self.gpu else None, cuda_stream=self.cuda_stream
-        )
-
     def feed(self, data: torch.Tensor, lengths: torch.Tensor) -> None:
         """Start decoding a batch; `take` returns its crops, batches in the order fed."""
-        files = np.split(data.numpy(), np.cumsum(lengths.numpy())[:-1])
-        if not self.dynamic:
-            self.pipe.feed_input("files", files)
-            self.pipe.schedule_run()
-            self.in_flight.append(None)
-            return
-        from nvidia.dali import types
-
-        ndd = self.ndd
-        with self.context, self._named_errors():
-            images = ndd.decoders.image_random_crop(
-                ndd.Batch(files),
-                device="gpu" if self.gpu else "cpu",
-                output_type=types.RGB,
-                rng=self.rng,
-                **self.crop,
-                **(dict(hw_decoder_load=HW_DECODER_LOAD) if self.gpu else {}),
-            )
-            if self.size is not None:
-                images = ndd.resize(
-                    images, resize_x=self.size, resize_y=self.size, interp_type=types.INTERP_CUBIC, antialias=True
-                )
-        self.in_flight.append(images)
+        self.pipe.feed_input("files", np.split(data.numpy(), np.cumsum(lengths.numpy())[:-1]))
+        self.pipe.schedule_run()
+        self.in_flight += 1
 
     def take(self) -> torch.Tensor | list[torch.Tensor]:
         """The crops of the oldest batch fed."""
-        pending = self.in_flight.popleft()
-        with self._named_errors():
-            if self.dynamic:
-                with self.context:
-                    out = pending.evaluate()
-                    if self.size is None:
-                        return [t.torch().cpu() for t in out.tensors]
-                    crops = out.torch()  # DALI's memory, no copy; the caller's stream waits for DALI's
-            else:
-                # on a GPU bound to the caller's stream (the prefetcher's) rather than waited for on the host
-                (out,) = self.pipe.outputs(torch.cuda.current_stream(self.device) if self.gpu else None)
-                if self.size is None:
-                    out = out.as_cpu() if self.gpu else out
-                    return [torch.from_numpy(np.array(out.at(i))) for i in range(len(out))]
-                crops = torch.from_dlpack(out.as_tensor())  # DALI's memory, as DALI's own PyTorch iterator does
+        self.in_flight -= 1
+        try:
+            # on a GPU bound to the caller's stream (the prefetcher's) rather than waited for on the host
+            (out,) = self.pipe.outputs(torch.cuda.current_stream(self.device) if self.gpu else None)
+        except RuntimeError as e:  # DALI's message: the pipeline's traceback, then what went wrong
+            lines = [line.strip() for line in str(e).split("encountered:")[-1].splitlines() if line.strip()]
+            raise ConfigError(
+                f"a JPEG in this batch cannot be decoded by DALI ({lines[0][:200] if lines else e}); find it with "
+                f"data.decode=cpu, which names the file, or set data.skip_corrupt=true"
+            ) from None
+        if self.size is None:
+            out = out.as_cpu() if self.gpu else out
+            return [torch.from_numpy(np.array(out.at(i))) for i in range(len(out))]
+        crops = torch.from_dlpack(out.as_tensor())  # DALI's memory, no copy, as DALI's own PyTorch iterator does
         x = crops.permute(0, 3, 1, 2).to(torch.float32, memory_format=torch.contiguous_format)  # torch's memory
         if self.gpu:  # DALI may reuse its memory once torch lets go of it: not before the kernel above has read it
             done = torch.cuda.Event()
@@ -155,18 +107,6 @@ class DaliCropDecoder:
             while self.held and self.held[0][1].query():
                 self.held.popleft()
         return x
-
-    @staticmethod
-    @contextmanager
-    def _named_errors() -> Iterator[None]:
-        try:
-            yield
-        except RuntimeError as e:  # DALI's message: the pipeline's traceback, then what went wrong
-            lines = [line.strip() for line in str(e).split("encountered:")[-1].splitlines() if line.strip()]
-            raise ConfigError(
-                f"a JPEG in this batch cannot be decoded by DALI ({lines[0][:200] if lines else e}); find it with "
-                f"data.decode=cpu, which names the file, or set data.skip_corrupt=true"
-            ) from None
 
     def __call__(self, data: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         self.feed(data, lengths)

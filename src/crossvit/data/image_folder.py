@@ -6,7 +6,9 @@ bytes; the batch is decoded where training runs (nvJPEG on a GPU) and augmented 
 crop box of each file (only that region where nvImageCodec is installed: crossvit.data.jpeg), not resized; the batch
 of crops is resized, flipped and augmented where training runs, as for decode=gpu. `decode="dali"`: workers read the
 files' bytes; NVIDIA DALI decodes each one's random crop region and resizes it (crossvit.data.dali: the GPU's JPEG
-engines, or DALI's CPU backend), then the batch is augmented as for decode=gpu. `decode="auto"` (the default) takes
+engines, or DALI's CPU backend), then the batch is augmented as for decode=gpu; `dali_share` below 1 leaves the
+first files of each batch to the workers, decoded as for decode=hybrid, so the host's cores and the GPU's JPEG engines
+share the decoding. `decode="auto"` (the default) takes
 hybrid on a GPU, the fastest there in the Lightning loop (docs/benchmarks.md), and cpu elsewhere.
 """
 
@@ -96,8 +98,28 @@ def collate_crops(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor
     """decode=hybrid's batches, made in the workers: timm's random crop box of each file, decoded (only that region,
     where nvImageCodec is installed: crossvit.data.jpeg). Returns (crops back to back: flat uint8 HWC, their (h, w),
     labels)."""
+    return _decoded_crops([data for data, _ in samples]) + (torch.tensor([y for _, y in samples]),)
+
+
+class SplitCollate:
+    """decode=dali with data.dali_share < 1: the workers decode the first files of each batch as decode=hybrid's do,
+    and leave the last `share` of them encoded for DALI. Returns (DALI's files back to back, their lengths, the
+    workers' crops back to back, their (h, w), the labels of the whole batch in its order)."""
+
+    def __init__(self, share: float) -> None:
+        self.share = share
+
+    def __call__(self, samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, ...]:
+        here = len(samples) - max(1, round(self.share * len(samples)))
+        flat, hw = _decoded_crops([data for data, _ in samples[:here]])
+        data, lengths, _ = collate_encoded(samples[here:])
+        return data, lengths, flat, hw, torch.tensor([y for _, y in samples])
+
+
+def _decoded_crops(files: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """timm's random crop of each file, decoded: (the crops back to back, flat uint8 HWC; their (h, w))."""
     try:  # read_encoded made every file an RGB or grey JPEG
-        crops = jpeg.CropDecoder()([data for data, _ in samples])
+        crops = jpeg.CropDecoder()(files)
     except RuntimeError as e:
         raise ConfigError(
             f"a JPEG in this batch cannot be decoded ({e}); find it with data.decode=cpu, which names the file, "
@@ -107,7 +129,7 @@ def collate_crops(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor
     flat = torch.empty(sum(sizes), dtype=torch.uint8)
     for crop, part in zip(crops, flat.split(sizes)):  # one copy of each crop (a strided view, where cut)
         part.view(crop.shape).copy_(crop)
-    return flat, torch.tensor([c.shape[:2] for c in crops], dtype=torch.long), torch.tensor([y for _, y in samples])
+    return flat, torch.tensor([c.shape[:2] for c in crops], dtype=torch.long).view(-1, 2)
 
 
 def _is_readable(path: str) -> bool:
@@ -148,7 +170,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         hflip: float = 0.5,
         compile_augment: bool = True,
         dali_threads: int = 4,
-        dali_dynamic: bool = False,
+        dali_share: float = 1.0,
         stream_priority: int = 0,
     ) -> None:
         super().__init__()
@@ -162,12 +184,16 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             )
         if prefetch < 0:
             raise ConfigError(f"data.prefetch={prefetch}: the number of batches prepared ahead; 0 turns it off")
+        if not 0 < dali_share <= 1:
+            raise ConfigError(
+                f"data.dali_share={dali_share}: the share of each decode=dali batch DALI decodes (the workers the "
+                f"rest), above 0 and at most 1; for none, set data.decode=hybrid"
+            )
         self.prefetch, self.compile_augment = prefetch, compile_augment
-        # of the prefetcher's CUDA stream, and of DALI's in its dynamic mode (a pipeline's streams keep the lowest:
-        # DALI 2.4's default_cuda_stream_priority is inert)
+        # of the prefetcher's CUDA stream; DALI 2.4 sets none for its own (its default_cuda_stream_priority is inert)
         self.stream_priority = stream_priority
-        # decode=dali: its decoder, built where it first runs; its seed, set per run and rank by train_dataloader
-        self.dali_threads, self.dali_dynamic, self._dali, self._dali_seed = dali_threads, dali_dynamic, None, 0
+        # decode=dali: its pipeline, built where it first runs; its seed, set per run and rank by train_dataloader
+        self.dali_threads, self.dali_share, self._dali, self._dali_seed = dali_threads, dali_share, None, 0
         self._warm = False  # the device augmentation compiled (warm_up)
         self.recipe = dict(
             auto_augment=auto_augment,
@@ -231,8 +257,9 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
                 "install nvidia-nvimgcodec-cu13 to decode only the region, 1.2x the images a worker"
             )
         # What leaves the workers: decoded images (cpu; hybrid's and dali's evaluation), files' bytes (gpu, dali),
-        # crops (hybrid).
-        collates = {"cpu": None, "gpu": collate_encoded, "hybrid": collate_crops, "dali": collate_encoded}
+        # crops (hybrid; dali's below data.dali_share).
+        dali = collate_encoded if self.dali_share == 1 else SplitCollate(self.dali_share)
+        collates = {"cpu": None, "gpu": collate_encoded, "hybrid": collate_crops, "dali": dali}
         self.train_collate = collates[decode]
         self.eval_collate = collate_encoded if decode == "gpu" else None
         self.train_transform = self.eval_transform = None  # decode=gpu: crossvit.data.batch_augment instead
@@ -345,7 +372,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         ahead = dict(depth=self.prefetch, priority=self.stream_priority)
         if self.decode == "dali":
             batches = DaliBatches(loader, lambda: self._dali_decoder(device))
-            return Prefetcher(batches, lambda b, g: self._augment_crops(*b, device, g), device, **ahead)
+            return Prefetcher(batches, lambda b, g: self._augment_crops(*b, generator=g), device, **ahead)
         return Prefetcher(loader, lambda batch, g: self.prepare(batch, device, True, g), device, **ahead)
 
     def val_dataloader(self) -> DataLoader:
@@ -368,13 +395,11 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         """A batch from the workers -> augmented (train) or resized (eval) images on `device`. decode=gpu: encoded
         files, decoded here; decode=hybrid: training crops, resized here; decode=dali: training files, DALI's here."""
         if self.decode == "dali":
-            data, lengths, y = batch
-            return self._augment_crops(self._dali_decoder(device)(data, lengths), y, device, generator)
+            data, lengths, *rest = batch
+            return self._augment_crops(self._dali_decoder(device)(data, lengths), *rest, generator=generator)
         if self.decode == "hybrid":
             flat, hw, y = batch
-            boxes = torch.cat([torch.zeros_like(hw), hw], 1)  # each crop is its own box
-            x = crop_resize_flat(to_device(flat, device), hw, boxes, self.img_size, channels_last=True)
-            x = self.augment(x, generator)
+            x = self.augment(self._resize_crops(flat, hw, device), generator)
         else:
             data, lengths, y = batch
             images = self.decode_batch(data, lengths, device)
@@ -385,24 +410,25 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         return x, y.to(device, non_blocking=True)
 
     def _dali_decoder(self, device: torch.device) -> DaliCropDecoder:
-        """decode=dali's decoder, built where it first runs (the prefetcher's thread on a GPU)."""
+        """decode=dali's pipeline, built where it first runs (the prefetcher's thread on a GPU)."""
         if self._dali is None or self._dali.device.type != device.type:
-            self._dali = DaliCropDecoder(
-                self.img_size,
-                self.batch_size,
-                device,
-                self._dali_seed,
-                self.dali_threads,
-                dynamic=self.dali_dynamic,
-                priority=self.stream_priority,
-            )
+            self._dali = DaliCropDecoder(self.img_size, self.batch_size, device, self._dali_seed, self.dali_threads)
         return self._dali
 
+    def _resize_crops(self, flat: torch.Tensor, hw: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """decode=hybrid's crops from the workers, resized on `device`."""
+        boxes = torch.cat([torch.zeros_like(hw), hw], 1)  # each crop is its own box
+        return crop_resize_flat(to_device(flat, device), hw, boxes, self.img_size, channels_last=True)
+
     def _augment_crops(
-        self, crops: torch.Tensor, y: torch.Tensor, device: torch.device, generator: torch.Generator | None
+        self, crops: torch.Tensor, *rest: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """DALI's crops, augmented, and the labels, on `device`."""
-        return self.augment(crops, generator), y.to(device, non_blocking=True)
+        """DALI's crops (the last data.dali_share of the batch: the workers' crops come first, with the labels in
+        `rest`), augmented, and the labels, on DALI's device."""
+        *workers, y = rest
+        if workers:
+            crops = torch.cat([self._resize_crops(*workers, crops.device), crops])
+        return self.augment(crops, generator), y.to(crops.device, non_blocking=True)
 
     @staticmethod
     def decode_batch(data: torch.Tensor, lengths: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
