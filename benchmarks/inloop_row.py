@@ -4,13 +4,15 @@
     python benchmarks/inloop_row.py NAME RUN_DIR LOG RC WALL_S "OVERRIDES"
 
 The row: name, exit status, wall seconds, the overrides, the GPUs and cores it ran on ($CVD, $CPUS: the scripts'
-names for them), metrics.json's figures (train_img_s among them; none where the run failed), what the log says
-about DDP's stream warning and decode=hybrid's region decoding, the log's tail where the run failed, and, where
-`nvidia-smi dmon -s u` ran beside it (LOG with .dmon.log for .log), the device's load while it trained.
+names for them), metrics.json's figures (train_img_s among them, the last epoch's; none where the run failed),
+`epochs`: each epoch's img/s and data wait from the CSV logger's metrics.csv (is a slow figure one slow epoch?), what
+the log says about DDP's stream warning and decode=hybrid's region decoding, the log's tail where the run failed,
+and, where `nvidia-smi dmon -s u` ran beside it (LOG with .dmon.log for .log), the device's load while it trained.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import sys
@@ -29,6 +31,9 @@ def row(name: str, run_dir: Path, log_file: Path, rc: int, wall_s: int, override
         **(json.loads(metrics.read_text()) if metrics.exists() else {}),
     )
     out.pop("best_ckpt", None)
+    per_epoch = epochs(run_dir / "csv" / "metrics.csv")
+    if per_epoch:
+        out["epochs"] = per_epoch
     log = log_file.read_text() if log_file.exists() else ""
     out["accumulate_grad_stream_warnings"] = log.count("AccumulateGrad node's stream")
     if "data.decode=hybrid: the workers decode" in log:
@@ -39,6 +44,18 @@ def row(name: str, run_dir: Path, log_file: Path, rc: int, wall_s: int, override
     if dmon.exists():
         out["dmon"] = dmon_summary(dmon.read_text())
     return out
+
+
+def epochs(metrics_csv: Path) -> list[dict]:
+    """Each training epoch's `train/img_s` and `train/data_wait` (TrainThroughput's), from logger=csv's file."""
+    if not metrics_csv.exists():
+        return []
+    with metrics_csv.open() as f:
+        return [
+            dict(epoch=int(r["epoch"]), img_s=round(float(r["train/img_s"]), 1), data_wait=float(r["train/data_wait"]))
+            for r in csv.DictReader(f)
+            if r.get("train/img_s")
+        ]
 
 
 def dmon_summary(text: str, busy: int = 50) -> dict:

@@ -121,3 +121,22 @@ def test_inloop_row_reads_the_device_load_of_the_runs_training(tmp_path):
     row = json.loads(proc.stdout)
     # seconds 5-7 (sm 97, 99, 95; jpg 30, 35, 20), not the two-second burst at 2-3 (whose jpg the driver left out)
     assert row["dmon"] == dict(samples=8, busy_seconds=3, sm_median=97, mem_median=41, jpg_median=30)
+
+
+def test_inloop_row_lists_each_epochs_img_s_from_the_csv_logger(tmp_path):
+    """A run's train_img_s is its last epoch's; the row also lists every epoch's (logger=csv's metrics.csv, as
+    Lightning's CSVLogger writes it: one row per logging call, validation's apart), so one slow epoch shows."""
+    (tmp_path / "run" / "csv").mkdir(parents=True)
+    (tmp_path / "run" / "csv" / "metrics.csv").write_text(
+        "epoch,step,train/data_wait,train/img_s,val/acc,val/loss\n"
+        "0,79,,,0.01,4.6\n"
+        "0,79,0.12,8227.5,,\n"
+        "1,159,,,0.02,4.5\n"
+        "1,159,0.41,5666.04,,\n"
+    )
+    (tmp_path / "c9.log").write_text("training log\n")
+    proc = run_benchmark("inloop_row.py", "c9", str(tmp_path / "run"), str(tmp_path / "c9.log"), "0", "60", "x=1")
+    assert json.loads(proc.stdout)["epochs"] == [
+        dict(epoch=0, img_s=8227.5, data_wait=0.12),
+        dict(epoch=1, img_s=5666.0, data_wait=0.41),
+    ]
