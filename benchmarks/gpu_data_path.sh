@@ -528,7 +528,9 @@ dali_share)  # data.dali_share: each crossvit_9 batch decoded partly by the work
   part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
     --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
   C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
-  export PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15
+  # 4 epochs: each row lists every epoch's img/s (inloop_row.py), so a slow figure shows whether one epoch made it.
+  # /tmp/dali also has nvImageCodec, for the workers' region decoding.
+  export PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 EPOCHS=4
   once() { [ -e /tmp/runs/$1.log ] || run "$@"; }
   once c9_dali "${C9[@]}" "${DALI_ARGS[@]}"
   once c9_share50 "${C9[@]}" "${DALI_ARGS[@]}" data.dali_share=0.5 data.num_workers=11
