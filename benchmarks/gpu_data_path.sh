@@ -49,6 +49,7 @@
 #                                             # (train_data_wait) with decode=dali, hybrid and on-device data
 #   bash benchmarks/gpu_data_path.sh dali_share  # crossvit_9 with data.dali_share: the workers decode part of each
 #                                             # batch, DALI the rest (DALI's parts first)
+#   bash benchmarks/gpu_data_path.sh first_runs  # crossvit_9 with decode=hybrid twice on a fresh machine, per epoch
 #   bash benchmarks/gpu_data_path.sh engines_prio  # the JPEG engines (nvImageCodec, wheels in .device/nvimg) beside
 #                                             # crossvit_9's step, their stream at normal and at high priority
 #   bash benchmarks/gpu_data_path.sh nccl_eq  # per-step bf16 loss: 1 GPU x 256 against 2 GPUs x 128 launched by
@@ -538,6 +539,14 @@ dali_share)  # data.dali_share: each crossvit_9 batch decoded partly by the work
   once c9_share65 "${C9[@]}" "${DALI_ARGS[@]}" data.dali_share=0.65 data.num_workers=9
   once c9_dali_again "${C9[@]}" "${DALI_ARGS[@]}"
   once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
+  ;;
+first_runs)  # are a fresh machine's first in-loop runs slow (c9_dali gave 47-50% three times in a machine's first
+  # calls, 68% later)? crossvit_9 with decode=hybrid twice, 4 epochs each, every epoch's img/s in its row. No DALI
+  setup
+  install_nvimg
+  export PYPATH=$PYTHONPATH:/tmp/nvimg CPUS=0-15 EPOCHS=4
+  run c9_hybrid_a trainer=gpu model=crossvit_9 compile=reduce-overhead "${HYB_ARGS[@]}"
+  run c9_hybrid_b trainer=gpu model=crossvit_9 compile=reduce-overhead "${HYB_ARGS[@]}"
   ;;
 engines_prio)  # whether the JPEG engines' decoding waits behind the step's kernels only for want of priority: the
   # decoder (benchmarks/check_device_decoder.py) beside crossvit_9's and crossvit_18's steps, its stream at priority 0
