@@ -80,7 +80,7 @@ run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] [EPOCHS=2] run NAME OVERR
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
 }
 setup() {  # the machine, and the JPEG folder every phase uses
-  { nvidia-smi --query-gpu=name,memory.total --format=csv; nproc; echo "taskset: ${TASKSET:-missing}"; python3 -c 'import torch, torchvision, lightning, timm; print(torch.__version__, torchvision.__version__, lightning.__version__, timm.__version__)'; date -u; } >> "$OUT/env.txt" 2>&1
+  { nvidia-smi --query-gpu=name,memory.total --format=csv; nproc; grep -m1 "model name" /proc/cpuinfo; echo "taskset: ${TASKSET:-missing}"; python3 -c 'import torch, torchvision, lightning, timm; print(torch.__version__, torchvision.__version__, lightning.__version__, timm.__version__)'; date -u; } >> "$OUT/env.txt" 2>&1
   [ -d $JPEGS ] || python3 benchmarks/make_jpeg_folder.py $JPEGS --train 20480 --val 2048 --classes 100 >> "$OUT/env.txt"
   cat "$OUT/env.txt"
 }
