@@ -8,8 +8,8 @@ of crops is resized, flipped and augmented where training runs, as for decode=gp
 files' bytes; NVIDIA DALI decodes each one's random crop region and resizes it (crossvit.data.dali: the GPU's JPEG
 engines, or DALI's CPU backend), then the batch is augmented as for decode=gpu; `dali_share` below 1 leaves the
 first files of each batch to the workers, decoded as for decode=hybrid, so the host's cores and the GPU's JPEG engines
-share the decoding. `decode="auto"` (the default) takes
-hybrid on a GPU, the fastest there in the Lightning loop (docs/benchmarks.md), and cpu elsewhere.
+share the decoding. `decode="auto"` (the default) takes hybrid on a GPU, the fastest there in the Lightning loop
+(docs/benchmarks.md), and cpu elsewhere.
 """
 
 from __future__ import annotations
