@@ -62,14 +62,15 @@ GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 STOP_AFTER=${STOP_AFTER:-450}  # seconds into the call after which no new run starts (a call may last 600)
 PREFETCH=()
 TASKSET=$(command -v taskset)  # runs given CPUS= use all cores where it is missing (env.txt says so)
-run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] [EPOCHS=2] run NAME OVERRIDES...: one src/train.py run (on GPUs
-  # $CVD, CPU cores $CPUS, with PYTHONPATH=$PYPATH); its train_img_s lands in $OUT/inloop.jsonl. DMON=1: nvidia-smi
-  # dmon's per-second SM and JPEG-engine load beside it, in /tmp/runs/NAME.dmon.log (summarised in its row)
+run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] [EPOCHS=2] [LIMIT=200] run NAME OVERRIDES...: one src/train.py
+  # run (on GPUs $CVD, CPU cores $CPUS, with PYTHONPATH=$PYPATH, killed after $LIMIT s); its train_img_s lands in
+  # $OUT/inloop.jsonl. DMON=1: nvidia-smi dmon's per-second SM and JPEG-engine load beside it, in
+  # /tmp/runs/NAME.dmon.log (summarised in its row)
   local name=$1; shift
   if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call"; return; fi
   local start=$SECONDS dmon=
   if [ -n "${DMON:-}" ]; then nvidia-smi dmon -s u -o T > /tmp/runs/$name.dmon.log 2>&1 & dmon=$!; fi
-  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} ${PYPATH:+PYTHONPATH=$PYPATH} ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout 200 python3 src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=${EPOCHS:-2} callbacks.throughput.warmup=5 \
+  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} ${PYPATH:+PYTHONPATH=$PYPATH} ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout ${LIMIT:-200} python3 src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=${EPOCHS:-2} callbacks.throughput.warmup=5 \
     logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name \
     > /tmp/runs/$name.log 2>&1
   local rc=$?
@@ -539,6 +540,12 @@ dali_share)  # data.dali_share: each crossvit_9 batch decoded partly by the work
   once c9_share65 "${C9[@]}" "${DALI_ARGS[@]}" data.dali_share=0.65 data.num_workers=9
   once c9_dali_again "${C9[@]}" "${DALI_ARGS[@]}"
   once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
+  # crossvit_18 (its compile alone takes ~100 s): at share 0.5 against decode=hybrid (93% of its raw step so far)
+  part raw18 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_18 \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw18.json"
+  C18=(trainer=gpu model=crossvit_18 compile=reduce-overhead)
+  EPOCHS=2 LIMIT=300 once c18_share50 "${C18[@]}" "${DALI_ARGS[@]}" data.dali_share=0.5 data.num_workers=11
+  EPOCHS=2 LIMIT=300 once c18_hybrid "${C18[@]}" "${HYB_ARGS[@]}"
   ;;
 first_runs)  # are a fresh machine's first in-loop runs slow (c9_dali gave 47-50% three times in a machine's first
   # calls, 68% later)? crossvit_9 with decode=hybrid twice, 4 epochs each, every epoch's img/s in its row. No DALI
