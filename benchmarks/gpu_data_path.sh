@@ -80,6 +80,9 @@ run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] [EPOCHS=2] [LIMIT=200] ru
   tail -1 "$OUT/inloop.jsonl" | cut -c1-260
   tar czf "$OUT/logs.tar.gz" -C /tmp/runs $(cd /tmp/runs && ls *.log) 2>/dev/null
 }
+once() {  # NAME OVERRIDES...: `run`, unless an earlier call on this warm machine ran it (its log is there)
+  [ -e /tmp/runs/$1.log ] || run "$@"
+}
 setup() {  # the machine, and the JPEG folder every phase uses
   { nvidia-smi --query-gpu=name,memory.total --format=csv; nproc; grep -m1 "model name" /proc/cpuinfo; echo "taskset: ${TASKSET:-missing}"; python3 -c 'import torch, torchvision, lightning, timm; print(torch.__version__, torchvision.__version__, lightning.__version__, timm.__version__)'; date -u; } >> "$OUT/env.txt" 2>&1
   [ -d $JPEGS ] || python3 benchmarks/make_jpeg_folder.py $JPEGS --train 20480 --val 2048 --classes 100 >> "$OUT/env.txt"
@@ -512,15 +515,13 @@ data_wait)  # crossvit_9's in-loop runs with the share of the loop spent waiting
   C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
   export DMON=1 EPOCHS=6  # the device's load during each run (idle gaps: the host or the data is the limit), over
   # ~15 s of training at crossvit_9's rate, against dmon's one sample a second
-  [ -e /tmp/runs/c9_syn.log ] || CPUS=0-15 run c9_syn "${C9[@]}" "${SYN_ARGS[@]}"
-  [ -e /tmp/runs/c9_dali.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali "${C9[@]}" "${DALI_ARGS[@]}"
-  [ -e /tmp/runs/c9_dali_prio.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_prio "${C9[@]}" \
-    "${DALI_ARGS[@]}" data.stream_priority=-5
-  [ -e /tmp/runs/c9_dali_q4.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_q4 "${C9[@]}" \
-    "${DALI_ARGS[@]}" data.prefetch=4
-  [ -e /tmp/runs/c9_dali_again.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c9_dali_again "${C9[@]}" \
-    "${DALI_ARGS[@]}"
-  [ -e /tmp/runs/c9_hybrid.log ] || CPUS=0-15 run c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
+  export PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15  # /tmp/dali also has nvImageCodec, for hybrid's region decoding
+  once c9_syn "${C9[@]}" "${SYN_ARGS[@]}"
+  once c9_dali "${C9[@]}" "${DALI_ARGS[@]}"
+  once c9_dali_prio "${C9[@]}" "${DALI_ARGS[@]}" data.stream_priority=-5
+  once c9_dali_q4 "${C9[@]}" "${DALI_ARGS[@]}" data.prefetch=4
+  once c9_dali_again "${C9[@]}" "${DALI_ARGS[@]}"
+  once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
   ;;
 dali_share)  # data.dali_share: each crossvit_9 batch decoded partly by the workers (as decode=hybrid's), partly by
   # DALI on the GPU's JPEG engines, against either alone. One GPU, 16 cores, DALI's parts as for framework_dali; runs
@@ -533,7 +534,6 @@ dali_share)  # data.dali_share: each crossvit_9 batch decoded partly by the work
   # 4 epochs: each row lists every epoch's img/s (inloop_row.py), so a slow figure shows whether one epoch made it.
   # /tmp/dali also has nvImageCodec, for the workers' region decoding.
   export PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 EPOCHS=4
-  once() { [ -e /tmp/runs/$1.log ] || run "$@"; }
   once c9_dali "${C9[@]}" "${DALI_ARGS[@]}"
   once c9_share50 "${C9[@]}" "${DALI_ARGS[@]}" data.dali_share=0.5 data.num_workers=11
   once c9_share35 "${C9[@]}" "${DALI_ARGS[@]}" data.dali_share=0.35 data.num_workers=12
