@@ -415,6 +415,23 @@ def test_dali_path_reads_in_the_samplers_order_and_augments_on_the_device(tmp_pa
     assert (recipe_x - ours_x).abs().amax((1, 2, 3)).gt(0.1).float().mean() > 0.3
 
 
+def test_a_dali_share_near_one_can_leave_the_workers_no_file(tmp_path):
+    """data.dali_share=0.99 on batches of 8: DALI decodes all 8 (at least one file always goes to DALI), the workers
+    none, and the batch comes out whole."""
+    from crossvit.data import ImageFolderDataModule
+
+    colour_folder(tmp_path, n=8)
+    module = ImageFolderDataModule(
+        root=str(tmp_path), img_size=48, num_classes=2, batch_size=8, num_workers=0, decode="dali", dali_share=0.99
+    )
+    module.setup("fit")
+    (batch,) = list(module.train_dataloader())
+    data, lengths, flat, hw, y = batch
+    assert len(lengths) == 8 and len(hw) == 0 and flat.numel() == 0
+    x, labels = module.prepare(batch, torch.device("cpu"), True)
+    assert x.shape == (8, 3, 48, 48) and torch.equal(labels, y)
+
+
 def test_dali_errors_are_one_line_naming_the_fix(monkeypatch):
     """decode=dali without DALI installed, and a file DALI cannot decode: one line each, naming what to do."""
     import sys

@@ -426,7 +426,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         """DALI's crops (the last data.dali_share of the batch: the workers' crops come first, with the labels in
         `rest`), augmented, and the labels, on DALI's device."""
         *workers, y = rest
-        if workers:
+        if workers and len(workers[1]):  # a share near 1 can leave the workers no file of a small batch
             crops = torch.cat([self._resize_crops(*workers, crops.device), crops])
         return self.augment(crops, generator), y.to(crops.device, non_blocking=True)
 
