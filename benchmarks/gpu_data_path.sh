@@ -49,6 +49,8 @@
 #                                             # (train_data_wait) with decode=dali, hybrid and on-device data
 #   bash benchmarks/gpu_data_path.sh dali_share  # crossvit_9 with data.dali_share: the workers decode part of each
 #                                             # batch, DALI the rest (DALI's parts first)
+#   bash benchmarks/gpu_data_path.sh switch   # crossvit_9 with Python's thread switch interval at 5 ms and 0.5 ms
+#                                             # (DALI's parts first)
 #   bash benchmarks/gpu_data_path.sh first_runs  # crossvit_9 with decode=hybrid twice on a fresh machine, per epoch
 #   bash benchmarks/gpu_data_path.sh engines_prio  # the JPEG engines (nvImageCodec, wheels in .device/nvimg) beside
 #                                             # crossvit_9's step, their stream at normal and at high priority
@@ -62,15 +64,16 @@ GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 STOP_AFTER=${STOP_AFTER:-450}  # seconds into the call after which no new run starts (a call may last 600)
 PREFETCH=()
 TASKSET=$(command -v taskset)  # runs given CPUS= use all cores where it is missing (env.txt says so)
-run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] [EPOCHS=2] [LIMIT=200] run NAME OVERRIDES...: one src/train.py
-  # run (on GPUs $CVD, CPU cores $CPUS, with PYTHONPATH=$PYPATH, killed after $LIMIT s); its train_img_s lands in
+run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] [EPOCHS=2] [LIMIT=200] [SWITCH=s] run NAME OVERRIDES...: one
+  # src/train.py run (on GPUs $CVD, CPU cores $CPUS, with PYTHONPATH=$PYPATH, killed after $LIMIT s, Python's thread
+  # switch interval $SWITCH s if given: benchmarks/switch_interval.py); its train_img_s lands in
   # $OUT/inloop.jsonl. DMON=1: nvidia-smi dmon's per-second SM and JPEG-engine load beside it, in
   # /tmp/runs/NAME.dmon.log (summarised in its row)
   local name=$1; shift
   if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call"; return; fi
   local start=$SECONDS dmon=
   if [ -n "${DMON:-}" ]; then nvidia-smi dmon -s u -o T > /tmp/runs/$name.dmon.log 2>&1 & dmon=$!; fi
-  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} ${PYPATH:+PYTHONPATH=$PYPATH} ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout ${LIMIT:-200} python3 src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=${EPOCHS:-2} callbacks.throughput.warmup=5 \
+  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} ${PYPATH:+PYTHONPATH=$PYPATH} ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout ${LIMIT:-200} python3 ${SWITCH:+benchmarks/switch_interval.py $SWITCH} src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=${EPOCHS:-2} callbacks.throughput.warmup=5 \
     logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name \
     > /tmp/runs/$name.log 2>&1
   local rc=$?
@@ -548,6 +551,20 @@ dali_share)  # data.dali_share: each crossvit_9 batch decoded partly by the work
   C18=(trainer=gpu model=crossvit_18 compile=reduce-overhead)
   EPOCHS=2 LIMIT=300 once c18_share50 "${C18[@]}" "${DALI_ARGS[@]}" data.dali_share=0.5 data.num_workers=11
   EPOCHS=2 LIMIT=300 once c18_hybrid "${C18[@]}" "${HYB_ARGS[@]}"
+  ;;
+switch)  # does the training thread wait for the interpreter behind the prefetcher's thread? crossvit_9 with
+  # decode=dali and decode=hybrid at Python's default thread switch interval (5 ms) and at 0.5 ms; one GPU, 16 cores,
+  # DALI's parts as for dali_share; the raw step last (a fresh machine compiles it in ~3 min)
+  setup
+  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
+  export PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 EPOCHS=6
+  once c9_dali "${C9[@]}" "${DALI_ARGS[@]}"
+  SWITCH=0.0005 once c9_dali_sw05 "${C9[@]}" "${DALI_ARGS[@]}"
+  SWITCH=0.0005 once c9_hybrid_sw05 "${C9[@]}" "${HYB_ARGS[@]}"
+  once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
+  part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
   ;;
 first_runs)  # are a fresh machine's first in-loop runs slow (c9_dali gave 47-50% three times in a machine's first
   # calls, 68% later)? crossvit_9 with decode=hybrid twice, 4 epochs each, every epoch's img/s in its row. No DALI
