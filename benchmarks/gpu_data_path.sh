@@ -51,6 +51,8 @@
 #                                             # batch, DALI the rest (DALI's parts first)
 #   bash benchmarks/gpu_data_path.sh switch   # crossvit_9 with Python's thread switch interval at 5 ms and 0.5 ms
 #                                             # (DALI's parts first)
+#   bash benchmarks/gpu_data_path.sh budget   # crossvit_9's loop profiled: on-device data, decode=hybrid with and
+#                                             # without RandAugment and erasing, 10 workers (no DALI)
 #   bash benchmarks/gpu_data_path.sh first_runs  # crossvit_9 with decode=hybrid twice on a fresh machine, per epoch
 #   bash benchmarks/gpu_data_path.sh engines_prio  # the JPEG engines (nvImageCodec, wheels in .device/nvimg) beside
 #                                             # crossvit_9's step, their stream at normal and at high priority
@@ -64,16 +66,20 @@ GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 STOP_AFTER=${STOP_AFTER:-450}  # seconds into the call after which no new run starts (a call may last 600)
 PREFETCH=()
 TASKSET=$(command -v taskset)  # runs given CPUS= use all cores where it is missing (env.txt says so)
-run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] [EPOCHS=2] [LIMIT=200] [SWITCH=s] run NAME OVERRIDES...: one
-  # src/train.py run (on GPUs $CVD, CPU cores $CPUS, with PYTHONPATH=$PYPATH, killed after $LIMIT s, Python's thread
-  # switch interval $SWITCH s if given: benchmarks/switch_interval.py); its train_img_s lands in
+run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] [PROFILE=1] [EPOCHS=2] [LIMIT=200] [SWITCH=s] run NAME
+  # OVERRIDES...: one src/train.py run (on GPUs $CVD, CPU cores $CPUS, with PYTHONPATH=$PYPATH, killed after $LIMIT s,
+  # Python's thread switch interval $SWITCH s if given: benchmarks/switch_interval.py); its train_img_s lands in
   # $OUT/inloop.jsonl. DMON=1: nvidia-smi dmon's per-second SM and JPEG-engine load beside it, in
-  # /tmp/runs/NAME.dmon.log (summarised in its row)
+  # /tmp/runs/NAME.dmon.log (summarised in its row). PROFILE=1: 10 steps of its second epoch profiled
+  # (benchmarks/loop_profile.py; the summary in its row)
   local name=$1; shift
+  local profile=()
+  [ -n "${PROFILE:-}" ] && profile=(+callbacks.loop_profile._target_=loop_profile.LoopProfile
+    +callbacks.loop_profile.out=/tmp/runs/$name/loop_profile.json)
   if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call"; return; fi
   local start=$SECONDS dmon=
   if [ -n "${DMON:-}" ]; then nvidia-smi dmon -s u -o T > /tmp/runs/$name.dmon.log 2>&1 & dmon=$!; fi
-  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} ${PYPATH:+PYTHONPATH=$PYPATH} ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout ${LIMIT:-200} python3 ${SWITCH:+benchmarks/switch_interval.py $SWITCH} src/train.py "$@" "${PREFETCH[@]}" trainer.max_epochs=${EPOCHS:-2} callbacks.throughput.warmup=5 \
+  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} PYTHONPATH=${PYPATH:-${PYTHONPATH:-src}}:benchmarks ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout ${LIMIT:-200} python3 ${SWITCH:+benchmarks/switch_interval.py $SWITCH} src/train.py "$@" "${PREFETCH[@]}" "${profile[@]}" trainer.max_epochs=${EPOCHS:-2} callbacks.throughput.warmup=5 \
     logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name \
     > /tmp/runs/$name.log 2>&1
   local rc=$?
@@ -563,6 +569,21 @@ switch)  # does the training thread wait for the interpreter behind the prefetch
   SWITCH=0.0005 once c9_dali_sw05 "${C9[@]}" "${DALI_ARGS[@]}"
   SWITCH=0.0005 once c9_hybrid_sw05 "${C9[@]}" "${HYB_ARGS[@]}"
   once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
+  part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
+  ;;
+budget)  # where crossvit_9's loop loses its last quarter: every run with 10 steps of its second epoch profiled
+  # (loop_profile.py: device busy and idle, the step stream's time against the data path's streams); on-device
+  # synthetic data (no data path), decode=hybrid, the same without RandAugment and erasing, and with 10 workers
+  # instead of 14; one GPU, 16 cores, no DALI. The raw step last (a fresh machine compiles it in ~3 min)
+  setup
+  install_nvimg
+  C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
+  export PYPATH=$PYTHONPATH:/tmp/nvimg CPUS=0-15 EPOCHS=6 PROFILE=1
+  once c9_syn "${C9[@]}" "${SYN_ARGS[@]}"
+  once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
+  once c9_hybrid_noaug "${C9[@]}" "${HYB_ARGS[@]}" data.auto_augment=null data.color_jitter=null data.re_prob=0
+  once c9_hybrid_w10 "${C9[@]}" "${HYB_ARGS[@]}" data.num_workers=10
   part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
     --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
   ;;

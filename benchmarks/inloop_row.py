@@ -7,7 +7,8 @@ The row: name, exit status, wall seconds, the overrides, the GPUs and cores it r
 names for them), metrics.json's figures (train_img_s among them, the last epoch's; none where the run failed),
 `epochs`: each epoch's img/s and data wait from the CSV logger's metrics.csv (is a slow figure one slow epoch?), what
 the log says about DDP's stream warning and decode=hybrid's region decoding, the log's tail where the run failed,
-and, where `nvidia-smi dmon -s u` ran beside it (LOG with .dmon.log for .log), the device's load while it trained.
+where `nvidia-smi dmon -s u` ran beside it (LOG with .dmon.log for .log), the device's load while it trained, and
+where loop_profile.py profiled it (RUN_DIR/loop_profile.json), that summary.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ def row(name: str, run_dir: Path, log_file: Path, rc: int, wall_s: int, override
     dmon = log_file.with_suffix(".dmon.log")
     if dmon.exists():
         out["dmon"] = dmon_summary(dmon.read_text())
+    profiled = run_dir / "loop_profile.json"  # loop_profile.py's, where the run was profiled (PROFILE=1)
+    if profiled.exists():
+        out["loop_profile"] = json.loads(profiled.read_text())
     return out
 
 

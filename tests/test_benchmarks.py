@@ -140,3 +140,35 @@ def test_inloop_row_lists_each_epochs_img_s_from_the_csv_logger(tmp_path):
         dict(epoch=0, img_s=8227.5, data_wait=0.12),
         dict(epoch=1, img_s=5666.0, data_wait=0.41),
     ]
+
+
+def test_loop_profile_splits_the_devices_time_between_the_step_stream_and_the_data_path():
+    """benchmarks/loop_profile.py (issue 12): kernels of two steps on two CUDA streams -> ms a step. The step stream
+    is the one with the most kernel time; the data path's kernels overlap it for 5 + 3 us of their 12."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from loop_profile import summarise
+
+    us = 1000  # the profiler's microseconds; the summary is in ms a step, so 1000 us over 2 steps reads 0.5
+    events = [
+        (7, "nvjet_tst_gemm", 0, 10 * us),
+        (7, "gemm_bias", 12 * us, 20 * us),
+        (9, "nvjpeg::rgba2rgb", 5 * us, 15 * us),
+        (9, "Memcpy HtoD (Pinned -> Device)", 30 * us, 32 * us),
+    ]
+    s = summarise(events, wall_ms=50.0, steps=2)
+    assert s["step_stream"] == 7 and s["wall_ms"] == 25.0
+    assert s["busy_ms"] == 11.0 and s["idle_ms"] == 14.0  # [0, 20) and [30, 32): 22 us over 2 steps
+    assert s["step_stream_ms"] == 9.0 and s["other_streams_ms"] == 6.0
+    assert s["other_overlapping_step_ms"] == 4.0  # [5, 10) and [12, 15)
+    assert s["streams"]["9"] == dict(sum_ms=6.0, union_ms=6.0, n=2)
+    assert s["step_stream_classes_ms"] == dict(gemm=9.0)
+    assert s["other_top_ms"] == [("nvjpeg::rgba2rgb", 5.0), ("Memcpy HtoD (Pinned -> Device)", 1.0)]
+
+
+def test_inloop_row_carries_the_runs_loop_profile(tmp_path):
+    """A run profiled by loop_profile.py (gpu_data_path.sh's PROFILE=1) has its summary in its row."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "loop_profile.json").write_text(json.dumps(dict(wall_ms=31.4, busy_ms=30.9)))
+    (tmp_path / "c9.log").write_text("training log\n")
+    proc = run_benchmark("inloop_row.py", "c9", str(tmp_path / "run"), str(tmp_path / "c9.log"), "0", "60", "x=1")
+    assert json.loads(proc.stdout)["loop_profile"] == dict(wall_ms=31.4, busy_ms=30.9)
