@@ -2,7 +2,8 @@
 training steps of a real run (data path, prefetcher and Lightning included) and writes, per step: the wall time,
 the time any kernel or copy ran (busy) and none did (idle), each CUDA stream's share, how much of the other streams'
 work overlapped the step's stream (the one with the most kernel time), their largest kernels, and the step stream's
-time by kernel class (profile_step.py's classes).
+time by kernel class (profile_step.py's classes); and on the host, each thread's CUDA calls with the most time (a
+synchronising call in the training thread every step shows where the host waits for the device).
 
     PYTHONPATH=src:benchmarks python src/train.py ... +callbacks.loop_profile._target_=loop_profile.LoopProfile \\
         +callbacks.loop_profile.out=/tmp/runs/NAME/loop_profile.json
@@ -71,6 +72,21 @@ def summarise(events: list[tuple[int, str, float, float]], wall_ms: float, steps
     )
 
 
+def api_summary(calls: list[tuple[int, str, float, float]], steps: int, top: int = 10) -> list[dict]:
+    """(thread, name, start_us, end_us) of each CUDA runtime or driver call -> the calls with the most host time, by
+    thread and name, per step. A synchronising call (cudaStreamSynchronize, cudaEventSynchronize...) in the training
+    thread every step means the host waits for the device there and cannot queue the next step ahead."""
+    totals: dict[tuple[int, str], list[float]] = defaultdict(lambda: [0, 0.0])
+    for thread, name, start, end in calls:
+        totals[(thread, name)][0] += 1
+        totals[(thread, name)][1] += end - start
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1][1])[:top]
+    return [
+        dict(thread=thread, name=name, calls_per_step=round(n / steps, 2), host_ms=round(us / 1e3 / steps, 3))
+        for (thread, name), (n, us) in ranked
+    ]
+
+
 class LoopProfile(L.Callback):
     """Profile training batches [start, start + steps) of epoch `epoch` (the first rank only) into `out`."""
 
@@ -107,5 +123,12 @@ class LoopProfile(L.Callback):
             if (e.device_type() == torch.autograd.DeviceType.CUDA) == cuda and e.duration_ns() > 0
         ]
         summary = summarise(events, wall_ms, self.steps)
+        if cuda:  # the host's side: where each thread's CUDA calls spent their time (CUPTI's runtime and driver API)
+            calls = [
+                (e.start_thread_id(), e.name(), e.start_ns() / 1e3, (e.start_ns() + e.duration_ns()) / 1e3)
+                for e in prof.profiler.kineto_results.events()
+                if e.device_type() == torch.autograd.DeviceType.CPU and e.name().startswith("cu")
+            ]
+            summary["cuda_calls"] = api_summary(calls, self.steps)
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text(json.dumps(summary, indent=1))

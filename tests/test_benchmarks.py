@@ -172,3 +172,21 @@ def test_inloop_row_carries_the_runs_loop_profile(tmp_path):
     (tmp_path / "c9.log").write_text("training log\n")
     proc = run_benchmark("inloop_row.py", "c9", str(tmp_path / "run"), str(tmp_path / "c9.log"), "0", "60", "x=1")
     assert json.loads(proc.stdout)["loop_profile"] == dict(wall_ms=31.4, busy_ms=30.9)
+
+
+def test_loop_profile_ranks_each_threads_cuda_calls_by_host_time():
+    """The host's side of loop_profile.py: CUDA calls summed by (thread, name), per step, most time first."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from loop_profile import api_summary
+
+    calls = [
+        (1, "cudaGraphLaunch", 0, 100),
+        (1, "cudaStreamSynchronize", 100, 2100),
+        (1, "cudaGraphLaunch", 3000, 3100),
+        (1, "cudaStreamSynchronize", 3100, 5100),
+        (2, "cudaLaunchKernel", 0, 300),
+    ]
+    assert api_summary(calls, steps=2, top=2) == [
+        dict(thread=1, name="cudaStreamSynchronize", calls_per_step=1.0, host_ms=2.0),
+        dict(thread=2, name="cudaLaunchKernel", calls_per_step=0.5, host_ms=0.15),
+    ]
