@@ -66,7 +66,7 @@ def summarise(events: list[tuple[int, str, float, float]], wall_ms: float, steps
         step_stream_ms=r(length(step_spans) / per_step),
         other_streams_ms=r(length(others) / per_step),
         other_overlapping_step_ms=r(overlap(step_spans, others) / per_step),
-        streams={str(s): {k: r(v) for k, v in d.items()} for s, d in sorted(streams.items(), key=lambda kv: str(kv[0]))},
+        streams={str(s): {k: r(v) for k, v in streams[s].items()} for s in sorted(streams, key=str)},
         step_stream_classes_ms={k: r(v) for k, v in sorted(classes.items(), key=lambda kv: -kv[1])},
         other_top_ms=[(n[:100], r(us / per_step)) for n, us in sorted(other_names.items(), key=lambda kv: -kv[1])[:12]],
     )
