@@ -73,13 +73,16 @@ run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] [PROFILE=1] [EPOCHS=2] [L
   # /tmp/runs/NAME.dmon.log (summarised in its row). PROFILE=1: 10 steps of its second epoch profiled
   # (benchmarks/loop_profile.py; the summary in its row)
   local name=$1; shift
-  local profile=()
-  [ -n "${PROFILE:-}" ] && profile=(+callbacks.loop_profile._target_=loop_profile.LoopProfile
-    +callbacks.loop_profile.out=/tmp/runs/$name/loop_profile.json)
+  local profile=() pypath=${PYPATH:-}
+  if [ -n "${PROFILE:-}" ]; then  # the callback is imported from benchmarks/
+    profile=(+callbacks.loop_profile._target_=loop_profile.LoopProfile
+      +callbacks.loop_profile.out=/tmp/runs/$name/loop_profile.json)
+    pypath=${PYPATH:-${PYTHONPATH:-src}}:benchmarks
+  fi
   if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call"; return; fi
   local start=$SECONDS dmon=
   if [ -n "${DMON:-}" ]; then nvidia-smi dmon -s u -o T > /tmp/runs/$name.dmon.log 2>&1 & dmon=$!; fi
-  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} PYTHONPATH=${PYPATH:-${PYTHONPATH:-src}}:benchmarks ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout ${LIMIT:-200} python3 ${SWITCH:+benchmarks/switch_interval.py $SWITCH} src/train.py "$@" "${PREFETCH[@]}" "${profile[@]}" trainer.max_epochs=${EPOCHS:-2} callbacks.throughput.warmup=5 \
+  env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} ${pypath:+PYTHONPATH=$pypath} ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout ${LIMIT:-200} python3 ${SWITCH:+benchmarks/switch_interval.py $SWITCH} src/train.py "$@" "${PREFETCH[@]}" "${profile[@]}" trainer.max_epochs=${EPOCHS:-2} callbacks.throughput.warmup=5 \
     logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false hydra.run.dir=/tmp/runs/$name \
     > /tmp/runs/$name.log 2>&1
   local rc=$?

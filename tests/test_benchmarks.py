@@ -144,7 +144,7 @@ def test_inloop_row_lists_each_epochs_img_s_from_the_csv_logger(tmp_path):
 
 def test_loop_profile_splits_the_devices_time_between_the_step_stream_and_the_data_path():
     """benchmarks/loop_profile.py (issue 12): kernels of two steps on two CUDA streams -> ms a step. The step stream
-    is the one with the most kernel time; the data path's kernels overlap it for 5 + 3 us of their 12."""
+    is the one with the most kernel time; the data path's kernels overlap it for 5 + 3 of their 12 ms."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from loop_profile import summarise
 
