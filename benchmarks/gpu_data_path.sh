@@ -148,6 +148,13 @@ part() {  # NAME TIMEOUT ARGS...: one run with DALI importable, its log in /tmp/
   [ -e /tmp/runs/$name.done ] || tail -5 /tmp/runs/$name.log
 }
 
+raw_step() {  # NAME MODEL...: the raw compiled step of each model (throughput.py, ours only) on 16 cores, once a
+  # warm machine, in $OUT/NAME.json
+  local name=$1; shift
+  part $name 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models "$@" \
+    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/$name.json"
+}
+
 case ${1:-single} in
 single)  # everything one GPU needs, most important first
   setup
@@ -501,8 +508,7 @@ framework_dali)  # data.decode=dali through src/train.py (DALI decodes in the Pr
   bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
   part module_check 120 python3 benchmarks/check_dali.py $JPEGS --gpu --module  # the decoder on the GPU first
   tail -3 /tmp/runs/module_check.log
-  part raw 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 crossvit_18 \
-    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw.json"
+  raw_step raw crossvit_9 crossvit_18
   for m in 9 18; do
     [ -e /tmp/runs/c${m}_dali.log ] || PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 run c${m}_dali trainer=gpu \
       model=crossvit_$m compile=reduce-overhead "${DALI_ARGS[@]}"
@@ -522,8 +528,7 @@ data_wait)  # crossvit_9's in-loop runs with the share of the loop spent waiting
   # DALI's parts as for framework_dali; a second call on the warm machine runs what the first left
   setup
   bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
-  part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
-    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
+  raw_step raw9 crossvit_9
   C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
   export DMON=1 EPOCHS=6  # the device's load during each run (idle gaps: the host or the data is the limit), over
   # ~15 s of training at crossvit_9's rate, against dmon's one sample a second
@@ -540,8 +545,7 @@ dali_share)  # data.dali_share: each crossvit_9 batch decoded partly by the work
   # whose log exists are skipped, so a second call on the warm machine runs what the first left
   setup
   bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
-  part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
-    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
+  raw_step raw9 crossvit_9
   C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
   # 6 epochs: a run's fixed cost (start, compiles, graph capture) is ~2 min and an epoch ~3 s, so more epochs are
   # cheap; each row lists every epoch's img/s (inloop_row.py), so a slow figure shows whether one epoch made it.
@@ -555,8 +559,7 @@ dali_share)  # data.dali_share: each crossvit_9 batch decoded partly by the work
   once c9_share65 "${C9[@]}" "${DALI_ARGS[@]}" data.dali_share=0.65 data.num_workers=9
   once c9_dali_again "${C9[@]}" "${DALI_ARGS[@]}"
   # crossvit_18 (its compile alone takes ~100 s): at share 0.5 against decode=hybrid (93% of its raw step so far)
-  part raw18 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_18 \
-    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw18.json"
+  raw_step raw18 crossvit_18
   C18=(trainer=gpu model=crossvit_18 compile=reduce-overhead)
   EPOCHS=2 LIMIT=300 once c18_share50 "${C18[@]}" "${DALI_ARGS[@]}" data.dali_share=0.5 data.num_workers=11
   EPOCHS=2 LIMIT=300 once c18_hybrid "${C18[@]}" "${HYB_ARGS[@]}"
@@ -572,8 +575,7 @@ switch)  # does the training thread wait for the interpreter behind the prefetch
   SWITCH=0.0005 once c9_dali_sw05 "${C9[@]}" "${DALI_ARGS[@]}"
   SWITCH=0.0005 once c9_hybrid_sw05 "${C9[@]}" "${HYB_ARGS[@]}"
   once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
-  part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
-    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
+  raw_step raw9 crossvit_9
   ;;
 budget)  # where crossvit_9's loop loses its last quarter: every run with 10 steps of its second epoch profiled
   # (loop_profile.py: device busy and idle, the step stream's time against the data path's streams); on-device
@@ -587,8 +589,7 @@ budget)  # where crossvit_9's loop loses its last quarter: every run with 10 ste
   once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
   once c9_hybrid_noaug "${C9[@]}" "${HYB_ARGS[@]}" data.auto_augment=null data.color_jitter=null data.re_prob=0
   once c9_hybrid_w10 "${C9[@]}" "${HYB_ARGS[@]}" data.num_workers=10
-  part raw9 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 \
-    --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw9.json"
+  raw_step raw9 crossvit_9
   ;;
 first_runs)  # are a fresh machine's first in-loop runs slow (c9_dali gave 47-50% three times in a machine's first
   # calls, 68% later)? crossvit_9 with decode=hybrid twice, 4 epochs each, every epoch's img/s in its row. No DALI
