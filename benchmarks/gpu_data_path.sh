@@ -126,6 +126,10 @@ raw_beside_syn_1() {  # the raw steps (GPU 1, cores 16-31) beside crossvit_18's 
   tail -4 /tmp/runs/raw.log
 }
 
+join_dali() {  # DALI's parts (brought by earlier calls: benchmarks/dali_parts.sh) joined and installed in /tmp/dali;
+  # the script stops, with the join's last lines, where a part is missing
+  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+}
 install_nvimg() {  # nvImageCodec (the lock has it; this machine's Python does not) from .device/nvimg, in /tmp/nvimg
   [ -d /tmp/nvimg/nvidia ] || python3 -m pip install -q --no-index --no-deps --target /tmp/nvimg .device/nvimg/*.whl
 }
@@ -269,7 +273,7 @@ augment)  # the device augmentation compiled (data.compile_augment, the default 
   # then host and device time), then crossvit_9 in the loop with DALI and with decode=hybrid (step_with_data.py), and
   # through src/train.py with decode=hybrid, the path users get
   setup
-  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  join_dali
   STEP=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9)
   part check_compiled 150 python3 benchmarks/check_augment_compiled.py
   part augment_speed 150 python3 benchmarks/augment_speed.py --batch 256 --size 240 --out "$OUT/augment_speed.json"
@@ -284,7 +288,7 @@ dali_loop)  # why DALI in the step's loop falls below DALI alone and the step al
   # the static batch with the augmentation each step (the ceiling with free decoding), a profile of DALI's loop
   # (every stream's kernels: is the device full?), then DALI without the augmentation, and with fewer host threads
   setup
-  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  join_dali
   STEP=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9 --decode dali)
   nvidia-smi dmon -s u -d 1 > /tmp/runs/dmon.log 2>&1 & DMON=$!
   part loop_trace 200 "${STEP[@]}" --trace --steps 60 --out "$OUT/loop_trace.json"
@@ -299,7 +303,7 @@ dali_loop)  # why DALI in the step's loop falls below DALI alone and the step al
 dali_thread)  # after dali_loop (the device idle 40% of DALI's loop, the step's thread waiting): DALI's batches taken
   # and augmented in the Prefetcher's thread, so the step's thread only launches steps; profiled, then variants
   setup
-  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  join_dali
   STEP=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9 --decode dali)
   part thread_trace 220 "${STEP[@]}" --trace --steps 100 --out "$OUT/thread_trace.json"
   grep "device kernels" /tmp/runs/thread_trace.log
@@ -310,7 +314,7 @@ dali_thread)  # after dali_loop (the device idle 40% of DALI's loop, the step's 
 augment_static)  # the augmentation's kernels compiled with the images' channels, height and width constant (only the
   # number of images symbolic): checked and timed, then crossvit_9 and crossvit_18 with DALI in the Prefetcher's thread
   setup
-  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  join_dali
   STEP=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --decode dali --steps 100)
   part check_static 150 python3 benchmarks/check_augment_compiled.py
   part speed_static 150 python3 benchmarks/augment_speed.py --batch 256 --size 240 --out "$OUT/augment_speed.json"
@@ -323,7 +327,7 @@ dali_probe)  # why DALI alone fed only ~7,500 img/s (the dali phase's second cal
   # alone, DALI without it at two shares for the JPEG engines (nvidia-smi dmon beside the first), whole files
   # decoded then cropped, a deeper queue with more threads; then crossvit_9 in the loop with the last two
   setup
-  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  join_dali
   ONLY=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9 --decode dali)
   nvidia-smi dmon -s u -d 1 > /tmp/runs/dmon.log 2>&1 & DMON=$!
   part noaug_0.9 120 "${ONLY[@]}" --dali-only --no-augment --hw-load 0.9 --steps 100 --out "$OUT/noaug_0.9.json"
@@ -490,7 +494,7 @@ dali)  # crossvit_9's 75% target (1 GPU, 16 cores), most telling first: DALI in 
   # processes; DALI's crops and pixels against timm's (check_dali.py); decode=hybrid in the same harness. A part that
   # finished is not run again, so calling the phase again on the warm machine goes on where the last call stopped.
   setup
-  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  join_dali
   STEP=(${TASKSET:+taskset -c 0-15} python3 -u benchmarks/step_with_data.py $JPEGS --model crossvit_9)
   part dali_c9_reader 200 "${STEP[@]}" --decode dali --dali-source reader --steps 100 --out "$OUT/dali_c9_reader.json"
   part dali_only_0.9 120 "${STEP[@]}" --decode dali --dali-only --hw-load 0.9 --steps 60 --out "$OUT/dali_only_0.9.json"
@@ -505,7 +509,7 @@ dali)  # crossvit_9's 75% target (1 GPU, 16 cores), most telling first: DALI in 
 framework_dali)  # data.decode=dali through src/train.py (DALI decodes in the Prefetcher's thread, the framework's
   # path since the ninth session), crossvit_9 then crossvit_18, beside the raw step of the same call
   setup
-  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  join_dali
   part module_check 120 python3 benchmarks/check_dali.py $JPEGS --gpu --module  # the decoder on the GPU first
   tail -3 /tmp/runs/module_check.log
   raw_step raw crossvit_9 crossvit_18
@@ -527,7 +531,7 @@ data_wait)  # crossvit_9's in-loop runs with the share of the loop spent waiting
   # the data path's kernels waiting behind the step's (docs/benchmarks.md, eleventh session)? One GPU, 16 cores,
   # DALI's parts as for framework_dali; a second call on the warm machine runs what the first left
   setup
-  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  join_dali
   raw_step raw9 crossvit_9
   C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
   export DMON=1 EPOCHS=6  # the device's load during each run (idle gaps: the host or the data is the limit), over
@@ -544,7 +548,7 @@ dali_share)  # data.dali_share: each crossvit_9 batch decoded partly by the work
   # DALI on the GPU's JPEG engines, against either alone. One GPU, 16 cores, DALI's parts as for framework_dali; runs
   # whose log exists are skipped, so a second call on the warm machine runs what the first left
   setup
-  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  join_dali
   raw_step raw9 crossvit_9
   C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
   # 6 epochs: a run's fixed cost (start, compiles, graph capture) is ~2 min and an epoch ~3 s, so more epochs are
@@ -568,7 +572,7 @@ switch)  # does the training thread wait for the interpreter behind the prefetch
   # decode=dali and decode=hybrid at Python's default thread switch interval (5 ms) and at 0.5 ms; one GPU, 16 cores,
   # DALI's parts as for dali_share; the raw step last (a fresh machine compiles it in ~3 min)
   setup
-  bash benchmarks/dali_parts.sh join >> "$OUT/env.txt" 2>&1 || { tail -5 "$OUT/env.txt"; exit 1; }
+  join_dali
   C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
   export PYPATH=$PYTHONPATH:/tmp/dali CPUS=0-15 EPOCHS=6
   once c9_dali "${C9[@]}" "${DALI_ARGS[@]}"

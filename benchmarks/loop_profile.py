@@ -116,17 +116,18 @@ class LoopProfile(L.Callback):
         prof, self._prof = self._prof, None
         prof.__exit__(None, None, None)
         cuda = pl_module.device.type == "cuda"
+        recorded = prof.profiler.kineto_results.events()
         events = [
             # device_resource_id: the CUDA stream of a kernel or copy; on the CPU, the thread of an operator
             (e.device_resource_id(), e.name(), e.start_ns() / 1e3, (e.start_ns() + e.duration_ns()) / 1e3)
-            for e in prof.profiler.kineto_results.events()
+            for e in recorded
             if (e.device_type() == torch.autograd.DeviceType.CUDA) == cuda and e.duration_ns() > 0
         ]
         summary = summarise(events, wall_ms, self.steps)
         if cuda:  # the host's side: where each thread's CUDA calls spent their time (CUPTI's runtime and driver API)
             calls = [
                 (e.start_thread_id(), e.name(), e.start_ns() / 1e3, (e.start_ns() + e.duration_ns()) / 1e3)
-                for e in prof.profiler.kineto_results.events()
+                for e in recorded
                 if e.device_type() == torch.autograd.DeviceType.CPU and e.name().startswith("cu")
             ]
             summary["cuda_calls"] = api_summary(calls, self.steps)
