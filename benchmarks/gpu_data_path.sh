@@ -53,6 +53,8 @@
 #                                             # (DALI's parts first)
 #   bash benchmarks/gpu_data_path.sh budget   # crossvit_9's loop profiled: on-device data, decode=hybrid with and
 #                                             # without RandAugment and erasing, 10 workers (no DALI)
+#   bash benchmarks/gpu_data_path.sh threads  # crossvit_9's host threads clocked: on-device data (no per-batch sync),
+#                                             # decode=hybrid with and without the prefetcher's thread
 #   bash benchmarks/gpu_data_path.sh first_runs  # crossvit_9 with decode=hybrid twice on a fresh machine, per epoch
 #   bash benchmarks/gpu_data_path.sh engines_prio  # the JPEG engines (nvImageCodec, wheels in .device/nvimg) beside
 #                                             # crossvit_9's step, their stream at normal and at high priority
@@ -594,6 +596,20 @@ budget)  # where crossvit_9's loop loses its last quarter: every run with 10 ste
   once c9_hybrid_noaug "${C9[@]}" "${HYB_ARGS[@]}" data.auto_augment=null data.color_jitter=null data.re_prob=0
   once c9_hybrid_w10 "${C9[@]}" "${HYB_ARGS[@]}" data.num_workers=10
   raw_step raw9 crossvit_9
+  ;;
+threads)  # budget found the device idle half of crossvit_9's decode=hybrid loop, with no sync in the training
+  # thread: what holds the host? Each run's threads clocked in its third epoch (loop_profile.py: time on a core and
+  # waiting for one, per thread and for the workers; a probe's wake lateness for the interpreter's lock). On-device
+  # data with its per-batch syncs gone (in_memory.py), decode=hybrid, and decode=hybrid prepared in the training
+  # thread (data.prefetch=0). One GPU, 16 cores, no DALI; the raw step last (a second call on the warm machine)
+  setup
+  install_nvimg
+  C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
+  export PYPATH=$PYTHONPATH:/tmp/nvimg CPUS=0-15 EPOCHS=6 PROFILE=1
+  once c9_syn "${C9[@]}" "${SYN_ARGS[@]}"
+  once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
+  once c9_hybrid_p0 "${C9[@]}" "${HYB_ARGS[@]}" data.prefetch=0
+  if (( SECONDS < STOP_AFTER )); then raw_step raw9 crossvit_9; fi
   ;;
 first_runs)  # are a fresh machine's first in-loop runs slow (c9_dali gave 47-50% three times in a machine's first
   # calls, 68% later)? crossvit_9 with decode=hybrid twice, 4 epochs each, every epoch's img/s in its row. No DALI

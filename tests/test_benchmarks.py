@@ -1,7 +1,10 @@
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from conftest import ROOT
@@ -190,3 +193,38 @@ def test_loop_profile_ranks_each_threads_cuda_calls_by_host_time():
         dict(thread=1, name="cudaStreamSynchronize", calls_per_step=1.0, host_ms=2.0),
         dict(thread=2, name="cudaLaunchKernel", calls_per_step=0.5, host_ms=0.15),
     ]
+
+
+def _spin(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def test_loop_profile_clocks_each_host_thread_and_the_worker_processes():
+    """loop_profile.py's host clocks: a Python thread that computes shows its time on a core under its name, one
+    that sleeps shows almost none, and a child process's time counts as the workers'. A probe thread's 1 ms naps wake
+    late, by about the interpreter's switch interval, only while another thread holds the interpreter's lock."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from loop_profile import WakeProbe, clock_summary, read_clocks
+
+    alone = WakeProbe().start()
+    time.sleep(0.3)
+    late_alone = alone.stop()
+    before = read_clocks()
+    probe = WakeProbe().start()
+    spinner = threading.Thread(target=_spin, args=(1.5,), name="spinner")
+    sleeper = threading.Thread(target=time.sleep, args=(1.5,), name="sleeper")
+    worker = multiprocessing.get_context("fork").Process(target=_spin, args=(1.5,))
+    for t in (spinner, sleeper, worker):
+        t.start()
+    time.sleep(0.8)
+    after = read_clocks()
+    late = probe.stop()
+    for t in (spinner, sleeper, worker):
+        t.join()
+    rows = clock_summary(before, after, steps=1)
+    assert rows["spinner"]["run_ms"] > 300  # it had 0.8 s, less the cores and the lock it shared
+    assert rows["sleeper"]["run_ms"] < 50
+    assert rows["workers"]["run_ms"] > 400  # a process of its own: no lock to share
+    assert late > 1.5 and late_alone < 1.0, (late, late_alone)

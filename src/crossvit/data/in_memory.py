@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from crossvit.errors import ConfigError, check_one_batch
 
+from .batch_augment import to_device
 from .resume import MidEpochResume, ResumableDistributedSampler
 
 
@@ -17,7 +18,8 @@ class BatchedTensorDataset(TensorDataset):
     """Gathers a whole batch with one index per tensor instead of stacking single items (10x less CPU)."""
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
-        idx = torch.as_tensor(indices, device=self.tensors[0].device)
+        # Asynchronous where the data is on a GPU: a plain copy of the indices would wait for the step in flight
+        idx = to_device(torch.as_tensor(indices), self.tensors[0].device)
         return tuple(t[idx] for t in self.tensors)
 
 
@@ -138,7 +140,9 @@ class InMemoryDataModule(MidEpochResume, L.LightningDataModule):
         x = x.float()
         if x.shape[-1] != self.img_size:
             x = F.interpolate(x, size=(self.img_size, self.img_size), mode=self.interpolation, align_corners=False)
-        x = (x - self.mean.to(x.device)) / self.std.to(x.device)
+        if self.mean.device != x.device:  # copied once: a copy every batch waits for the step in flight
+            self.mean, self.std = self.mean.to(x.device), self.std.to(x.device)
+        x = (x - self.mean) / self.std
         if self.trainer is not None and self.trainer.training and self.hflip > 0:
             flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.hflip
             x = torch.where(flip, x.flip(-1), x)
