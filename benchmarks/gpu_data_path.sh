@@ -611,14 +611,6 @@ threads)  # budget found the device idle half of crossvit_9's decode=hybrid loop
   once c9_hybrid_p0 "${C9[@]}" "${HYB_ARGS[@]}" data.prefetch=0
   if (( SECONDS < STOP_AFTER )); then raw_step raw9 crossvit_9; fi
   ;;
-unpinned)  # threads found the DataLoader's pinning thread on a core 31 ms of decode=hybrid's 40 ms step: the same run
-  # with the workers' batches unpinned (data.pin_memory=false), their crops copied to the GPU by a plain copy in the
-  # prefetcher's thread. 4 epochs, clocked in the third
-  setup
-  install_nvimg
-  export PYPATH=$PYTHONPATH:/tmp/nvimg CPUS=0-15 EPOCHS=4 PROFILE=1
-  once c9_hybrid_unpinned trainer=gpu model=crossvit_9 compile=reduce-overhead "${HYB_ARGS[@]}" data.pin_memory=false
-  ;;
 first_runs)  # are a fresh machine's first in-loop runs slow (c9_dali gave 47-50% three times in a machine's first
   # calls, 68% later)? crossvit_9 with decode=hybrid twice, 4 epochs each, every epoch's img/s in its row. No DALI
   setup

@@ -418,10 +418,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
     def _resize_crops(self, flat: torch.Tensor, hw: torch.Tensor, device: torch.device) -> torch.Tensor:
         """decode=hybrid's crops from the workers, resized on `device`."""
         boxes = torch.cat([torch.zeros_like(hw), hw], 1)  # each crop is its own box
-        # Crops the workers' batch left unpinned (data.pin_memory=false) take a plain copy, which the driver stages
-        # itself, rather than a pinning copy first: one pass over the bytes on the host instead of two
-        flat = flat.to(device) if device.type == "cuda" and not flat.is_pinned() else to_device(flat, device)
-        return crop_resize_flat(flat, hw, boxes, self.img_size, channels_last=True)
+        return crop_resize_flat(to_device(flat, device), hw, boxes, self.img_size, channels_last=True)
 
     def _augment_crops(
         self, crops: torch.Tensor, *rest: torch.Tensor, generator: torch.Generator | None = None
