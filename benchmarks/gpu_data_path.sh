@@ -55,6 +55,8 @@
 #                                             # without RandAugment and erasing, 10 workers (no DALI)
 #   bash benchmarks/gpu_data_path.sh threads  # crossvit_9's host threads clocked: on-device data (no per-batch sync),
 #                                             # decode=hybrid with and without the prefetcher's thread
+#   bash benchmarks/gpu_data_path.sh slots    # decode=hybrid with data.shared_slots against without: batches compared,
+#                                             # then crossvit_9 in the loop with each
 #   bash benchmarks/gpu_data_path.sh first_runs  # crossvit_9 with decode=hybrid twice on a fresh machine, per epoch
 #   bash benchmarks/gpu_data_path.sh engines_prio  # the JPEG engines (nvImageCodec, wheels in .device/nvimg) beside
 #                                             # crossvit_9's step, their stream at normal and at high priority
@@ -610,6 +612,22 @@ threads)  # budget found the device idle half of crossvit_9's decode=hybrid loop
   once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
   once c9_hybrid_p0 "${C9[@]}" "${HYB_ARGS[@]}" data.prefetch=0
   if (( SECONDS < STOP_AFTER )); then raw_step raw9 crossvit_9; fi
+  ;;
+slots)  # threads found the DataLoader's pinning thread the loop's limit for decode=hybrid (on a core 31 ms of a 40 ms
+  # step); data.shared_slots has the workers write their crops into page-locked shared memory made once instead. The
+  # two paths' batches compared on the GPU (check_slots.py), then crossvit_9 with each, profiled and clocked; the raw
+  # step last
+  setup
+  install_nvimg
+  df -h /dev/shm | tee -a "$OUT/env.txt"
+  timeout 150 python3 benchmarks/check_slots.py $JPEGS --workers 14 --batches 40 > /tmp/runs/check_slots.log 2>&1
+  grep -v Warn /tmp/runs/check_slots.log | tail -4 | tee -a "$OUT/env.txt"
+  C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
+  export PYPATH=$PYTHONPATH:/tmp/nvimg CPUS=0-15 EPOCHS=6 PROFILE=1
+  once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
+  once c9_hybrid_slots "${C9[@]}" "${HYB_ARGS[@]}" data.shared_slots=true
+  if (( SECONDS < STOP_AFTER )); then raw_step raw9 crossvit_9; fi
+  once c18_hybrid_slots trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}" data.shared_slots=true
   ;;
 first_runs)  # are a fresh machine's first in-loop runs slow (c9_dali gave 47-50% three times in a machine's first
   # calls, 68% later)? crossvit_9 with decode=hybrid twice, 4 epochs each, every epoch's img/s in its row. No DALI

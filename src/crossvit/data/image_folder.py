@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import lightning as L
@@ -53,6 +54,7 @@ from .batch_augment import (
 )
 from .dali import DaliCropDecoder, require_dali
 from .resume import MidEpochResume, ResumableDistributedSampler, SkipStart
+from .slots import SharedSlots, SlotRef
 
 DECODES = {
     "cpu": "PIL decoding and timm's transforms in the workers",
@@ -94,11 +96,13 @@ def collate_encoded(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tens
     return torch.cat(data), torch.tensor([len(d) for d in data]), torch.tensor([s[1] for s in samples])
 
 
-def collate_crops(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def collate_crops(
+    samples: list[tuple[torch.Tensor, int]], slots: SharedSlots | None = None
+) -> tuple[torch.Tensor | SlotRef, torch.Tensor, torch.Tensor]:
     """decode=hybrid's batches, made in the workers: timm's random crop box of each file, decoded (only that region,
-    where nvImageCodec is installed: crossvit.data.jpeg). Returns (crops back to back: flat uint8 HWC, their (h, w),
-    labels)."""
-    return _decoded_crops([data for data, _ in samples]) + (torch.tensor([y for _, y in samples]),)
+    where nvImageCodec is installed: crossvit.data.jpeg). Returns (crops back to back: flat uint8 HWC, or where
+    `slots` holds them; their (h, w); labels)."""
+    return _decoded_crops([data for data, _ in samples], slots) + (torch.tensor([y for _, y in samples]),)
 
 
 class SplitCollate:
@@ -116,8 +120,11 @@ class SplitCollate:
         return data, lengths, flat, hw, torch.tensor([y for _, y in samples])
 
 
-def _decoded_crops(files: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """timm's random crop of each file, decoded: (the crops back to back, flat uint8 HWC; their (h, w))."""
+def _decoded_crops(
+    files: list[torch.Tensor], slots: SharedSlots | None = None
+) -> tuple[torch.Tensor | SlotRef, torch.Tensor]:
+    """timm's random crop of each file, decoded: (the crops back to back, flat uint8 HWC, or where `slots` holds
+    them; their (h, w))."""
     try:  # read_encoded made every file an RGB or grey JPEG
         crops = jpeg.CropDecoder()(files)
     except RuntimeError as e:
@@ -125,11 +132,15 @@ def _decoded_crops(files: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tenso
             f"a JPEG in this batch cannot be decoded ({e}); find it with data.decode=cpu, which names the file, "
             f"or set data.skip_corrupt=true"
         ) from None
+    hw = torch.tensor([c.shape[:2] for c in crops], dtype=torch.long).view(-1, 2)
+    ref = slots.put(crops) if slots is not None else None
+    if ref is not None:
+        return ref, hw
     sizes = [c.numel() for c in crops]
     flat = torch.empty(sum(sizes), dtype=torch.uint8)
     for crop, part in zip(crops, flat.split(sizes)):  # one copy of each crop (a strided view, where cut)
         part.view(crop.shape).copy_(crop)
-    return flat, torch.tensor([c.shape[:2] for c in crops], dtype=torch.long).view(-1, 2)
+    return flat, hw
 
 
 def _is_readable(path: str) -> bool:
@@ -172,6 +183,8 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         dali_threads: int = 4,
         dali_share: float = 1.0,
         stream_priority: int = 0,
+        shared_slots: bool = False,
+        slot_mb: float | None = None,
     ) -> None:
         super().__init__()
         if in_chans != 3:
@@ -189,7 +202,11 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
                 f"data.dali_share={dali_share}: the share of each decode=dali batch DALI decodes (the workers the "
                 f"rest), above 0 and at most 1; for none, set data.decode=hybrid"
             )
+        if slot_mb is not None and slot_mb <= 0:
+            raise ConfigError(f"data.slot_mb={slot_mb}: a slot's size in MiB, above 0; null sizes it from the batch")
         self.prefetch, self.compile_augment = prefetch, compile_augment
+        # decode=hybrid: the workers' crops in page-locked shared slots (crossvit.data.slots), made with the loader
+        self.shared_slots, self.slot_mb, self._slots = shared_slots, slot_mb, None
         # of the prefetcher's CUDA stream; DALI 2.4 sets none for its own (its default_cuda_stream_priority is inert)
         self.stream_priority = stream_priority
         # decode=dali: its pipeline, built where it first runs; its seed, set per run and rank by train_dataloader
@@ -352,19 +369,35 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             sampler = ResumableDistributedSampler(self.train_set, replicas, rank, shuffle=True, seed=seed)
         self.resume_sampler(sampler, self.batch_size)
         self._dali_seed = (torch.initial_seed() + 7919 * rank) % 2**31  # decode=dali's crops: per run and rank
+        collate, args = self.train_collate, self.loader_args
+        if self.decode == "hybrid" and self.shared_slots:
+            collate, args = partial(collate_crops, slots=self._make_slots()), {**args, "pin_memory": False}
         loader = DataLoader(
-            self.train_set,
-            self.batch_size,
-            sampler=sampler,
-            drop_last=True,
-            collate_fn=self.train_collate,
-            **self.loader_args,
+            self.train_set, self.batch_size, sampler=sampler, drop_last=True, collate_fn=collate, **args
         )
         device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
         self.warm_up(device)
         if self.decode != "cpu" and device.type == "cuda" and self.prefetch:
             return self.prefetched(loader, device)
         return loader
+
+    def _make_slots(self) -> SharedSlots:
+        """decode=hybrid's slots, once a run: two more a worker than the batches it may hold (slots.py says why),
+        each data.slot_mb, by default 2.5 times a batch of output images (the crops average about twice that on
+        ImageNet-sized files)."""
+        workers = self.loader_args["num_workers"]
+        per_worker = (2 if workers else 0) + 2  # the DataLoader's prefetch_factor: 2 a worker
+        capacity = int(
+            self.slot_mb * 2**20 if self.slot_mb is not None else 2.5 * self.batch_size * 3 * self.img_size**2
+        )
+        made = self._slots and (self._slots.workers, self._slots.per_worker, self._slots.capacity)
+        if made != (max(workers, 1), per_worker, capacity):
+            self._slots = SharedSlots(workers, per_worker, capacity)
+            rank_zero_info(
+                f"data.shared_slots: {self._slots.gib:.1f} GiB of shared memory in {max(workers, 1) * per_worker} "
+                f"slots of {capacity / 2**20:.0f} MiB (data.slot_mb)"
+            )
+        return self._slots
 
     def prefetched(self, loader: DataLoader, device: torch.device) -> Prefetcher:
         """The training batches prepared ahead in a thread (on a side stream on a GPU); decode=dali's crops decoded
@@ -415,10 +448,11 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             self._dali = DaliCropDecoder(self.img_size, self.batch_size, device, self._dali_seed, self.dali_threads)
         return self._dali
 
-    def _resize_crops(self, flat: torch.Tensor, hw: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """decode=hybrid's crops from the workers, resized on `device`."""
+    def _resize_crops(self, flat: torch.Tensor | SlotRef, hw: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """decode=hybrid's crops from the workers (or where in the shared slots they are), resized on `device`."""
         boxes = torch.cat([torch.zeros_like(hw), hw], 1)  # each crop is its own box
-        return crop_resize_flat(to_device(flat, device), hw, boxes, self.img_size, channels_last=True)
+        flat = self._slots.to_device(flat, device) if isinstance(flat, SlotRef) else to_device(flat, device)
+        return crop_resize_flat(flat, hw, boxes, self.img_size, channels_last=True)
 
     def _augment_crops(
         self, crops: torch.Tensor, *rest: torch.Tensor, generator: torch.Generator | None = None
