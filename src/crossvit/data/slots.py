@@ -87,7 +87,9 @@ class SharedSlots:
         if device.type != "cuda":
             return self.read(ref).to(device)
         self._pin()
-        stream = self._copy_streams.setdefault(device, torch.cuda.Stream(device))
+        if device not in self._copy_streams:
+            self._copy_streams[device] = torch.cuda.Stream(device)
+        stream = self._copy_streams[device]
         with torch.cuda.stream(stream):
             out = self.read(ref).to(device, non_blocking=True)
         stream.synchronize()
