@@ -162,6 +162,13 @@ raw_step() {  # NAME MODEL...: the raw compiled step of each model (throughput.p
   part $name 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models "$@" \
     --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/$name.json"
 }
+c9_profiled() {  # what budget, threads and slots share: the machine and JPEG folder, nvImageCodec, crossvit_9 on one
+  # GPU and 16 cores for 6 epochs, each run profiled and clocked (loop_profile.py)
+  setup
+  install_nvimg
+  C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
+  export PYPATH=$PYTHONPATH:/tmp/nvimg CPUS=0-15 EPOCHS=6 PROFILE=1
+}
 
 case ${1:-single} in
 single)  # everything one GPU needs, most important first
@@ -589,10 +596,7 @@ budget)  # where crossvit_9's loop loses its last quarter: every run with 10 ste
   # (loop_profile.py: device busy and idle, the step stream's time against the data path's streams); on-device
   # synthetic data (no data path), decode=hybrid, the same without RandAugment and erasing, and with 10 workers
   # instead of 14; one GPU, 16 cores, no DALI. The raw step last (a fresh machine compiles it in ~3 min)
-  setup
-  install_nvimg
-  C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
-  export PYPATH=$PYTHONPATH:/tmp/nvimg CPUS=0-15 EPOCHS=6 PROFILE=1
+  c9_profiled
   once c9_syn "${C9[@]}" "${SYN_ARGS[@]}"
   once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
   once c9_hybrid_noaug "${C9[@]}" "${HYB_ARGS[@]}" data.auto_augment=null data.color_jitter=null data.re_prob=0
@@ -604,10 +608,7 @@ threads)  # budget found the device idle half of crossvit_9's decode=hybrid loop
   # waiting for one, per thread and for the workers; a probe's wake lateness for the interpreter's lock). On-device
   # data with its per-batch syncs gone (in_memory.py), decode=hybrid, and decode=hybrid prepared in the training
   # thread (data.prefetch=0). One GPU, 16 cores, no DALI; the raw step last (a second call on the warm machine)
-  setup
-  install_nvimg
-  C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
-  export PYPATH=$PYTHONPATH:/tmp/nvimg CPUS=0-15 EPOCHS=6 PROFILE=1
+  c9_profiled
   once c9_syn "${C9[@]}" "${SYN_ARGS[@]}"
   once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
   once c9_hybrid_p0 "${C9[@]}" "${HYB_ARGS[@]}" data.prefetch=0
@@ -617,13 +618,10 @@ slots)  # threads found the DataLoader's pinning thread the loop's limit for dec
   # step); data.shared_slots has the workers write their crops into page-locked shared memory made once instead. The
   # two paths' batches compared on the GPU (check_slots.py), then crossvit_9 with each, profiled and clocked; the raw
   # step last
-  setup
-  install_nvimg
+  c9_profiled
   df -h /dev/shm | tee -a "$OUT/env.txt"
   timeout 150 python3 benchmarks/check_slots.py $JPEGS --workers 14 --batches 40 > /tmp/runs/check_slots.log 2>&1
   grep -v Warn /tmp/runs/check_slots.log | tail -4 | tee -a "$OUT/env.txt"
-  C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
-  export PYPATH=$PYTHONPATH:/tmp/nvimg CPUS=0-15 EPOCHS=6 PROFILE=1
   once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
   once c9_hybrid_slots "${C9[@]}" "${HYB_ARGS[@]}" data.shared_slots=true
   if (( SECONDS < STOP_AFTER )); then raw_step raw9 crossvit_9; fi
