@@ -10,7 +10,8 @@ on the device.
 Reports img/s and, for the device paths, the device time one batch takes (what it takes from a training step).
 `--workers-only`: what the workers alone deliver (batches as they leave the DataLoader, nothing prepared on the
 device). `--crop-backend`: decode=hybrid's worker decoder (crossvit.data.jpeg), nvimgcodec (only the crop's region)
-or torchvision (the whole image, then cut); each is measured.
+or torchvision (the whole image, then cut); each is measured. `--shared-slots off on`: decode=hybrid without and with
+data.shared_slots.
 
     python benchmarks/loader.py /tmp/jpegs --decode hybrid --workers 1 2 --workers-only \
         --crop-backend torchvision nvimgcodec --batch-size 64 --batches 30
@@ -29,15 +30,24 @@ from pathlib import Path
 import torch
 
 from crossvit.data import ImageFolderDataModule, jpeg
+from crossvit.data.slots import SlotRef
 
 
 def measure(
-    root: Path, decode: str, workers: int, batch: int, batches: int, device: torch.device, workers_only: bool = False
+    root: Path,
+    decode: str,
+    workers: int,
+    batch: int,
+    batches: int,
+    device: torch.device,
+    workers_only: bool = False,
+    shared_slots: bool = False,
 ) -> dict:
     classes = len([p for p in (root / "train").iterdir() if p.is_dir()])
     module = ImageFolderDataModule(
-        root=str(root), img_size=240, num_classes=classes, batch_size=batch, num_workers=workers, decode=decode
-    )
+        root=str(root), img_size=240, num_classes=classes, batch_size=batch, num_workers=workers, decode=decode,
+        shared_slots=shared_slots,
+    )  # fmt: skip
     module.setup("fit")
     loader = iter(module.train_dataloader())
     gpu_ms = []
@@ -48,8 +58,8 @@ def measure(
                 torch.cuda.synchronize()
             start = time.perf_counter()
         item = next(loader)
-        if workers_only:
-            x = item[0]
+        if workers_only:  # what crossed from the workers: the crops, or where in the shared slots they are
+            x = module.slots.read(item[0]) if isinstance(item[0], SlotRef) else item[0]
         elif decode == "cpu":
             x, y = (t.to(device, non_blocking=True) for t in item)
         else:
@@ -69,6 +79,7 @@ def measure(
         crop_backend=jpeg.default_backend() if decode == "hybrid" else None,
         workers=workers,
         workers_only=workers_only,
+        shared_slots=shared_slots,
         batch=batch,
         img_s=round(batches * batch / seconds, 1),
         shape=list(x.shape),
@@ -92,6 +103,9 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--workers-only", action="store_true", help="the DataLoader's batches, not prepared")
     parser.add_argument("--crop-backend", nargs="+", default=[None], choices=[None, *jpeg.BACKENDS])
+    parser.add_argument(
+        "--shared-slots", nargs="+", default=["off"], choices=["off", "on"], help="decode=hybrid: data.shared_slots"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -101,14 +115,24 @@ def main() -> None:
             if backend:  # what collate_crops' CropDecoder() takes; the workers fork after this
                 jpeg.default_backend = lambda backend=backend: backend
             for workers in args.workers:
-                rows.append(
-                    measure(args.root, decode, workers, args.batch_size, args.batches, device, args.workers_only)
-                )
-                r = rows[-1]
-                print(
-                    f"decode={decode:3s} {r['crop_backend'] or '':11s} workers={workers:2d}: {r['img_s']:>9,.0f} img/s"
-                    f"  device ms/batch {r.get('device_ms_per_batch', '')}"
-                )
+                for slots in args.shared_slots if decode == "hybrid" else ["off"]:
+                    rows.append(
+                        measure(
+                            args.root,
+                            decode,
+                            workers,
+                            args.batch_size,
+                            args.batches,
+                            device,
+                            args.workers_only,
+                            slots == "on",
+                        )  # fmt: skip
+                    )
+                    r = rows[-1]
+                    print(
+                        f"decode={decode:3s} {r['crop_backend'] or '':11s} slots={slots:3s} workers={workers:2d}: "
+                        f"{r['img_s']:>9,.0f} img/s  device ms/batch {r.get('device_ms_per_batch', '')}"
+                    )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=1))
 

@@ -206,7 +206,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
             raise ConfigError(f"data.slot_mb={slot_mb}: a slot's size in MiB, above 0; null sizes it from the batch")
         self.prefetch, self.compile_augment = prefetch, compile_augment
         # decode=hybrid: the workers' crops in page-locked shared slots (crossvit.data.slots), made with the loader
-        self.shared_slots, self.slot_mb, self._slots = shared_slots, slot_mb, None
+        self.shared_slots, self.slot_mb, self.slots = shared_slots, slot_mb, None
         # of the prefetcher's CUDA stream; DALI 2.4 sets none for its own (its default_cuda_stream_priority is inert)
         self.stream_priority = stream_priority
         # decode=dali: its pipeline, built where it first runs; its seed, set per run and rank by train_dataloader
@@ -390,14 +390,14 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         capacity = int(
             self.slot_mb * 2**20 if self.slot_mb is not None else 2.5 * self.batch_size * 3 * self.img_size**2
         )
-        made = self._slots and (self._slots.workers, self._slots.per_worker, self._slots.capacity)
+        made = self.slots and (self.slots.workers, self.slots.per_worker, self.slots.capacity)
         if made != (max(workers, 1), per_worker, capacity):
-            self._slots = SharedSlots(workers, per_worker, capacity)
+            self.slots = SharedSlots(workers, per_worker, capacity)
             rank_zero_info(
-                f"data.shared_slots: {self._slots.gib:.1f} GiB of shared memory in {max(workers, 1) * per_worker} "
+                f"data.shared_slots: {self.slots.gib:.1f} GiB of shared memory in {max(workers, 1) * per_worker} "
                 f"slots of {capacity / 2**20:.0f} MiB (data.slot_mb)"
             )
-        return self._slots
+        return self.slots
 
     def prefetched(self, loader: DataLoader, device: torch.device) -> Prefetcher:
         """The training batches prepared ahead in a thread (on a side stream on a GPU); decode=dali's crops decoded
@@ -451,7 +451,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
     def _resize_crops(self, flat: torch.Tensor | SlotRef, hw: torch.Tensor, device: torch.device) -> torch.Tensor:
         """decode=hybrid's crops from the workers (or where in the shared slots they are), resized on `device`."""
         boxes = torch.cat([torch.zeros_like(hw), hw], 1)  # each crop is its own box
-        flat = self._slots.to_device(flat, device) if isinstance(flat, SlotRef) else to_device(flat, device)
+        flat = self.slots.to_device(flat, device) if isinstance(flat, SlotRef) else to_device(flat, device)
         return crop_resize_flat(flat, hw, boxes, self.img_size, channels_last=True)
 
     def _augment_crops(
