@@ -387,8 +387,8 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         ImageNet-sized files)."""
         workers = self.loader_args["num_workers"]
         per_worker = (2 if workers else 0) + 2  # the DataLoader's prefetch_factor: 2 a worker
-        capacity = int(
-            self.slot_mb * 2**20 if self.slot_mb is not None else 2.5 * self.batch_size * 3 * self.img_size**2
+        capacity = max(
+            1, int(self.slot_mb * 2**20 if self.slot_mb is not None else 2.5 * self.batch_size * 3 * self.img_size**2)
         )
         made = self.slots and (self.slots.workers, self.slots.per_worker, self.slots.capacity)
         if made != (max(workers, 1), per_worker, capacity):
