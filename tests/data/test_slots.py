@@ -75,10 +75,15 @@ def test_a_batch_too_large_for_its_slot_goes_the_usual_way(folder):
 def test_slots_are_one_per_turn_of_each_worker():
     """A worker's batches go round its own slots; the main process (no workers) counts as worker 0."""
     slots = SharedSlots(workers=0, per_worker=2, capacity=16)
-    refs = [slots.put([torch.full((2, 3), i, dtype=torch.uint8)]) for i in range(3)]
+    refs = []
+    for i in range(3):
+        refs.append(slots.take(6))
+        slots.read(refs[-1]).fill_(i)
     assert [r.slot for r in refs] == [0, 1, 0] and all(r.nbytes == 6 for r in refs)
     assert torch.equal(slots.read(refs[2]), torch.full((6,), 2, dtype=torch.uint8))
     assert torch.equal(slots.read(refs[1]), torch.full((6,), 1, dtype=torch.uint8))
+    with pytest.warns(UserWarning, match="raise data.slot_mb"):
+        assert slots.take(17) is None
 
 
 def test_slot_size_errors_name_the_key():

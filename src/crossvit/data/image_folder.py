@@ -132,15 +132,12 @@ def _decoded_crops(
             f"a JPEG in this batch cannot be decoded ({e}); find it with data.decode=cpu, which names the file, "
             f"or set data.skip_corrupt=true"
         ) from None
-    hw = torch.tensor([c.shape[:2] for c in crops], dtype=torch.long).view(-1, 2)
-    ref = slots.put(crops) if slots is not None else None
-    if ref is not None:
-        return ref, hw
     sizes = [c.numel() for c in crops]
-    flat = torch.empty(sum(sizes), dtype=torch.uint8)
+    ref = slots.take(sum(sizes)) if slots is not None else None
+    flat = slots.read(ref) if ref is not None else torch.empty(sum(sizes), dtype=torch.uint8)
     for crop, part in zip(crops, flat.split(sizes)):  # one copy of each crop (a strided view, where cut)
         part.view(crop.shape).copy_(crop)
-    return flat, hw
+    return flat if ref is None else ref, torch.tensor([c.shape[:2] for c in crops], dtype=torch.long).view(-1, 2)
 
 
 def _is_readable(path: str) -> bool:

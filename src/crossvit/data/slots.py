@@ -58,14 +58,12 @@ class SharedSlots:
     def gib(self) -> float:
         return self.workers * self.per_worker * self.capacity / 2**30
 
-    def put(self, parts: list[torch.Tensor]) -> SlotRef | None:
-        """Write `parts` (uint8, any shapes) back to back into this worker's next slot; None, with a warning, where
-        they do not fit (the batch then goes the usual way)."""
-        sizes = [p.numel() for p in parts]
-        total = sum(sizes)
-        if total > self.capacity:
+    def take(self, nbytes: int) -> SlotRef | None:
+        """This worker's next slot, for `nbytes` to be written into `read(ref)`; None, with a warning, where they do
+        not fit (the batch then goes the usual way)."""
+        if nbytes > self.capacity:
             warnings.warn(
-                f"data.shared_slots: a batch of {total / 2**20:.0f} MiB does not fit a slot of "
+                f"data.shared_slots: a batch of {nbytes / 2**20:.0f} MiB does not fit a slot of "
                 f"{self.capacity / 2**20:.0f} MiB and went the usual way; raise data.slot_mb",
                 stacklevel=2,
             )
@@ -73,9 +71,7 @@ class SharedSlots:
         info = get_worker_info()
         slot = (info.id if info is not None else 0) * self.per_worker + self._written % self.per_worker
         self._written += 1
-        for part, out in zip(parts, self.buffer[slot, :total].split(sizes)):
-            out.view(part.shape).copy_(part)
-        return SlotRef(slot, total)
+        return SlotRef(slot, nbytes)
 
     def read(self, ref: SlotRef) -> torch.Tensor:
         """The slot's bytes (a view: valid until its worker comes round to it again)."""
