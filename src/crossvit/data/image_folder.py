@@ -382,17 +382,14 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         """decode=hybrid's slots, once a run: two more a worker than the batches it may hold (slots.py says why),
         each data.slot_mb, by default 2.5 times a batch of output images (the crops average about twice that on
         ImageNet-sized files)."""
-        workers = self.loader_args["num_workers"]
-        per_worker = (2 if workers else 0) + 2  # the DataLoader's prefetch_factor: 2 a worker
-        capacity = max(
-            1, int(self.slot_mb * 2**20 if self.slot_mb is not None else 2.5 * self.batch_size * 3 * self.img_size**2)
-        )
-        made = self.slots and (self.slots.workers, self.slots.per_worker, self.slots.capacity)
-        if made != (max(workers, 1), per_worker, capacity):
-            self.slots = SharedSlots(workers, per_worker, capacity)
+        if self.slots is None:
+            workers = self.loader_args["num_workers"]
+            per_worker = (2 if workers else 0) + 2  # the DataLoader's prefetch_factor: 2 a worker
+            mb = self.slot_mb if self.slot_mb is not None else 2.5 * self.batch_size * 3 * self.img_size**2 / 2**20
+            self.slots = SharedSlots(workers, per_worker, max(1, int(mb * 2**20)))
             rank_zero_info(
-                f"data.shared_slots: {self.slots.gib:.1f} GiB of shared memory in {max(workers, 1) * per_worker} "
-                f"slots of {capacity / 2**20:.0f} MiB (data.slot_mb)"
+                f"data.shared_slots: {self.slots.gib:.1f} GiB of shared memory in "
+                f"{self.slots.workers * per_worker} slots of {mb:.0f} MiB (data.slot_mb)"
             )
         return self.slots
 
