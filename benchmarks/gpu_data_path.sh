@@ -57,6 +57,8 @@
 #                                             # decode=hybrid with and without the prefetcher's thread
 #   bash benchmarks/gpu_data_path.sh slots    # decode=hybrid with data.shared_slots against without: batches compared,
 #                                             # then crossvit_9 in the loop with each
+#   bash benchmarks/gpu_data_path.sh x2_slots # a 2-GPU machine: slots (GPU 0, 16 cores), then crossvit_18 on 1 and 2
+#                                             # GPUs, synthetic and JPEGs with the slots (calls again for the rest)
 #   bash benchmarks/gpu_data_path.sh first_runs  # crossvit_9 with decode=hybrid twice on a fresh machine, per epoch
 #   bash benchmarks/gpu_data_path.sh engines_prio  # the JPEG engines (nvImageCodec, wheels in .device/nvimg) beside
 #                                             # crossvit_9's step, their stream at normal and at high priority
@@ -626,6 +628,30 @@ slots)  # threads found the DataLoader's pinning thread the loop's limit for dec
   once c9_hybrid_slots "${C9[@]}" "${HYB_ARGS[@]}" data.shared_slots=true
   if (( SECONDS < STOP_AFTER )); then raw_step raw9 crossvit_9; fi
   once c18_hybrid_slots trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}" data.shared_slots=true
+  ;;
+x2_slots)  # slots on a 2-GPU machine, then the scaling figures again (the on-device path's syncs are gone): the
+  # slots phase's runs on GPU 0 and cores 0-15 (the batches compared, crossvit_9 with and without the slots, the raw
+  # steps of crossvit_9 and crossvit_18), then crossvit_18 on 1 GPU (16 cores) and on both (all 32), synthetic and
+  # JPEGs with the slots, 4 epochs unprofiled. Call it again on the warm machine for what a call left
+  c9_profiled
+  if [ ! -e /tmp/runs/check_slots.done ]; then
+    df -h /dev/shm | tee -a "$OUT/env.txt"
+    timeout 150 python3 benchmarks/check_slots.py $JPEGS --workers 14 --batches 40 > /tmp/runs/check_slots.log 2>&1
+    grep -v Warn /tmp/runs/check_slots.log | tail -4 | tee -a "$OUT/env.txt"
+    touch /tmp/runs/check_slots.done
+  fi
+  once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
+  once c9_hybrid_slots "${C9[@]}" "${HYB_ARGS[@]}" data.shared_slots=true
+  if (( SECONDS < STOP_AFTER )); then
+    part raw_9_18 280 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models crossvit_9 crossvit_18 \
+      --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/raw_9_18.json"
+  fi
+  C18=(model=crossvit_18 compile=reduce-overhead)
+  export PROFILE= EPOCHS=4
+  once c18_hybrid_slots_1 trainer=gpu "${C18[@]}" "${HYB_ARGS[@]}" data.shared_slots=true
+  once c18_syn_1 trainer=gpu "${C18[@]}" "${SYN_ARGS[@]}"
+  CPUS= once c18_syn_2 trainer=ddp trainer.devices=2 "${C18[@]}" "${SYN_ARGS[@]}"
+  CPUS= once c18_hybrid_slots_2 trainer=ddp trainer.devices=2 "${C18[@]}" "${HYB_ARGS[@]}" data.shared_slots=true
   ;;
 first_runs)  # are a fresh machine's first in-loop runs slow (c9_dali gave 47-50% three times in a machine's first
   # calls, 68% later)? crossvit_9 with decode=hybrid twice, 4 epochs each, every epoch's img/s in its row. No DALI
