@@ -197,6 +197,25 @@ def test_a_compiled_pass_serves_every_number_of_images(monkeypatch):
         kernel(*args(4, size=12))
 
 
+def test_a_compiled_pass_runs_eagerly_while_another_thread_traces():
+    """torch 2.11 keeps FX's tracing flag once a process, so while the training thread compiles the model dynamo
+    refuses the prefetcher's compiled passes (a 2-GPU run died of it): such a batch runs eagerly instead. The flag is
+    set here as the prefetcher's thread sees it then; other errors still reach the caller."""
+    from torch.fx._symbolic_trace import _is_fx_tracing_context
+
+    kernel = compile_batched(normalise_and_erase, backend="eager")
+    mean, std = torch.full((1, 3, 1, 1), 100.0), torch.full((1, 3, 1, 1), 50.0)
+    a = torch.rand(4, 3, 8, 8) * 255, mean, std, torch.tensor([[1.0, 2.0, 5.0, 7.0]] * 4), torch.randn(4, 3, 8, 8)
+    with _is_fx_tracing_context(True):
+        assert torch.equal(kernel(*a), normalise_and_erase(*a))
+
+    def fails(x: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("not dynamo's refusal")
+
+    with pytest.raises(RuntimeError, match="not dynamo's refusal"):
+        compile_batched(fails, backend="eager")(torch.zeros(2))
+
+
 def test_flip_rate_and_whole_pipeline(tmp_path):
     from crossvit.data import ImageFolderDataModule
 

@@ -94,6 +94,9 @@ def device_kernel(fn: Callable, device: torch.device, compiled: bool = True) -> 
     return _COMPILED[fn]
 
 
+_NESTED_FX_TRACE = "using FX to symbolically trace a dynamo-optimized function"  # dynamo's refusal, eval_frame.py
+
+
 def compile_batched(fn: Callable, backend: str = "inductor") -> Callable:
     """torch.compile(fn) with the first dimension of each tensor argument of more than one row symbolic."""
     compiled = torch.compile(fn, fullgraph=True, backend=backend)
@@ -102,7 +105,16 @@ def compile_batched(fn: Callable, backend: str = "inductor") -> Callable:
         for t in args:
             if t.dim() and t.shape[0] > 1:
                 torch._dynamo.maybe_mark_dynamic(t, 0)
-        return compiled(*args)
+        try:
+            return compiled(*args)
+        except RuntimeError as error:
+            # Before torch made FX's tracing flag per thread (pytorch/pytorch#168999; torch 2.11 has one flag a
+            # process), dynamo refuses every compiled call while any thread traces: the prefetcher's thread, each
+            # time the training thread compiled the model. The refusal comes before anything runs, so the batch
+            # runs eagerly instead: the same values, a little slower, for the few batches that meet a compile.
+            if _NESTED_FX_TRACE not in str(error):
+                raise
+            return fn(*args)
 
     return call
 
