@@ -50,7 +50,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=256)
     a = p.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    usual = batches(a.root, a.workers, a.batches, a.batch_size, device)
+    usual = batches(a.root, a.workers, a.batches, a.batch_size, device, shared_slots=False)
     slots = batches(a.root, a.workers, a.batches, a.batch_size, device, shared_slots=True)
     for i, ((x, y), (xs, ys)) in enumerate(zip(usual, slots)):
         if not (torch.equal(x, xs) and torch.equal(y, ys)):

@@ -59,6 +59,8 @@
 #                                             # then crossvit_9 in the loop with each
 #   bash benchmarks/gpu_data_path.sh x2_slots # a 2-GPU machine: slots (GPU 0, 16 cores), then crossvit_18 on 1 and 2
 #                                             # GPUs, synthetic and JPEGs with the slots (calls again for the rest)
+#   bash benchmarks/gpu_data_path.sh confirm  # crossvit_9 with the slots (the default) and without, on 16 cores; with 2
+#                                             # GPUs also crossvit_18's JPEG run on 1 and 2 GPUs
 #   bash benchmarks/gpu_data_path.sh first_runs  # crossvit_9 with decode=hybrid twice on a fresh machine, per epoch
 #   bash benchmarks/gpu_data_path.sh engines_prio  # the JPEG engines (nvImageCodec, wheels in .device/nvimg) beside
 #                                             # crossvit_9's step, their stream at normal and at high priority
@@ -651,7 +653,20 @@ x2_slots)  # slots on a 2-GPU machine, then the scaling figures again (the on-de
   once c18_hybrid_slots_1 trainer=gpu "${C18[@]}" "${HYB_ARGS[@]}" data.shared_slots=true
   once c18_syn_1 trainer=gpu "${C18[@]}" "${SYN_ARGS[@]}"
   CPUS= once c18_syn_2 trainer=ddp trainer.devices=2 "${C18[@]}" "${SYN_ARGS[@]}"
-  CPUS= once c18_hybrid_slots_2 trainer=ddp trainer.devices=2 "${C18[@]}" "${HYB_ARGS[@]}" data.shared_slots=true
+  CPUS= LIMIT=300 once c18_hybrid_slots_2 trainer=ddp trainer.devices=2 "${C18[@]}" "${HYB_ARGS[@]}" data.shared_slots=true
+  ;;
+confirm)  # after x2_slots (data.shared_slots the default since): crossvit_9 on one GPU and 16 cores with the slots
+  # and without, the raw step; on a machine of 2 GPUs or more also crossvit_18's JPEG run on 1 GPU and on 2 (300 s
+  # each: x2_slots's 2-GPU run outlasted 200). Call it again on the warm machine for what a call left
+  c9_profiled
+  once c9_slots "${C9[@]}" "${HYB_ARGS[@]}"
+  once c9_usual "${C9[@]}" "${HYB_ARGS[@]}" data.shared_slots=false
+  if (( SECONDS < STOP_AFTER )); then raw_step raw9 crossvit_9; fi
+  if (( GPUS >= 2 )); then
+    export PROFILE= EPOCHS=4 LIMIT=300
+    once c18_hybrid_1 trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
+    CPUS= once c18_hybrid_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
+  fi
   ;;
 first_runs)  # are a fresh machine's first in-loop runs slow (c9_dali gave 47-50% three times in a machine's first
   # calls, 68% later)? crossvit_9 with decode=hybrid twice, 4 epochs each, every epoch's img/s in its row. No DALI

@@ -53,7 +53,7 @@ def test_shared_slots_give_the_usual_batches_through_worker_processes(folder):
     """Each worker writes its crops into its own slots in turn and sends where they are; the prepared batches are
     the usual path's, bit for bit, over three epochs (18 batches a worker: each of its 4 slots written 4-5 times)
     with the reader slower than the workers, so they run as far ahead as the DataLoader lets them."""
-    usual = epochs(module(folder), 3)
+    usual = epochs(module(folder, shared_slots=False), 3)
     slotted = epochs(module(folder, shared_slots=True, slot_mb=4), 3, lag=0.05)
     assert len(slotted) == len(usual) == 36
     assert all(isinstance(crossed, SlotRef) for crossed, _, _ in slotted)

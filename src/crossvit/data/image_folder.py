@@ -180,7 +180,7 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
         dali_threads: int = 4,
         dali_share: float = 1.0,
         stream_priority: int = 0,
-        shared_slots: bool = False,
+        shared_slots: bool = True,
         slot_mb: float | None = None,
     ) -> None:
         super().__init__()
