@@ -81,9 +81,9 @@ class TrainThroughput(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self.img_s is None and self.images:  # an epoch of unknown length: the clock ran through validation
             self._stop(self._now(module))
-        if self.img_s is not None:
-            module.log("train/img_s", self.img_s, rank_zero_only=True)
-            module.log("train/data_wait", self.data_wait, rank_zero_only=True)
+        if self.img_s is not None:  # every rank clocked the whole job's rate: their mean, once an epoch
+            module.log("train/img_s", self.img_s, sync_dist=True)
+            module.log("train/data_wait", self.data_wait, sync_dist=True)
 
 
 class LossProgressBar(RichProgressBar):
