@@ -11,7 +11,7 @@ Reports img/s and, for the device paths, the device time one batch takes (what i
 `--workers-only`: what the workers alone deliver (batches as they leave the DataLoader, nothing prepared on the
 device). `--crop-backend`: decode=hybrid's worker decoder (crossvit.data.jpeg), nvimgcodec (only the crop's region)
 or torchvision (the whole image, then cut); each is measured. `--shared-slots off on`: decode=hybrid without and with
-data.shared_slots.
+data.shared_slots (on by default, as in the framework).
 
     python benchmarks/loader.py /tmp/jpegs --decode hybrid --workers 1 2 --workers-only \
         --crop-backend torchvision nvimgcodec --batch-size 64 --batches 30
@@ -41,7 +41,7 @@ def measure(
     batches: int,
     device: torch.device,
     workers_only: bool = False,
-    shared_slots: bool = False,
+    shared_slots: bool = True,
 ) -> dict:
     classes = len([p for p in (root / "train").iterdir() if p.is_dir()])
     module = ImageFolderDataModule(
@@ -104,7 +104,7 @@ def main() -> None:
     parser.add_argument("--workers-only", action="store_true", help="the DataLoader's batches, not prepared")
     parser.add_argument("--crop-backend", nargs="+", default=[None], choices=[None, *jpeg.BACKENDS])
     parser.add_argument(
-        "--shared-slots", nargs="+", default=["off"], choices=["off", "on"], help="decode=hybrid: data.shared_slots"
+        "--shared-slots", nargs="+", default=["on"], choices=["off", "on"], help="decode=hybrid: data.shared_slots"
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
