@@ -2,6 +2,7 @@
 
 import random
 import time
+import warnings
 
 import pytest
 import torch
@@ -67,7 +68,7 @@ def test_a_batch_too_large_for_its_slot_goes_the_usual_way(folder):
     m = module(folder, shared_slots=True, slot_mb=1e-4, num_workers=0)  # 104 bytes: no batch of crops fits
     with pytest.warns(UserWarning, match="raise data.slot_mb"):
         batches = epochs(m, 1)
-    usual = epochs(module(folder, num_workers=0), 1)
+    usual = epochs(module(folder, num_workers=0, shared_slots=False), 1)
     assert all(isinstance(crossed, torch.Tensor) for crossed, _, _ in batches)
     assert all(torch.equal(x, x_usual) for (_, x, _), (_, x_usual, _) in zip(batches, usual))
 
@@ -84,6 +85,18 @@ def test_slots_are_one_per_turn_of_each_worker():
     assert torch.equal(slots.read(refs[1]), torch.full((6,), 1, dtype=torch.uint8))
     with pytest.warns(UserWarning, match="raise data.slot_mb"):
         assert slots.take(17) is None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once a process, not once a batch
+        assert slots.take(18) is None
+
+
+def test_the_default_slots_hold_crops_of_images_larger_than_the_output(folder):
+    """The crops cross at their decoded size (the device resizes them), so a slot is sized from the training images
+    themselves: here 60-400 px images for 40 px outputs, where slots sized from the output would take no batch."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        batches = epochs(module(folder, shared_slots=True, num_workers=0), 2)
+    assert len(batches) == 24 and all(isinstance(crossed, SlotRef) for crossed, _, _ in batches)
 
 
 def test_slot_size_errors_name_the_key():

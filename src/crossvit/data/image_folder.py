@@ -380,18 +380,33 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
 
     def _make_slots(self) -> SharedSlots:
         """decode=hybrid's slots, once a run: two more a worker than the batches it may hold (slots.py says why),
-        each data.slot_mb, by default 2.5 times a batch of output images (the crops average about twice that on
-        ImageNet-sized files)."""
+        each data.slot_mb, by default 3/4 of a batch of whole training images (`_mean_image_pixels`): timm's crops
+        average about half an image, and a batch's total stays far from 3/4 at any usual batch size."""
         if self.slots is None:
             workers = self.loader_args["num_workers"]
             per_worker = (2 if workers else 0) + 2  # the DataLoader's prefetch_factor: 2 a worker
-            mb = self.slot_mb if self.slot_mb is not None else 2.5 * self.batch_size * 3 * self.img_size**2 / 2**20
+            if self.slot_mb is not None:
+                mb = self.slot_mb
+            else:
+                mb = 0.75 * self.batch_size * 3 * self._mean_image_pixels() / 2**20  # RGB
             self.slots = SharedSlots(workers, per_worker, max(1, int(mb * 2**20)))
             rank_zero_info(
                 f"data.shared_slots: {self.slots.gib:.1f} GiB of shared memory in "
                 f"{self.slots.workers * per_worker} slots of {mb:.0f} MiB (data.slot_mb)"
             )
         return self.slots
+
+    def _mean_image_pixels(self, sample: int = 64) -> float:
+        """The mean pixel count of up to `sample` training images spread over the folder (their headers only)."""
+        paths = [p for p, _ in self.train_set.samples]
+        sizes = []
+        for p in paths[:: max(1, len(paths) // sample)][:sample]:
+            try:
+                with Image.open(p) as img:
+                    sizes.append(img.width * img.height)
+            except OSError:  # the workers' decoding names an unreadable file, and the fix
+                continue
+        return sum(sizes) / len(sizes) if sizes else 4 * self.img_size**2
 
     def prefetched(self, loader: DataLoader, device: torch.device) -> Prefetcher:
         """The training batches prepared ahead in a thread (on a side stream on a GPU); decode=dali's crops decoded

@@ -48,6 +48,7 @@ class SharedSlots:
                 f"or set data.shared_slots=false"
             ) from None
         self._written = 0  # batches this process wrote: each worker counts in its own copy
+        self._warned = False
         self._pinned = False
         self._copy_streams: dict[torch.device, torch.cuda.Stream] = {}
 
@@ -62,11 +63,13 @@ class SharedSlots:
         """This worker's next slot, for `nbytes` to be written into `read(ref)`; None, with a warning, where they do
         not fit (the batch then goes the usual way)."""
         if nbytes > self.capacity:
-            warnings.warn(
-                f"data.shared_slots: a batch of {nbytes / 2**20:.0f} MiB does not fit a slot of "
-                f"{self.capacity / 2**20:.0f} MiB and went the usual way; raise data.slot_mb",
-                stacklevel=2,
-            )
+            if not self._warned:  # once a process: every batch over the size would say the same
+                warnings.warn(
+                    f"data.shared_slots: a batch of {nbytes / 2**20:.1f} MiB does not fit a slot of "
+                    f"{self.capacity / 2**20:.1f} MiB and went the usual way (as will any other); raise data.slot_mb",
+                    stacklevel=2,
+                )
+                self._warned = True
             return None
         info = get_worker_info()
         slot = (info.id if info is not None else 0) * self.per_worker + self._written % self.per_worker
