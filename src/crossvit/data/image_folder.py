@@ -200,7 +200,9 @@ class ImageFolderDataModule(MidEpochResume, L.LightningDataModule):
                 f"rest), above 0 and at most 1; for none, set data.decode=hybrid"
             )
         if slot_mb is not None and slot_mb <= 0:
-            raise ConfigError(f"data.slot_mb={slot_mb}: a slot's size in MiB, above 0; null sizes it from the batch")
+            raise ConfigError(
+                f"data.slot_mb={slot_mb}: a slot's size in MiB, above 0; null sizes it from the training images"
+            )
         self.prefetch, self.compile_augment = prefetch, compile_augment
         # decode=hybrid: the workers' crops in page-locked shared slots (crossvit.data.slots), made with the loader
         self.shared_slots, self.slot_mb, self.slots = shared_slots, slot_mb, None
