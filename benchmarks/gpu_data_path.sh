@@ -55,8 +55,8 @@
 #                                             # without RandAugment and erasing, 10 workers (no DALI)
 #   bash benchmarks/gpu_data_path.sh threads  # crossvit_9's host threads clocked: on-device data (no per-batch sync),
 #                                             # decode=hybrid with and without the prefetcher's thread
-#   bash benchmarks/gpu_data_path.sh slots    # decode=hybrid with data.shared_slots against without: batches compared,
-#                                             # then crossvit_9 in the loop with each
+#   (slots, written for one GPU, never ran: x2_slots ran its runs on a 2-GPU machine; docs/benchmarks.md, fifteenth
+#   session)
 #   bash benchmarks/gpu_data_path.sh x2_slots # a 2-GPU machine: slots (GPU 0, 16 cores), then crossvit_18 on 1 and 2
 #                                             # GPUs, synthetic and JPEGs with the slots (calls again for the rest)
 #   bash benchmarks/gpu_data_path.sh confirm  # crossvit_9 with the slots (the default) and without, on 16 cores; with 2
@@ -166,8 +166,8 @@ raw_step() {  # NAME MODEL...: the raw compiled step of each model (throughput.p
   part $name 200 ${TASKSET:+taskset -c 0-15} python3 benchmarks/throughput.py --models "$@" \
     --modes reduce-overhead --no-timm --steps 20 --warmup 5 --out "$OUT/$name.json"
 }
-c9_profiled() {  # what budget, threads and slots share: the machine and JPEG folder, nvImageCodec, crossvit_9 on one
-  # GPU and 16 cores for 6 epochs, each run profiled and clocked (loop_profile.py)
+c9_profiled() {  # what budget, threads, x2_slots and confirm share: the machine and JPEG folder, nvImageCodec,
+  # crossvit_9 on one GPU and 16 cores for 6 epochs, each run profiled and clocked (loop_profile.py)
   setup
   install_nvimg
   C9=(trainer=gpu model=crossvit_9 compile=reduce-overhead)
@@ -618,25 +618,12 @@ threads)  # budget found the device idle half of crossvit_9's decode=hybrid loop
   once c9_hybrid_p0 "${C9[@]}" "${HYB_ARGS[@]}" data.prefetch=0
   if (( SECONDS < STOP_AFTER )); then raw_step raw9 crossvit_9; fi
   ;;
-slots)  # threads found the DataLoader's pinning thread the loop's limit for decode=hybrid (on a core 31 ms of a 40 ms
-  # step); data.shared_slots has the workers write their crops into page-locked shared memory made once instead. The
-  # two paths' batches compared on the GPU (check_slots.py), then crossvit_9 with each, profiled and clocked; the raw
-  # step last
-  c9_profiled
-  df -h /dev/shm | tee -a "$OUT/env.txt"
-  timeout 150 python3 benchmarks/check_slots.py $JPEGS --workers 14 --batches 40 > /tmp/runs/check_slots.log 2>&1
-  grep -v Warn /tmp/runs/check_slots.log | tail -4 | tee -a "$OUT/env.txt"
-  once c9_hybrid "${C9[@]}" "${HYB_ARGS[@]}"
-  once c9_hybrid_slots "${C9[@]}" "${HYB_ARGS[@]}" data.shared_slots=true
-  if (( SECONDS < STOP_AFTER )); then raw_step raw9 crossvit_9; fi
-  once c18_hybrid_slots trainer=gpu model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}" data.shared_slots=true
-  ;;
 x2_slots)  # slots on a 2-GPU machine, then the scaling figures again (the on-device path's syncs are gone): the
   # slots phase's runs on GPU 0 and cores 0-15 (the batches compared, crossvit_9 with and without the slots, the raw
   # steps of crossvit_9 and crossvit_18), then crossvit_18 on 1 GPU (16 cores) and on both (all 32), synthetic and
   # JPEGs with the slots, 4 epochs unprofiled. Call it again on the warm machine for what a call left
   c9_profiled
-  if [ ! -e /tmp/runs/check_slots.done ]; then
+  if [ ! -e /tmp/runs/check_slots.done ]; then  # the two paths' batches compared on the GPU, once a warm machine
     df -h /dev/shm | tee -a "$OUT/env.txt"
     timeout 150 python3 benchmarks/check_slots.py $JPEGS --workers 14 --batches 40 > /tmp/runs/check_slots.log 2>&1
     grep -v Warn /tmp/runs/check_slots.log | tail -4 | tee -a "$OUT/env.txt"
