@@ -72,9 +72,10 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT" /tmp/runs
 JPEGS=/tmp/jpegs
 GPUS=$(python3 -c 'import torch; print(torch.cuda.device_count())')
 STOP_AFTER=${STOP_AFTER:-450}  # seconds into the call after which no new run starts (a call may last 600)
+CALL_END=${CALL_END:-590}  # no run starts unless its LIMIT ends before this many seconds into the call
 PREFETCH=()
 TASKSET=$(command -v taskset)  # runs given CPUS= use all cores where it is missing (env.txt says so)
-run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] [PROFILE=1] [EPOCHS=2] [LIMIT=200] [SWITCH=s] run NAME
+run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] [PROFILE=1] [EPOCHS=2] [LIMIT=200] [SWITCH=s] [SKIP="NAME ..."] run NAME
   # OVERRIDES...: one src/train.py run (on GPUs $CVD, CPU cores $CPUS, with PYTHONPATH=$PYPATH, killed after $LIMIT s,
   # Python's thread switch interval $SWITCH s if given: benchmarks/switch_interval.py); its train_img_s lands in
   # $OUT/inloop.jsonl. DMON=1: nvidia-smi dmon's per-second SM and JPEG-engine load beside it, in
@@ -88,6 +89,9 @@ run() {  # [CVD=0,1] [CPUS=0-15] [PYPATH=...] [DMON=1] [PROFILE=1] [EPOCHS=2] [L
     pypath=${PYPATH:-${PYTHONPATH:-src}}:benchmarks
   fi
   if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call"; return; fi
+  # A run the call's own limit would cut leaves a log that `once` takes for done: start none that can't finish
+  if (( SECONDS + ${LIMIT:-200} > CALL_END )); then echo "skipped $name: ${SECONDS}s + ${LIMIT:-200}s > $CALL_END"; return; fi
+  case " ${SKIP:-} " in *" $name "*) echo "skipped $name: SKIP"; return;; esac
   local start=$SECONDS dmon=
   if [ -n "${DMON:-}" ]; then nvidia-smi dmon -s u -o T > /tmp/runs/$name.dmon.log 2>&1 & dmon=$!; fi
   env ${CVD:+CUDA_VISIBLE_DEVICES=$CVD} ${pypath:+PYTHONPATH=$pypath} ${CPUS:+${TASKSET:+taskset -c $CPUS}} timeout ${LIMIT:-200} python3 ${SWITCH:+benchmarks/switch_interval.py $SWITCH} src/train.py "$@" "${PREFETCH[@]}" "${profile[@]}" trainer.max_epochs=${EPOCHS:-2} callbacks.throughput.warmup=5 \
