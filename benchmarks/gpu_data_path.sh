@@ -659,6 +659,16 @@ confirm)  # after x2_slots (data.shared_slots the default since): crossvit_9 on 
     CPUS= once c18_hybrid_2 trainer=ddp trainer.devices=2 model=crossvit_18 compile=reduce-overhead "${HYB_ARGS[@]}"
   fi
   ;;
+c9_workers)  # after confirm, on the 1-GPU kind (16 cores for 14 workers, the training and prefetcher threads):
+  # crossvit_9 with the slots and 12, then 13 workers
+  c9_profiled
+  once c9_slots_w12 "${C9[@]}" "${HYB_ARGS[@]}" data.num_workers=12
+  once c9_slots_w13 "${C9[@]}" "${HYB_ARGS[@]}" data.num_workers=13
+  ;;
+c9_long)  # crossvit_9 with the slots for 10 epochs, unprofiled: does its decline over epochs go on or settle?
+  c9_profiled
+  PROFILE= EPOCHS=10 LIMIT=260 once c9_slots_e10 "${C9[@]}" "${HYB_ARGS[@]}"
+  ;;
 first_runs)  # are a fresh machine's first in-loop runs slow (c9_dali gave 47-50% three times in a machine's first
   # calls, 68% later)? crossvit_9 with decode=hybrid twice, 4 epochs each, every epoch's img/s in its row. No DALI
   setup
