@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from forkserver import ForkServer
 
 # Tests never reach a hub or W&B's servers.
 os.environ.setdefault("WANDB_MODE", "offline")
@@ -22,6 +23,15 @@ def fusion_name(request) -> str:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+FORK_SERVER = ForkServer()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _close_fork_server():
+    yield
+    FORK_SERVER.close()
+
+
 QUIET = ["trainer.enable_progress_bar=false", "~callbacks.progress_bar", "trainer.enable_model_summary=false"]
 # The embedded quick schedule (3 epochs, lr 2e-3, no Mixup): the groups' defaults are the paper's 300-epoch recipe.
 QUICK = "experiment=fashion_mnist"
@@ -35,17 +45,18 @@ def run_script(
     timeout: int = 600,
     env: dict | None = None,
     cwd: Path = ROOT,
+    fresh: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Run src/<script> as a user would, in a subprocess; on failure the assertion shows its output."""
+    """Run src/<script> as a user would, in a process of its own; on failure the assertion shows its output.
+
+    The process is forked from one that has imported the heavy libraries already (tests/forkserver.py), unless
+    `fresh` (a test that measures the process itself as this one's child) or CROSSVIT_TESTS_FORK=0."""
     cmd = [sys.executable, str(ROOT / "src" / script), *overrides]
-    proc = subprocess.run(
-        cmd,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})},
-    )
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
+    if not fresh and os.environ.get("CROSSVIT_TESTS_FORK", "1") == "1":
+        proc = FORK_SERVER.run(cmd, cwd=cwd, env=env, timeout=timeout)
+    else:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     if check:
         assert proc.returncode == 0, (
             f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"

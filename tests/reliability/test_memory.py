@@ -46,7 +46,7 @@ def test_the_estimate_is_near_the_measured_peak(tmp_path):
     proc = run_script(
         "train.py", QUICK, *SYNTHETIC, "model=crossvit_9", "data.batch_size=64", "trainer.limit_train_batches=1",
         "trainer.limit_val_batches=1", "trainer.limit_test_batches=1", "data.eval_batch_size=4",
-        f"hydra.run.dir={tmp_path}", *QUIET,
+        f"hydra.run.dir={tmp_path}", *QUIET, fresh=True,
     )  # fmt: skip
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     assert peak > before * 1024, "the run's peak is not above earlier children's; run this test on its own"

@@ -1,0 +1,119 @@
+"""Runs src/ scripts for the tests from one process that has imported torch, Lightning, timm and Hydra once.
+
+A fresh interpreter spends 5-13 s of this project's 2 CPU cores importing them before a script does anything, and the
+suite runs its scripts about forty times. Here a server process imports them once and forks a child for each run;
+the child sets argv, cwd, environment, sys.path and standard streams as a new interpreter would and runs the script
+as `__main__`, so Hydra, Lightning's DDP launcher and the exit codes see what they see from `python src/x.py`.
+`CROSSVIT_TESTS_FORK=0` runs every script in a fresh interpreter instead.
+
+Protocol (one JSON line each way, on the server's stdin and stdout): the request names argv, cwd, env and the two
+files for the child's stdout and stderr; the answer is the child's pid, then its return code once it has exited.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+# What a script's first lines would import anyway (a child imports anything else itself).
+PRELOAD = "torch, torchvision, torchmetrics, lightning, timm, hydra, omegaconf, crossvit.module, crossvit.run"
+
+
+def serve() -> None:
+    """The server's loop: fork a child for each request and report its pid and return code."""
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever an import prints must not reach the answers
+    for name in PRELOAD.split(", "):
+        __import__(name)
+    base_path = [p for p in sys.path[1:] if p not in _pythonpath()]  # sys.path[0] is this process's own ''
+    for line in sys.stdin:
+        request = json.loads(line)
+        pid = os.fork()
+        if pid == 0:
+            answers.close()
+            _become(request, base_path)  # never returns: raises SystemExit like the script's own interpreter
+        answers.write(json.dumps({"pid": pid}) + "\n")
+        _, status = os.waitpid(pid, 0)
+        answers.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+
+
+def _become(request: dict, base_path: list[str]) -> None:
+    import runpy
+
+    os.setsid()  # its own process group, so that a timeout kills the DDP ranks it starts too
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+        os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), fd)
+    os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+    script, *args = request["argv"][1:]
+    sys.path[:] = [str(Path(script).resolve().parent), *_pythonpath(), *base_path]
+    sys.argv = [script, *args]
+    runpy.run_path(script, run_name="__main__")
+    raise SystemExit(0)
+
+
+class ForkServer:
+    """The test side: start the server once, then `run` scripts through it (as subprocess.run would)."""
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", "import forkserver; forkserver.serve()"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                bufsize=0,  # unbuffered: a line read must not take the next answer into a buffer select can't see
+                env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *_pythonpath()])},
+            )
+        return self.proc
+
+    def run(self, cmd: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+        proc = self._start()
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+            request = {"argv": cmd, "cwd": str(cwd), "env": env, "stdout": str(out), "stderr": str(err)}
+            proc.stdin.write(json.dumps(request).encode() + b"\n")
+            pid = self._answer(proc, timeout=120)["pid"]  # the first request waits for the imports
+            returncode = None
+            try:
+                returncode = self._answer(proc, timeout)["returncode"]
+            except subprocess.TimeoutExpired:
+                raise subprocess.TimeoutExpired(cmd, timeout, out.read_text(), err.read_text()) from None
+            finally:
+                if returncode is None:  # timed out, or the test was interrupted: end the run, take its answer
+                    with contextlib.suppress(ProcessLookupError):  # it may have ended on its own meanwhile
+                        os.killpg(pid, signal.SIGKILL)
+                    self._answer(proc, 30)
+            return subprocess.CompletedProcess(cmd, returncode, out.read_text(), err.read_text())
+
+    def _answer(self, proc: subprocess.Popen, timeout: float) -> dict:
+        if not select.select([proc.stdout], [], [], timeout)[0]:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(
+                f"the tests' fork server exited with {proc.wait()}; CROSSVIT_TESTS_FORK=0 runs without it"
+            )
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.stdin.close()  # the server's loop ends at the end of its input
+            self.proc.wait(30)
+
+
+def _pythonpath() -> list[str]:
+    """PYTHONPATH's entries as a new interpreter started in the current directory puts them on sys.path."""
+    return [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
