@@ -49,11 +49,11 @@ def run_script(
 ) -> subprocess.CompletedProcess:
     """Run src/<script> as a user would, in a process of its own; on failure the assertion shows its output.
 
-    The process is forked from one that has imported the heavy libraries already (tests/forkserver.py), unless
-    `fresh` (a test that measures the process itself as this one's child) or CROSSVIT_TESTS_FORK=0."""
+    The process is forked from one that has imported the heavy libraries already (tests/forkserver.py) where it
+    can be; `fresh` asks for a new interpreter (a test that measures the process itself as this one's child)."""
     cmd = [sys.executable, str(ROOT / "src" / script), *overrides]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    if not fresh and os.environ.get("CROSSVIT_TESTS_FORK", "1") == "1":
+    if not fresh and FORK_SERVER.can_run(env):
         proc = FORK_SERVER.run(cmd, cwd=cwd, env=env, timeout=timeout)
     else:
         proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)

@@ -1,10 +1,11 @@
-"""Runs src/ scripts for the tests from one process that has imported torch, Lightning, timm and Hydra once.
+"""Runs the tests' scripts (src/, benchmarks/) from one process that has imported torch, Lightning, timm and Hydra.
 
 A fresh interpreter spends 5-13 s of this project's 2 CPU cores importing them before a script does anything, and the
 suite runs its scripts about forty times. Here a server process imports them once and forks a child for each run;
 the child sets argv, cwd, environment, sys.path and standard streams as a new interpreter would and runs the script
 as `__main__`, so Hydra, Lightning's DDP launcher and the exit codes see what they see from `python src/x.py`.
-`CROSSVIT_TESTS_FORK=0` runs every script in a fresh interpreter instead.
+A run whose environment changes what the libraries read as they load (READ_AT_IMPORT), and every run under
+`CROSSVIT_TESTS_FORK=0`, gets a fresh interpreter instead.
 
 Protocol (one JSON line each way, on the server's stdin and stdout): the request names argv, cwd, env and the two
 files for the child's stdout and stderr; the answer is the child's pid, then its return code once it has exited.
@@ -24,6 +25,8 @@ from pathlib import Path
 
 # What a script's first lines would import anyway (a child imports anything else itself).
 PRELOAD = "torch, torchvision, torchmetrics, lightning, timm, hydra, omegaconf, crossvit.module, crossvit.run"
+# Variables these libraries (or the C runtime) read when they load: a child can't change them, a new interpreter can.
+READ_AT_IMPORT = ("TORCH", "PYTORCH", "TRITON", "CUDA", "NCCL", "OMP_", "MKL_", "KMP_", "LD_", "PYTHON")
 
 
 def serve() -> None:
@@ -67,6 +70,14 @@ class ForkServer:
 
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
+        self.env = dict(os.environ)  # what the server imports under
+
+    def can_run(self, env: dict) -> bool:
+        """Whether a child can run under `env`: on, and nothing read at import differs from the server's."""
+        if os.environ.get("CROSSVIT_TESTS_FORK", "1") != "1":
+            return False
+        changed = {k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k)} - {"PYTHONPATH"}
+        return not any(k.startswith(READ_AT_IMPORT) for k in changed)
 
     def _start(self) -> subprocess.Popen:
         if self.proc is None or self.proc.poll() is not None:
@@ -75,7 +86,7 @@ class ForkServer:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 bufsize=0,  # unbuffered: a line read must not take the next answer into a buffer select can't see
-                env={**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *_pythonpath()])},
+                env={**self.env, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *_pythonpath()])},
             )
         return self.proc
 

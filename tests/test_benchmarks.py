@@ -7,21 +7,20 @@ import threading
 import time
 
 import pytest
-from conftest import ROOT
+from conftest import FORK_SERVER, ROOT
 
 
 def run_benchmark(
     script: str, *args: str, launcher: tuple[str, ...] = (), env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """A benchmarks/ script run from the repository root, as its docstring shows; its stderr if it fails."""
-    proc = subprocess.run(
-        [sys.executable, *launcher, str(ROOT / "benchmarks" / script), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=None if env is None else {**os.environ, **env},
-    )
+    """A benchmarks/ script run from the repository root, as its docstring shows; its stderr if it fails. Forked
+    from the tests' fork server (conftest.run_script says why) unless a launcher such as torchrun starts it."""
+    cmd = [sys.executable, *launcher, str(ROOT / "benchmarks" / script), *args]
+    env = {**os.environ, **(env or {})}
+    if not launcher and FORK_SERVER.can_run(env):
+        proc = FORK_SERVER.run(cmd, cwd=ROOT, env=env, timeout=300)
+    else:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

@@ -61,3 +61,9 @@ def test_a_timeout_ends_the_script_and_its_children(script, tmp_path):
     # The server takes the next request as before.
     proc = FORK_SERVER.run([sys.executable, str(script), "0"], cwd=tmp_path, env=env, timeout=60)
     assert proc.returncode == 0
+
+
+def test_a_variable_the_libraries_read_as_they_load_asks_for_a_new_interpreter():
+    assert FORK_SERVER.can_run({**FORK_SERVER.env, "WANDB_MODE": "offline", "PYTHONPATH": "elsewhere"})
+    assert not FORK_SERVER.can_run({**FORK_SERVER.env, "TRITON_INTERPRET": "1"})  # triton reads it on import
+    assert not FORK_SERVER.can_run({**FORK_SERVER.env, "CUDA_VISIBLE_DEVICES": "1"})
