@@ -51,7 +51,6 @@ def _become(request: dict, base_path: list[str]) -> None:
     import runpy
 
     os.setsid()  # its own process group, so that a timeout kills the DDP ranks it starts too
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
