@@ -53,10 +53,7 @@ def run_script(
     can be; `fresh` asks for a new interpreter (a test that measures the process itself as this one's child)."""
     cmd = [sys.executable, str(ROOT / "src" / script), *overrides]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
-    if not fresh and FORK_SERVER.can_run(env):
-        proc = FORK_SERVER.run(cmd, cwd=cwd, env=env, timeout=timeout)
-    else:
-        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+    proc = FORK_SERVER.run(cmd, cwd=cwd, env=env, timeout=timeout, fresh=fresh)
     if check:
         assert proc.returncode == 0, (
             f"{' '.join(cmd)}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"

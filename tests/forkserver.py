@@ -89,7 +89,16 @@ class ForkServer:
             )
         return self.proc
 
-    def run(self, cmd: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    def run(
+        self, cmd: list[str], cwd: Path, env: dict, timeout: float, fresh: bool = False
+    ) -> subprocess.CompletedProcess:
+        """`cmd` (python, a script, its arguments) forked where it can be, else (or if `fresh`) a new interpreter."""
+        if fresh or not self.can_run(env):
+            return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+        return self.forked(cmd, cwd, env, timeout)
+
+    def forked(self, cmd: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+        """`cmd` run by a child of the server, as subprocess.run would run it (output captured, text)."""
         proc = self._start()
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp, "stdout"), Path(tmp, "stderr")

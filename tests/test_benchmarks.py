@@ -17,10 +17,7 @@ def run_benchmark(
     from the tests' fork server (conftest.run_script says why) unless a launcher such as torchrun starts it."""
     cmd = [sys.executable, *launcher, str(ROOT / "benchmarks" / script), *args]
     env = {**os.environ, **(env or {})}
-    if not launcher and FORK_SERVER.can_run(env):
-        proc = FORK_SERVER.run(cmd, cwd=ROOT, env=env, timeout=300)
-    else:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    proc = FORK_SERVER.run(cmd, cwd=ROOT, env=env, timeout=300, fresh=bool(launcher))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

@@ -34,7 +34,7 @@ def script(tmp_path):
 
 def test_a_script_sees_what_a_new_interpreter_would(script, tmp_path):
     env = {"PROBE": "yes", "PYTHONPATH": "lib"}  # relative: from the script's cwd, as Python reads it
-    proc = FORK_SERVER.run([sys.executable, str(script), "3", "x"], cwd=tmp_path, env=env, timeout=60)
+    proc = FORK_SERVER.forked([sys.executable, str(script), "3", "x"], cwd=tmp_path, env=env, timeout=60)
     assert proc.returncode == 3
     assert f"argv ['3', 'x'] cwd {tmp_path} env yes main __main__" in proc.stdout
     assert f"path0 {script.parent} extra {tmp_path / 'lib'}" in proc.stdout
@@ -43,23 +43,23 @@ def test_a_script_sees_what_a_new_interpreter_would(script, tmp_path):
 
 def test_an_exit_message_and_a_traceback_reach_stderr_with_their_codes(script, tmp_path):
     env = {"PYTHONPATH": str(tmp_path / "lib")}
-    proc = FORK_SERVER.run([sys.executable, str(script), "bad"], cwd=tmp_path, env=env, timeout=60)
+    proc = FORK_SERVER.forked([sys.executable, str(script), "bad"], cwd=tmp_path, env=env, timeout=60)
     assert proc.returncode == 1 and proc.stderr.strip().endswith("bad argument")
-    proc = FORK_SERVER.run([sys.executable, str(script), "3"], cwd=tmp_path, env={}, timeout=60)
+    proc = FORK_SERVER.forked([sys.executable, str(script), "3"], cwd=tmp_path, env={}, timeout=60)
     assert proc.returncode == 1 and "ModuleNotFoundError: No module named 'probe_module'" in proc.stderr
 
 
 def test_a_timeout_ends_the_script_and_its_children(script, tmp_path):
     env = {"PYTHONPATH": str(tmp_path / "lib")}
     with pytest.raises(subprocess.TimeoutExpired) as expired:
-        FORK_SERVER.run([sys.executable, str(script), "sleep"], cwd=tmp_path, env=env, timeout=5)
+        FORK_SERVER.forked([sys.executable, str(script), "sleep"], cwd=tmp_path, env=env, timeout=5)
     grandchild = int(expired.value.output.split()[-1])
     assert subprocess.run(["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True).stdout in (
         "",
         "Z\n",
     )
     # The server takes the next request as before.
-    proc = FORK_SERVER.run([sys.executable, str(script), "0"], cwd=tmp_path, env=env, timeout=60)
+    proc = FORK_SERVER.forked([sys.executable, str(script), "0"], cwd=tmp_path, env=env, timeout=60)
     assert proc.returncode == 0
 
 
