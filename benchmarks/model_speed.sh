@@ -20,6 +20,9 @@
 #                                          # PROBE=1 autotune_probe.py before the autotuning runs.
 #                                          # Its compiles outlast a call: run it again on the warm machine (or
 #                                          # carrying the caches) until every run finishes; the last call measures
+#   bash benchmarks/model_speed.sh oracle  # the bound on fusing: ours with LayerNorm, GELU and attention made free
+#                                          # (throughput.py --free) beside the baselines, crossvit_18 and 9, training
+#   bash benchmarks/model_speed.sh oracle_profile  # one GPU: where the step of ours with all three free goes
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -215,6 +218,32 @@ fifth() {  # every run compiles in lane 0's cache; a run the call cuts short kee
     LANE=0 bench "at_c${m}_timm" "${TP[@]}" --models "crossvit_$m" --only-timm "${AT_GEMM[@]}"
   done
   [ "${PROFILE:-0}" = 1 ] && LANE=0 bench profile_at profile_step.py --models crossvit_18 --mode reduce-overhead "${AT_GEMM[@]}"
+}
+
+TRAIN=("${TP[@]}" --train-only)
+oracle() {  # lane 0's baselines are the reference; each lane runs crossvit_18 first
+  {
+    LANE=0 bench base_c18 "${TRAIN[@]}" --models crossvit_18
+    LANE=0 bench base_c9 "${TRAIN[@]}" --models crossvit_9
+  } &
+  {
+    LANE=1 bench free_norm_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --free norm
+    LANE=1 bench free_gelu_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --free gelu
+    LANE=1 bench free_all_bf16w_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --bf16-weights --free norm gelu attention
+  } &
+  {
+    LANE=2 bench free_ng_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --free norm gelu
+    LANE=2 bench free_all_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --free norm gelu attention
+  } &
+  {
+    LANE=3 bench free_ng_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --free norm gelu
+    LANE=3 bench free_all_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --free norm gelu attention
+  } &
+  wait
+}
+
+oracle_profile() {
+  LANE=0 bench profile_free_all profile_step.py --models crossvit_18 --impls ours --free norm gelu attention
 }
 
 env_info

@@ -9,6 +9,10 @@ torch._inductor.config entries, `--bf16-weights` runs the model in bf16 without 
 stream included, in bf16) and AdamW on fp32 master copies of the weights. Each row records the variant and the
 seconds its first step took (compilation, autotuning, graph capture).
 
+`--free norm gelu attention` is an oracle, not a model: ours with those ops swapped for stand-ins that cost nothing
+(LayerNorm and GELU become identities, attention returns its values), so its img/s bounds what any kernel that fuses
+them away (a LayerNorm prologue, a GELU epilogue, a faster attention) could give.
+
 A train step is forward, backward and fused AdamW under bf16 autocast on GPU-resident random data (the model's
 own cost, no data loading). MFU = 3 x 2 x MACs/image x img/s / the bf16 matmul rate measured in the same run.
 """
@@ -19,13 +23,14 @@ import argparse
 import json
 import platform
 import time
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import date
 from functools import partial
 
 import timm
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 from timm.optim import create_optimizer_v2
@@ -136,6 +141,13 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--triton-norm", action="store_true", help="ours only: LayerNorms through benchmarks/triton_layer_norm.py"
     )
+    parser.add_argument(
+        "--free",
+        nargs="*",
+        default=[],
+        choices=FREE_OPS,
+        help="ours only, an oracle: these ops cost nothing (identity stand-ins), bounding what fusing them can save",
+    )
 
 
 def apply_variant(args: argparse.Namespace) -> dict:
@@ -154,8 +166,38 @@ def apply_variant(args: argparse.Namespace) -> dict:
         old = getattr(current, leaf)  # an unknown key fails here, before any run
         setattr(current, leaf, type(old)(int(value)) if isinstance(old, (bool, int)) else value)
     return dict(
-        sdpa=args.sdpa, inductor=list(args.inductor), bf16_weights=args.bf16_weights, triton_norm=args.triton_norm
+        sdpa=args.sdpa,
+        inductor=list(args.inductor),
+        bf16_weights=args.bf16_weights,
+        triton_norm=args.triton_norm,
+        free=list(args.free),
     )
+
+
+FREE_OPS = ("norm", "gelu", "attention")
+
+
+def _free_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """SDPA's stand-in: the values of the first len(q) tokens, in SDPA's output shape."""
+    return v[..., : q.shape[-2], :]
+
+
+@contextmanager
+def free_ops(model: nn.Module, ops: Sequence[str]) -> Iterator[nn.Module]:
+    """`model` with `ops` (FREE_OPS) made free: its LayerNorms and GELUs swapped for identities for good, and SDPA
+    (looked up on torch.nn.functional at each call, by timm's blocks and ours) a stand-in inside the block."""
+    swap = tuple(t for op, t in (("norm", nn.LayerNorm), ("gelu", nn.GELU)) if op in ops)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if swap and isinstance(child, swap):
+                setattr(parent, name, nn.Identity())
+    sdpa = F.scaled_dot_product_attention
+    if "attention" in ops:
+        F.scaled_dot_product_attention = _free_attention
+    try:
+        yield model
+    finally:
+        F.scaled_dot_product_attention = sdpa
 
 
 def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -235,8 +277,10 @@ def measure(
     steps: int,
     warmup: int,
     bf16_weights: bool = False,
+    infer_too: bool = True,
 ) -> dict:
-    """Train-step and inference img/s and peak training memory of one model in one compile mode."""
+    """Train-step and (unless not `infer_too`: NaN) inference img/s and peak training memory of one model in one compile
+    mode."""
     model = model.to(device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     train_step, logits, x = training_step(model, mode, batch, device, bf16_weights)
@@ -257,7 +301,7 @@ def measure(
         with torch.inference_mode(), amp:
             logits(x)
 
-    t_infer = timed(infer, device, steps, warmup)
+    t_infer = timed(infer, device, steps, warmup) if infer_too else float("nan")
     model.train()
     return {
         "train_img_s": batch / t_train,
@@ -298,6 +342,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--train-only", action="store_true", help="skip inference (and its compile)")
     parser.add_argument("--no-timm", action="store_true", help="skip timm's models")
     parser.add_argument("--only-timm", action="store_true", help="skip ours (timm's in a process of its own)")
     add_variant_args(parser)
@@ -333,7 +378,17 @@ def main() -> None:
                         import triton_layer_norm
 
                         triton_layer_norm.use_in(model)
-                    r = measure(model, mode, args.batch_size, device, args.steps, args.warmup, args.bf16_weights)
+                    with free_ops(model, args.free if impl == "ours" else ()):
+                        r = measure(
+                            model,
+                            mode,
+                            args.batch_size,
+                            device,
+                            args.steps,
+                            args.warmup,
+                            args.bf16_weights,
+                            infer_too=not args.train_only,
+                        )
                     r.update(
                         model=name,
                         fusion=fusion,
@@ -376,6 +431,7 @@ def variant_name(row: dict) -> str:
     parts = [f"sdpa={row['sdpa']}"] if row.get("sdpa", "default") != "default" else []
     parts += row.get("inductor", []) + (["bf16 weights"] if row.get("bf16_weights") else [])
     parts += ["Triton LayerNorm"] if row.get("triton_norm") and row.get("impl") == "ours" else []
+    parts += [f"free {'+'.join(row['free'])}"] if row.get("free") and row.get("impl") == "ours" else []
     return " ".join(parts) or "-"
 
 

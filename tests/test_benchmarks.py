@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import torch
 from conftest import FORK_SERVER, ROOT
 
 
@@ -61,6 +62,41 @@ def test_profile_step_smoke_splits_the_step_by_kernel_class(tmp_path):
     for r in rows:  # a ViT step is mostly matrix products, attention among them
         assert r["by_class_ms"]["gemm"] > 0 and r["by_class_ms"]["attention"] > 0
         assert 0 < r["busy_ms"] <= r["wall_ms"] and r["kernels_per_step"] > 0
+
+
+def test_free_ops_oracle_leaves_no_norm_gelu_or_attention_kernel_in_the_step():
+    """throughput.py's `--free` (issue 14's bound on fusing): inside free_ops, ours has no LayerNorm or GELU and
+    never calls SDPA, its output keeps its shape and its gradients flow; SDPA is itself again afterwards."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch.nn.functional as F
+    from throughput import FREE_OPS, free_ops
+
+    from crossvit.models import create_model
+
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    model = create_model("crossvit_tiny")
+    assert {type(m) for m in model.modules()} >= {torch.nn.LayerNorm, torch.nn.GELU}
+    x = torch.randn(2, 3, model.input_size, model.input_size)
+    F.scaled_dot_product_attention = counted
+    try:
+        model(x)
+        assert calls  # the spy sees the model's attention
+        calls.clear()
+        with free_ops(model, FREE_OPS):
+            assert not {torch.nn.LayerNorm, torch.nn.GELU} & {type(m) for m in model.modules()}
+            out = model(x)
+            out.sum().backward()
+        assert not calls and out.shape == (2, model.num_classes)
+        assert model.head[0].weight.grad.abs().sum() > 0
+        assert F.scaled_dot_product_attention is counted
+    finally:
+        F.scaled_dot_product_attention = real
 
 
 def test_fp8_gemm_smoke_scales_each_product_to_within_fp8_rounding(tmp_path):
