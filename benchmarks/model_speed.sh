@@ -22,7 +22,8 @@
 #                                          # carrying the caches) until every run finishes; the last call measures
 #   bash benchmarks/model_speed.sh oracle  # the bound on fusing: ours with LayerNorm, GELU and attention made free
 #                                          # (throughput.py --free) beside the baselines, crossvit_18 and 9, training
-#   bash benchmarks/model_speed.sh oracle_profile  # one GPU: where the step of ours with all three free goes
+#   bash benchmarks/model_speed.sh oracle2 # attention alone made free; FlexAttention for the self-attention
+#                                          # (--sdpa flex); the profiles of ours as is and with all three free
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -242,8 +243,25 @@ oracle() {  # lane 0's baselines are the reference; each lane runs crossvit_18 f
   wait
 }
 
-oracle_profile() {
-  LANE=0 bench profile_free_all profile_step.py --models crossvit_18 --impls ours --free norm gelu attention
+oracle2() {
+  {
+    LANE=0 bench base_c18 "${TRAIN[@]}" --models crossvit_18
+    LANE=0 bench flex_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --sdpa flex
+  } &
+  {
+    LANE=1 bench free_attn_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --free attention
+    LANE=1 bench free_attn_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --free attention
+    LANE=1 bench free_all_bf16w_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --bf16-weights --free norm gelu attention
+  } &
+  {
+    LANE=2 bench profile_c18 profile_step.py --models crossvit_18 --impls ours
+    LANE=2 bench profile_free_all profile_step.py --models crossvit_18 --impls ours --free norm gelu attention
+  } &
+  {
+    LANE=3 bench base_c9 "${TRAIN[@]}" --models crossvit_9
+    LANE=3 bench flex_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --sdpa flex
+  } &
+  wait
 }
 
 env_info

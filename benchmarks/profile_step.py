@@ -30,9 +30,10 @@ from crossvit.models import create_model, load_config
 from crossvit.weights import TIMM_NAMES
 
 # First match wins: attention kernels' names can hold "gemm", norms fused by inductor hold "triton", and
-# max-autotune's Triton GEMM templates are "triton_tem_*" (with the epilogue they fused).
+# max-autotune's Triton GEMM templates are "triton_tem_*" (with the epilogue they fused), as are FlexAttention's.
+# cuDNN's attention backward runs helpers of its own ("cudnn::fusion::compute_dot_do_o", "convert_dq_to_16bits").
 CLASSES = (
-    ("attention", r"flash|fmha|sdpa|attention|_mha"),
+    ("attention", r"flash|fmha|sdpa|attention|_mha|cudnn::fusion|flex"),
     ("gemm", r"triton_tem|gemm|cutlass|xmma|nvjet|cublas|wgmma|matmul|\bmm\b|addmm|bmm|linear"),
     ("optimizer", r"adam|multi_tensor|foreach"),
     ("norm", r"layer_norm|layernorm"),

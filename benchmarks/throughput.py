@@ -126,7 +126,12 @@ SDPA_BACKENDS = ("default", "cudnn", "flash", "efficient", "math")
 
 def add_variant_args(parser: argparse.ArgumentParser) -> None:
     """The step's variants, shared with profile_step.py."""
-    parser.add_argument("--sdpa", default="default", choices=SDPA_BACKENDS, help="the only SDPA backend allowed")
+    parser.add_argument(
+        "--sdpa",
+        default="default",
+        choices=SDPA_BACKENDS + ("flex",),
+        help="the only SDPA backend allowed; flex: self-attention through FlexAttention (Triton) instead of SDPA",
+    )
     parser.add_argument(
         "--inductor",
         nargs="*",
@@ -152,7 +157,9 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
 
 def apply_variant(args: argparse.Namespace) -> dict:
     """Set the process-wide switches of `args`; returns them for the JSON rows."""
-    if args.sdpa != "default":
+    if args.sdpa == "flex":
+        F.scaled_dot_product_attention = partial(_flex_self_attention, F.scaled_dot_product_attention)
+    elif args.sdpa != "default":
         for backend in SDPA_BACKENDS[1:]:
             getattr(torch.backends.cuda, f"enable_{backend.replace('efficient', 'mem_efficient')}_sdp")(
                 backend == args.sdpa
@@ -172,6 +179,16 @@ def apply_variant(args: argparse.Namespace) -> dict:
         triton_norm=args.triton_norm,
         free=list(args.free),
     )
+
+
+def _flex_self_attention(sdpa: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs):
+    """`--sdpa flex`: self-attention (as many queries as keys, no mask, dropout or scale) through FlexAttention;
+    anything else (the CLS-only cross-attention) through `sdpa`."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if q.shape[-2] != k.shape[-2] or args or any(kwargs.get(key) for key in ("attn_mask", "dropout_p", "is_causal")):
+        return sdpa(q, k, v, *args, **kwargs)
+    return flex_attention(q, k, v, scale=kwargs.get("scale"))
 
 
 FREE_OPS = ("norm", "gelu", "attention")
@@ -223,7 +240,9 @@ def master_weights_step(model: torch.nn.Module) -> Callable[[], None]:
     params = [p for _, p in named]
 
     def step() -> None:
-        torch._foreach_copy_([m.grad for m in masters], [p.grad for p in params])
+        # (a parameter the step left without a gradient, as under --free attention, keeps its master's last one)
+        grads = [(m.grad, p.grad) for m, p in zip(masters, params) if p.grad is not None]
+        torch._foreach_copy_([m for m, _ in grads], [g for _, g in grads])
         opt.step()
         torch._foreach_copy_([p.data for p in params], masters)
         model.zero_grad(set_to_none=True)

@@ -5,6 +5,7 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 
 import pytest
 import torch
@@ -97,6 +98,39 @@ def test_free_ops_oracle_leaves_no_norm_gelu_or_attention_kernel_in_the_step():
         assert F.scaled_dot_product_attention is counted
     finally:
         F.scaled_dot_product_attention = real
+
+
+def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(monkeypatch):
+    """throughput.py's `--sdpa flex`: every block's self-attention goes through FlexAttention and gives SDPA's
+    logits; the fusion's CLS-only cross-attention (one query) stays on SDPA. (No gradients: FlexAttention has no
+    backward on the CPU.)"""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import torch.nn.attention.flex_attention as flex
+    import torch.nn.functional as F
+    from throughput import _flex_self_attention
+
+    from crossvit.models import create_model
+
+    model = create_model("crossvit_tiny").eval()
+    x = torch.randn(2, 3, model.input_size, model.input_size)
+    with torch.no_grad():
+        expected = model(x)
+    shapes = []
+    real_flex = flex.flex_attention
+
+    def counted(q, *args, **kwargs):
+        shapes.append(tuple(q.shape))
+        return real_flex(q, *args, **kwargs)
+
+    monkeypatch.setattr(flex, "flex_attention", counted)
+    monkeypatch.setattr(
+        F, "scaled_dot_product_attention", partial(_flex_self_attention, F.scaled_dot_product_attention)
+    )
+    with torch.no_grad():
+        out = model(x)
+    # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
+    assert sorted(shapes) == [(2, 3, 197, 64)] * 12 + [(2, 3, 401, 32)] * 3
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_fp8_gemm_smoke_scales_each_product_to_within_fp8_rounding(tmp_path):
@@ -260,3 +294,28 @@ def test_loop_profile_clocks_each_host_thread_and_the_worker_processes():
     assert rows["sleeper"]["run_ms"] < 50
     assert rows["workers"]["run_ms"] > 400  # a process of its own: no lock to share
     assert late > 1.5 and late_alone < 1.0, (late, late_alone)
+
+
+def test_profile_step_sorts_a_real_steps_kernels_into_their_classes():
+    """Kernel names from an H200 profile of crossvit_18 (docs/speed_2026-11-27.json): cuDNN's attention helpers
+    count as attention, cuBLAS's nvjet and max-autotune's templates as GEMMs, inductor's GELU as elementwise."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from profile_step import kernel_class
+
+    names = {
+        "cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26_64x64x64_1x4x1_cga1x1x1_kernel0_": (
+            "attention"
+        ),
+        "void cudnn::fusion::compute_dot_do_o_specialized<true, 64>(void const*, void const*, void*, void*, u": (
+            "attention"
+        ),
+        "void cudnn::fusion::convert_dq_to_16bits<true>(void const*, void*, unsigned int, unsigned int, unsig": (
+            "attention"
+        ),
+        "nvjet_sm90_tst_448x64_64x2_1x2_h_bz_coopB_splitK_NTN": "gemm",
+        "triton_tem_fused_addmm_gelu_3": "gemm",
+        "triton_poi_fused_gelu_gelu_backward_view_61": "fused_elementwise",
+        "triton_per_fused_native_layer_norm_12": "norm",
+        "void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16, __nv_bfloat16, float, false, true, ": "other",
+    }
+    assert {name: kernel_class(name) for name in names} == names
