@@ -24,6 +24,7 @@
 #                                          # (throughput.py --free) beside the baselines, crossvit_18 and 9, training
 #   bash benchmarks/model_speed.sh oracle2 # attention alone made free; FlexAttention for the self-attention
 #                                          # (--sdpa flex); the profiles of ours as is and with all three free
+#   bash benchmarks/model_speed.sh oracle3 # FlexAttention, its kernels as inductor picks them and autotuned
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -261,6 +262,18 @@ oracle2() {
     LANE=3 bench base_c9 "${TRAIN[@]}" --models crossvit_9
     LANE=3 bench flex_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --sdpa flex
   } &
+  wait
+}
+
+oracle3() {  # FlexAttention again (oracle2's runs stopped in the FLOP count), with its kernels autotuned too
+  LANE=0 bench base_c18_ours "${TRAIN[@]}" --models crossvit_18 --no-timm &
+  LANE=1 bench flex_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --sdpa flex &
+  {
+    LANE=2 bench flex_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --sdpa flex
+    LANE=2 bench base_c9_ours "${TRAIN[@]}" --models crossvit_9 --no-timm
+  } &
+  LANE=3 bench flex_at_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --sdpa flex \
+    --inductor max_autotune=1 max_autotune_gemm_backends=ATEN &
   wait
 }
 

@@ -157,9 +157,7 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
 
 def apply_variant(args: argparse.Namespace) -> dict:
     """Set the process-wide switches of `args`; returns them for the JSON rows."""
-    if args.sdpa == "flex":
-        F.scaled_dot_product_attention = partial(_flex_self_attention, F.scaled_dot_product_attention)
-    elif args.sdpa != "default":
+    if args.sdpa not in ("default", "flex"):  # flex: inside each run (flex_self_attention), not for the FLOP count
         for backend in SDPA_BACKENDS[1:]:
             getattr(torch.backends.cuda, f"enable_{backend.replace('efficient', 'mem_efficient')}_sdp")(
                 backend == args.sdpa
@@ -189,6 +187,19 @@ def _flex_self_attention(sdpa: Callable, q: torch.Tensor, k: torch.Tensor, v: to
     if q.shape[-2] != k.shape[-2] or args or any(kwargs.get(key) for key in ("attn_mask", "dropout_p", "is_causal")):
         return sdpa(q, k, v, *args, **kwargs)
     return flex_attention(q, k, v, scale=kwargs.get("scale"))
+
+
+@contextmanager
+def flex_self_attention(enabled: bool) -> Iterator[None]:
+    """`--sdpa flex` inside the block: SDPA, looked up on torch.nn.functional at each call, goes through
+    `_flex_self_attention`."""
+    sdpa = F.scaled_dot_product_attention
+    if enabled:
+        F.scaled_dot_product_attention = partial(_flex_self_attention, sdpa)
+    try:
+        yield
+    finally:
+        F.scaled_dot_product_attention = sdpa
 
 
 FREE_OPS = ("norm", "gelu", "attention")
@@ -397,7 +408,7 @@ def main() -> None:
                         import triton_layer_norm
 
                         triton_layer_norm.use_in(model)
-                    with free_ops(model, args.free if impl == "ours" else ()):
+                    with free_ops(model, args.free if impl == "ours" else ()), flex_self_attention(args.sdpa == "flex"):
                         r = measure(
                             model,
                             mode,

@@ -5,7 +5,6 @@ import subprocess
 import sys
 import threading
 import time
-from functools import partial
 
 import pytest
 import torch
@@ -107,7 +106,7 @@ def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch.nn.attention.flex_attention as flex
     import torch.nn.functional as F
-    from throughput import _flex_self_attention
+    from throughput import flex_self_attention
 
     from crossvit.models import create_model
 
@@ -123,11 +122,10 @@ def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(
         return real_flex(q, *args, **kwargs)
 
     monkeypatch.setattr(flex, "flex_attention", counted)
-    monkeypatch.setattr(
-        F, "scaled_dot_product_attention", partial(_flex_self_attention, F.scaled_dot_product_attention)
-    )
-    with torch.no_grad():
+    sdpa = F.scaled_dot_product_attention
+    with torch.no_grad(), flex_self_attention(True):
         out = model(x)
+    assert F.scaled_dot_product_attention is sdpa
     # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
     assert sorted(shapes) == [(2, 3, 197, 64)] * 12 + [(2, 3, 401, 32)] * 3
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
