@@ -194,8 +194,12 @@ def flex_self_attention(enabled: bool) -> Iterator[None]:
     """`--sdpa flex` inside the block: SDPA, looked up on torch.nn.functional at each call, goes through
     `_flex_self_attention`."""
     sdpa = F.scaled_dot_product_attention
+
+    def flex_or_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return _flex_self_attention(sdpa, q, k, v, *args, **kwargs)  # a function: dynamo can't trace a partial here
+
     if enabled:
-        F.scaled_dot_product_attention = partial(_flex_self_attention, sdpa)
+        F.scaled_dot_product_attention = flex_or_sdpa
     try:
         yield
     finally:
