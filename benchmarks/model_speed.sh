@@ -25,6 +25,7 @@
 #   bash benchmarks/model_speed.sh oracle2 # attention alone made free; FlexAttention for the self-attention
 #                                          # (--sdpa flex); the profiles of ours as is and with all three free
 #   bash benchmarks/model_speed.sh oracle3 # FlexAttention, its kernels as inductor picks them and autotuned
+#   bash benchmarks/model_speed.sh oracle_infer  # training and inference, ours as is and with all three free
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -274,6 +275,14 @@ oracle3() {  # FlexAttention again (oracle2's runs stopped in the FLOP count), w
   } &
   LANE=3 bench flex_at_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --sdpa flex \
     --inductor max_autotune=1 max_autotune_gemm_backends=ATEN &
+  wait
+}
+
+oracle_infer() {  # the oracle for inference too: ours as is and with all three free, timm beside
+  LANE=0 bench infer_c18 "${TP[@]}" --models crossvit_18 &
+  LANE=1 bench infer_free_all_c18 "${TP[@]}" --models crossvit_18 --no-timm --free norm gelu attention &
+  LANE=2 bench infer_c9 "${TP[@]}" --models crossvit_9 &
+  LANE=3 bench infer_free_all_c9 "${TP[@]}" --models crossvit_9 --no-timm --free norm gelu attention &
   wait
 }
 
