@@ -3,11 +3,13 @@
     python benchmarks/throughput.py --models crossvit_9 crossvit_18 --batch-size 256 --out results.json
     python benchmarks/throughput.py --smoke      # tiny, on the CPU (make test runs it)
     python benchmarks/throughput.py --models crossvit_18 --no-timm --sdpa flash --inductor coordinate_descent_tuning=1
+    python benchmarks/throughput.py --models crossvit_9 crossvit_18 --modes reduce-overhead --require-ratio 1.05
 
 Variants (issue 14's candidates): `--sdpa` picks PyTorch's attention backend, `--inductor KEY=VALUE` sets
 torch._inductor.config entries, `--bf16-weights` runs the model in bf16 without autocast (activations, the residual
 stream included, in bf16) and AdamW on fp32 master copies of the weights. Each row records the variant and the
-seconds its first step took (compilation, autotuning, graph capture).
+seconds its first step took (compilation, autotuning, graph capture). `--require-ratio 1.05` is the regression
+guard: the script exits 1, naming the model, when ours trains at under 1.05x timm's best.
 
 `--free norm gelu attention` is an oracle, not a model: ours with those ops swapped for stand-ins that cost nothing
 (LayerNorm and GELU become identities, attention returns its values), so its img/s bounds what any kernel that fuses
@@ -377,6 +379,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--train-only", action="store_true", help="skip inference (and its compile)")
+    parser.add_argument(
+        "--require-ratio",
+        type=float,
+        metavar="X",
+        help="exit 1 if ours trains at under X times timm's img/s (best modes) on any model: the regression guard",
+    )
     parser.add_argument("--no-timm", action="store_true", help="skip timm's models")
     parser.add_argument("--only-timm", action="store_true", help="skip ours (timm's in a process of its own)")
     add_variant_args(parser)
@@ -459,6 +467,24 @@ def main() -> None:
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"env": env, "rows": rows}, f, indent=2)
+    if args.require_ratio is not None:
+        short = below_ratio(rows, args.require_ratio)
+        if short:
+            raise SystemExit(f"throughput.py --require-ratio {args.require_ratio}: " + "; ".join(short))
+
+
+def below_ratio(rows: list[dict], ratio: float) -> list[str]:
+    """Each model whose best training img/s of ours is under `ratio` x timm's best (models measured both ways)."""
+    speed = [r for r in rows if "train_img_s" in r]
+    short = []
+    for model in dict.fromkeys(r["model"] for r in speed):
+        best = {
+            impl: max((r["train_img_s"] for r in speed if r["model"] == model and r["impl"] == impl), default=None)
+            for impl in ("ours", "timm")
+        }
+        if None not in best.values() and best["ours"] < ratio * best["timm"]:
+            short.append(f"{model} trains at {best['ours'] / best['timm']:.2f}x timm, under {ratio}x")
+    return short
 
 
 def variant_name(row: dict) -> str:

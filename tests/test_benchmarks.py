@@ -131,6 +131,27 @@ def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_require_ratio_names_each_model_where_ours_trains_under_the_ratio_of_timms_best():
+    """throughput.py --require-ratio (issue 14's regression guard) compares the best mode of each: the H200 figures
+    of 2026-11-28 (crossvit_18 1.09x, crossvit_9 1.22x) pass at 1.05 and crossvit_18 fails at 1.1."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from throughput import below_ratio
+
+    rows = [
+        dict(model="crossvit_18", impl="ours", mode="reduce-overhead", train_img_s=4142.0),
+        dict(model="crossvit_18", impl="ours", mode="eager", train_img_s=1923.0),
+        dict(model="crossvit_18", impl="timm", mode="eager", train_img_s=2036.0),
+        dict(model="crossvit_18", impl="timm", mode="reduce-overhead", train_img_s=3786.0),
+        dict(model="crossvit_9", impl="ours", mode="reduce-overhead", train_img_s=12160.0),
+        dict(model="crossvit_9", impl="timm", mode="reduce-overhead", train_img_s=9927.0),
+        dict(model="crossvit_15", impl="ours", mode="reduce-overhead", train_img_s=1.0),  # no timm row: not judged
+        dict(model="crossvit_18", logits_rel_diff_vs_timm=0.014),
+    ]
+    assert below_ratio(rows, 1.05) == []
+    assert below_ratio(rows, 1.1) == ["crossvit_18 trains at 1.09x timm, under 1.1x"]
+    assert len(below_ratio(rows, 1.25)) == 2
+
+
 def test_fp8_gemm_smoke_scales_each_product_to_within_fp8_rounding(tmp_path):
     """benchmarks/fp8_gemm.py waits for a GPU (issue 14's FP8 candidate); on the CPU its tensorwise scaling is
     checked: every product of every block linear lands within FP8 rounding of bf16's (e4m3 keeps 3 mantissa bits,
