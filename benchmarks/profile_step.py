@@ -30,7 +30,8 @@ from crossvit.models import create_model, load_config
 from crossvit.weights import TIMM_NAMES
 
 # First match wins: attention kernels' names can hold "gemm", norms fused by inductor hold "triton", and
-# max-autotune's Triton GEMM templates are "triton_tem_*" (with the epilogue they fused), as are FlexAttention's.
+# max-autotune's Triton GEMM templates are "triton_tem_*" (with the epilogue they fused); FlexAttention's kernels are
+# templates too, counted as attention only where their names say "flex".
 # cuDNN's attention backward runs helpers of its own ("cudnn::fusion::compute_dot_do_o", "convert_dq_to_16bits").
 CLASSES = (
     ("attention", r"flash|fmha|sdpa|attention|_mha|cudnn::fusion|flex"),

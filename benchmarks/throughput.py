@@ -182,7 +182,7 @@ def apply_variant(args: argparse.Namespace) -> dict:
 
 
 def _flex_self_attention(sdpa: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs):
-    """`--sdpa flex`: self-attention (as many queries as keys, no mask, dropout or scale) through FlexAttention;
+    """`--sdpa flex`: self-attention (as many queries as keys; no mask, dropout or causality) through FlexAttention;
     anything else (the CLS-only cross-attention) through `sdpa`."""
     from torch.nn.attention.flex_attention import flex_attention
 
@@ -193,7 +193,7 @@ def _flex_self_attention(sdpa: Callable, q: torch.Tensor, k: torch.Tensor, v: to
 
 @contextmanager
 def flex_self_attention(enabled: bool) -> Iterator[None]:
-    """`--sdpa flex` inside the block: SDPA, looked up on torch.nn.functional at each call, goes through
+    """`--sdpa flex` inside the `with` block: SDPA, looked up on torch.nn.functional at each call, goes through
     `_flex_self_attention`."""
     sdpa = F.scaled_dot_product_attention
 
@@ -219,7 +219,7 @@ def _free_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **
 @contextmanager
 def free_ops(model: nn.Module, ops: Sequence[str]) -> Iterator[nn.Module]:
     """`model` with `ops` (FREE_OPS) made free: its LayerNorms and GELUs swapped for identities for good, and SDPA
-    (looked up on torch.nn.functional at each call, by timm's blocks and ours) a stand-in inside the block."""
+    (looked up on torch.nn.functional at each call, by timm's blocks and ours) a stand-in inside the `with` block."""
     swap = tuple(t for op, t in (("norm", nn.LayerNorm), ("gelu", nn.GELU)) if op in ops)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -315,8 +315,8 @@ def measure(
     bf16_weights: bool = False,
     infer_too: bool = True,
 ) -> dict:
-    """Train-step and (unless not `infer_too`: NaN) inference img/s and peak training memory of one model in one compile
-    mode."""
+    """Train-step img/s, inference img/s (NaN unless `infer_too`) and peak training memory of one model in one
+    compile mode."""
     model = model.to(device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     train_step, logits, x = training_step(model, mode, batch, device, bf16_weights)
