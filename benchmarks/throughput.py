@@ -26,7 +26,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import date
 from functools import partial
 
@@ -181,57 +181,61 @@ def apply_variant(args: argparse.Namespace) -> dict:
     )
 
 
-def _flex_self_attention(sdpa: Callable, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs):
-    """`--sdpa flex`: self-attention (as many queries as keys; no mask, dropout or causality) through FlexAttention;
-    anything else (the CLS-only cross-attention) through `sdpa`."""
-    from torch.nn.attention.flex_attention import flex_attention
-
-    if q.shape[-2] != k.shape[-2] or args or any(kwargs.get(key) for key in ("attn_mask", "dropout_p", "is_causal")):
-        return sdpa(q, k, v, *args, **kwargs)
-    return flex_attention(q, k, v, scale=kwargs.get("scale"))
-
-
 @contextmanager
-def flex_self_attention(enabled: bool) -> Iterator[None]:
-    """`--sdpa flex` inside the `with` block: SDPA, looked up on torch.nn.functional at each call, goes through
-    `_flex_self_attention`."""
+def sdpa_replaced(stand_in: Callable[[Callable], Callable] | None) -> Iterator[None]:
+    """Inside the `with` block, SDPA, which timm's blocks and ours look up on torch.nn.functional at each call, is
+    `stand_in(sdpa)` (the real one given, to fall back on); unchanged when `stand_in` is None."""
     sdpa = F.scaled_dot_product_attention
-
-    def flex_or_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        return _flex_self_attention(sdpa, q, k, v, *args, **kwargs)  # a function: dynamo can't trace a partial here
-
-    if enabled:
-        F.scaled_dot_product_attention = flex_or_sdpa
+    if stand_in is not None:
+        F.scaled_dot_product_attention = stand_in(sdpa)
     try:
         yield
     finally:
         F.scaled_dot_product_attention = sdpa
 
 
+def _flex_self_attention(sdpa: Callable) -> Callable:
+    """`--sdpa flex`'s SDPA: self-attention (as many queries as keys; no mask, dropout or causality) through
+    FlexAttention; anything else (the CLS-only cross-attention) through `sdpa`. A function, not a partial: dynamo
+    traces functions."""
+    from torch.nn.attention import flex_attention as flex
+
+    def flex_or_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        if (
+            q.shape[-2] != k.shape[-2]
+            or args
+            or any(kwargs.get(key) for key in ("attn_mask", "dropout_p", "is_causal"))
+        ):
+            return sdpa(q, k, v, *args, **kwargs)
+        return flex.flex_attention(q, k, v, scale=kwargs.get("scale"))
+
+    return flex_or_sdpa
+
+
+def flex_self_attention(enabled: bool) -> AbstractContextManager[None]:
+    """`--sdpa flex` inside the `with` block (`_flex_self_attention`)."""
+    return sdpa_replaced(_flex_self_attention if enabled else None)
+
+
 FREE_OPS = ("norm", "gelu", "attention")
 
 
-def _free_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    """SDPA's stand-in: the values of the first len(q) tokens, in SDPA's output shape."""
-    return v[..., : q.shape[-2], :]
+def _free_attention(sdpa: Callable) -> Callable:
+    """`--free attention`'s SDPA: the values of the first len(q) tokens, in SDPA's output shape."""
+    return lambda q, k, v, *args, **kwargs: v[..., : q.shape[-2], :]
 
 
 @contextmanager
 def free_ops(model: nn.Module, ops: Sequence[str]) -> Iterator[nn.Module]:
-    """`model` with `ops` (FREE_OPS) made free: its LayerNorms and GELUs swapped for identities for good, and SDPA
-    (looked up on torch.nn.functional at each call, by timm's blocks and ours) a stand-in inside the `with` block."""
+    """`model` with `ops` (FREE_OPS) made free: its LayerNorms and GELUs swapped for identities for good, and SDPA a
+    stand-in inside the `with` block."""
     swap = tuple(t for op, t in (("norm", nn.LayerNorm), ("gelu", nn.GELU)) if op in ops)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if swap and isinstance(child, swap):
                 setattr(parent, name, nn.Identity())
-    sdpa = F.scaled_dot_product_attention
-    if "attention" in ops:
-        F.scaled_dot_product_attention = _free_attention
-    try:
+    with sdpa_replaced(_free_attention if "attention" in ops else None):
         yield model
-    finally:
-        F.scaled_dot_product_attention = sdpa
 
 
 def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
