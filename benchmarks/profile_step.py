@@ -22,7 +22,7 @@ from functools import partial
 
 import timm
 import torch
-from throughput import add_variant_args, apply_variant, copy_rate, free_ops, matmul_rate, training_step
+from throughput import add_variant_args, apply_variant, copy_rate, matmul_rate, training_step, variant_run
 from torch.profiler import ProfilerActivity, profile
 
 from crossvit.flops import count
@@ -167,7 +167,7 @@ def main() -> None:
         for impl in args.impls:
             torch._dynamo.reset()
             torch.manual_seed(0)
-            with free_ops(makers[impl](), args.free if impl == "ours" else ()) as model:
+            with variant_run(args, makers[impl](), impl) as model:
                 measured = profile_step(model, args.mode, args.batch_size, device, args.steps, args.bf16_weights)
             r = dict(model=name, impl=impl, **floors, **measured)
             r["img_s_profiled"] = round(1e3 * args.batch_size / r["wall_ms"], 1)

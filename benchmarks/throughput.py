@@ -26,7 +26,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from datetime import date
 from functools import partial
 
@@ -159,7 +159,7 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
 
 def apply_variant(args: argparse.Namespace) -> dict:
     """Set the process-wide switches of `args`; returns them for the JSON rows."""
-    if args.sdpa not in ("default", "flex"):  # flex: inside each run (flex_self_attention), not for the FLOP count
+    if args.sdpa not in ("default", "flex"):  # flex: inside each run (variant_run), not for the FLOP count
         for backend in SDPA_BACKENDS[1:]:
             getattr(torch.backends.cuda, f"enable_{backend.replace('efficient', 'mem_efficient')}_sdp")(
                 backend == args.sdpa
@@ -212,11 +212,6 @@ def _flex_self_attention(sdpa: Callable) -> Callable:
     return flex_or_sdpa
 
 
-def flex_self_attention(enabled: bool) -> AbstractContextManager[None]:
-    """`--sdpa flex` inside the `with` block (`_flex_self_attention`)."""
-    return sdpa_replaced(_flex_self_attention if enabled else None)
-
-
 FREE_OPS = ("norm", "gelu", "attention")
 
 
@@ -235,6 +230,23 @@ def free_ops(model: nn.Module, ops: Sequence[str]) -> Iterator[nn.Module]:
             if swap and isinstance(child, swap):
                 setattr(parent, name, nn.Identity())
     with sdpa_replaced(_free_attention if "attention" in ops else None):
+        yield model
+
+
+@contextmanager
+def variant_run(args: argparse.Namespace, model: nn.Module, impl: str) -> Iterator[nn.Module]:
+    """One run's share of the variant (add_variant_args), for throughput.py and profile_step.py alike: ours with
+    `--triton-norm`'s LayerNorms and `--free`'s stand-ins; `--sdpa flex`'s SDPA inside the `with` block (apply_variant
+    sets the process-wide rest)."""
+    ours = impl == "ours"
+    if args.triton_norm and ours:
+        import triton_layer_norm
+
+        triton_layer_norm.use_in(model)
+    with (
+        free_ops(model, args.free if ours else ()),
+        sdpa_replaced(_flex_self_attention if args.sdpa == "flex" else None),
+    ):
         yield model
 
 
@@ -420,11 +432,7 @@ def main() -> None:
                     torch._dynamo.reset()
                     torch.manual_seed(0)
                     model = make()
-                    if args.triton_norm and impl == "ours":
-                        import triton_layer_norm
-
-                        triton_layer_norm.use_in(model)
-                    with free_ops(model, args.free if impl == "ours" else ()), flex_self_attention(args.sdpa == "flex"):
+                    with variant_run(args, model, impl):
                         r = measure(
                             model,
                             mode,
@@ -477,17 +485,20 @@ def main() -> None:
             raise SystemExit(f"throughput.py --require-ratio {args.require_ratio}: " + "; ".join(short))
 
 
+def best_img_s(rows: list[dict], model: str, impl: str, key: str = "train_img_s", default: float | None = None):
+    """The highest `key` among the speed rows of `model` and `impl` (its best mode); `default` if none."""
+    return max(
+        (r[key] for r in rows if "train_img_s" in r and r["model"] == model and r["impl"] == impl), default=default
+    )
+
+
 def below_ratio(rows: list[dict], ratio: float) -> list[str]:
     """Each model whose best training img/s of ours is under `ratio` x timm's best (models measured both ways)."""
-    speed = [r for r in rows if "train_img_s" in r]
     short = []
-    for model in dict.fromkeys(r["model"] for r in speed):
-        best = {
-            impl: max((r["train_img_s"] for r in speed if r["model"] == model and r["impl"] == impl), default=None)
-            for impl in ("ours", "timm")
-        }
-        if None not in best.values() and best["ours"] < ratio * best["timm"]:
-            short.append(f"{model} trains at {best['ours'] / best['timm']:.2f}x timm, under {ratio}x")
+    for model in dict.fromkeys(r["model"] for r in rows if "train_img_s" in r):
+        ours, ref = best_img_s(rows, model, "ours"), best_img_s(rows, model, "timm")
+        if ours is not None and ref is not None and ours < ratio * ref:
+            short.append(f"{model} trains at {ours / ref:.2f}x timm, under {ratio}x")
     return short
 
 
@@ -511,9 +522,9 @@ def format_table(rows: list[dict], env: dict) -> str:
     ]
     speed = [r for r in rows if "train_img_s" in r]
     for r in speed:
-        ref = [t for t in speed if t["impl"] == "timm" and t["model"] == r["model"]]
-        best_train = max((t["train_img_s"] for t in ref), default=float("nan"))
-        best_infer = max((t["infer_img_s"] for t in ref), default=float("nan"))
+        best_train, best_infer = (
+            best_img_s(speed, r["model"], "timm", key, default=float("nan")) for key in ("train_img_s", "infer_img_s")
+        )
         lines.append(
             f"| {r['model']} | {r['fusion']} | {r['impl']} | {r['mode']} | {variant_name(r)} | "
             f"{r['train_img_s']:.0f} | "

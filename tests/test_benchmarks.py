@@ -1,3 +1,4 @@
+import argparse
 import json
 import multiprocessing
 import os
@@ -106,7 +107,7 @@ def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch.nn.attention.flex_attention as flex
     import torch.nn.functional as F
-    from throughput import flex_self_attention
+    from throughput import variant_run
 
     from crossvit.models import create_model
 
@@ -121,7 +122,8 @@ def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(
         return sdpa(q, k, v, scale=scale)
 
     monkeypatch.setattr(flex, "flex_attention", flex_attention)
-    with torch.no_grad(), flex_self_attention(True):
+    flex_run = argparse.Namespace(sdpa="flex", free=[], triton_norm=False)
+    with torch.no_grad(), variant_run(flex_run, model, "ours"):
         out = model(x)
     assert F.scaled_dot_product_attention is sdpa
     # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
