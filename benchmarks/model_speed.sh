@@ -26,6 +26,10 @@
 #                                          # (--sdpa flex); the profiles of ours as is and with all three free
 #   bash benchmarks/model_speed.sh oracle3 # FlexAttention, its kernels as inductor picks them and autotuned
 #   bash benchmarks/model_speed.sh oracle_infer  # training and inference, ours as is and with all three free
+#   bash benchmarks/model_speed.sh fa4     # FlashAttention-4 (benchmarks/fa4_attention.py): its kernels against
+#                                          # cuDNN's at each branch's shape, then in ours' step (--sdpa fa4 and
+#                                          # fa4-packed) beside the baselines; training and inference. Its packages
+#                                          # travel in two parts over two calls (docs/benchmarks.md, fifth session)
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -124,6 +128,11 @@ for name, data in rows.items():
         r = data["rows"][0]
         print(f"\n{name}: compiled in {r['compile_s']} s, ms {r['ms']}, {r['workers']} workers, python {r['python']}")
         print("\n".join(r["log"][:12]))
+    elif data["rows"] and "variant" in data["rows"][0]:  # fa4_attention.py: ms a call of one branch's attention
+        for r in data["rows"]:
+            print(f"{name} {r['model']} {r['branch']} {r['variant']}: " + ", ".join(
+                f"{key} {r[key]:.4g}" if isinstance(r[key], float) else f"{key} {r[key]}"
+                for key in ("fwd_ms", "fwd_bwd_ms", "x_cudnn", "out_err", "grad_err", "graph_ok", "error") if key in r))
     elif data["rows"] and "train_img_s" in data["rows"][0]:
         print(f"\n{name}: " + format_table(data["rows"], data["env"]).split("\n", 2)[2])
     else:
@@ -283,6 +292,40 @@ oracle_infer() {  # the oracle for inference too: ours as is and with all three 
   LANE=1 bench infer_free_all_c18 "${TP[@]}" --models crossvit_18 --no-timm --free norm gelu attention &
   LANE=2 bench infer_c9 "${TP[@]}" --models crossvit_9 &
   LANE=3 bench infer_free_all_c9 "${TP[@]}" --models crossvit_9 --no-timm --free norm gelu attention &
+  wait
+}
+
+fa4_site() {  # flash-attn-4, the CuTe DSL and their needs, unpacked once a machine from the parts that calls on it
+  # carried (.device/fa4a, .device/fa4b: one xz'd folder of their wheels' contents, over a call's 64 MiB in one)
+  local site=/tmp/fa4site part
+  mkdir -p /tmp/fa4parts
+  for part in .device/fa4*/site.tar.xz.part*; do [ -e "$part" ] && cp -n "$part" /tmp/fa4parts/; done
+  if [ ! -d $site/flash_attn ]; then
+    mkdir -p $site && cat /tmp/fa4parts/site.tar.xz.part* | xz -d | tar x -C $site \
+      || { echo "fa4: the carried parts do not make a whole archive: $(ls /tmp/fa4parts)"; rm -rf $site; return 1; }
+  fi
+  # a .pth file puts the DSL's packages on the path in a site-packages folder; PYTHONPATH needs them named
+  export PYTHONPATH=$site:$site/nvidia_cutlass_dsl/dsl_packages${PYTHONPATH:+:$PYTHONPATH}
+  export FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED=1 FLASH_ATTENTION_CUTE_DSL_CACHE_DIR=/tmp/fa4cache
+  python3 -c 'import flash_attn.cute.interface; print("flash-attn-4 imports")' || echo "fa4: flash-attn-4 does not import"
+}
+
+fa4() {  # lane 0's baselines are the reference; the kernels' check first, its compiled kernels cached for the rest
+  fa4_site || return 1
+  {
+    LANE=0 bench fa4_kernels fa4_attention.py
+    LANE=0 bench base_c18 "${TP[@]}" --models crossvit_18
+  } &
+  {
+    LANE=1 bench fa4p_c18 "${TP[@]}" --models crossvit_18 --no-timm --sdpa fa4-packed
+    LANE=1 bench fa4p_c9 "${TP[@]}" --models crossvit_9 --no-timm --sdpa fa4-packed
+  } &
+  {
+    LANE=2 bench fa4_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --sdpa fa4 \
+      || LANE=2 bench fa4p_c18_compile "${TRAIN[@]}" --models crossvit_18 --modes compile --sdpa fa4-packed
+    LANE=2 bench profile_fa4p_c18 profile_step.py --models crossvit_18 --impls ours --sdpa fa4-packed
+  } &
+  LANE=3 bench base_c9 "${TP[@]}" --models crossvit_9 &
   wait
 }
 

@@ -124,6 +124,7 @@ def write_shape_result(out: str | None, env: dict, rows: list[dict], totals: dic
 
 
 SDPA_BACKENDS = ("default", "cudnn", "flash", "efficient", "math")
+SDPA_STAND_INS = ("flex", "fa4", "fa4-packed")  # kernels of their own, inside each run (variant_run)
 
 
 def add_variant_args(parser: argparse.ArgumentParser) -> None:
@@ -131,8 +132,9 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sdpa",
         default="default",
-        choices=SDPA_BACKENDS + ("flex",),
-        help="the only SDPA backend allowed; flex: self-attention through FlexAttention (Triton) instead of SDPA",
+        choices=SDPA_BACKENDS + SDPA_STAND_INS,
+        help="the only SDPA backend allowed; flex: self-attention through FlexAttention (Triton) instead of SDPA; "
+        "fa4, fa4-packed (ours only): through FlashAttention-4 (benchmarks/fa4_attention.py)",
     )
     parser.add_argument(
         "--inductor",
@@ -159,7 +161,7 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
 
 def apply_variant(args: argparse.Namespace) -> dict:
     """Set the process-wide switches of `args`; returns them for the JSON rows."""
-    if args.sdpa not in ("default", "flex"):  # flex: inside each run (variant_run), not for the FLOP count
+    if args.sdpa in SDPA_BACKENDS[1:]:  # not the stand-ins: inside each run (variant_run), not for the FLOP count
         for backend in SDPA_BACKENDS[1:]:
             getattr(torch.backends.cuda, f"enable_{backend.replace('efficient', 'mem_efficient')}_sdp")(
                 backend == args.sdpa
@@ -236,17 +238,22 @@ def free_ops(model: nn.Module, ops: Sequence[str]) -> Iterator[nn.Module]:
 @contextmanager
 def variant_run(args: argparse.Namespace, model: nn.Module, impl: str) -> Iterator[nn.Module]:
     """One run's share of the variant (add_variant_args), for throughput.py and profile_step.py alike: ours with
-    `--triton-norm`'s LayerNorms and `--free`'s stand-ins; `--sdpa flex`'s SDPA inside the `with` block (apply_variant
-    sets the process-wide rest)."""
+    `--triton-norm`'s LayerNorms, `--free`'s stand-ins and `--sdpa fa4`'s or `fa4-packed`'s attention; `--sdpa
+    flex`'s SDPA inside the `with` block (apply_variant sets the process-wide rest)."""
     ours = impl == "ours"
     if args.triton_norm and ours:
         import triton_layer_norm
 
         triton_layer_norm.use_in(model)
-    with (
-        free_ops(model, args.free if ours else ()),
-        sdpa_replaced(_flex_self_attention if args.sdpa == "flex" else None),
-    ):
+    stand_in, packed = (_flex_self_attention if args.sdpa == "flex" else None), nullcontext()
+    if args.sdpa.startswith("fa4") and ours:
+        import fa4_attention
+
+        if args.sdpa == "fa4":
+            stand_in = fa4_attention.sdpa_stand_in
+        else:
+            packed = fa4_attention.packed_attention(model)
+    with free_ops(model, args.free if ours else ()), sdpa_replaced(stand_in), packed:
         yield model
 
 

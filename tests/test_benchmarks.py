@@ -131,6 +131,98 @@ def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(
     torch.testing.assert_close(out, expected)
 
 
+def _reference_fa4_kernels(calls: list) -> tuple:
+    """flash-attn-4's forward and backward as fa4_attention.py calls them, computed by PyTorch in fp32 on the CPU:
+    q, k, v (B, N, H, D) in; out (B, N, H, D) and lse (B, H, N) out; the backward writes into dq, dk and dv."""
+
+    def scores(q, k, scale):
+        return torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) * scale
+
+    def forward(q, k, v, softmax_scale, return_lse):
+        calls.append(tuple(q.shape))
+        s = scores(q, k, softmax_scale)
+        out = torch.einsum("bhqk,bkhd->bqhd", s.softmax(-1), v.float()).to(q.dtype).contiguous()
+        return out, s.logsumexp(-1), None, None, None
+
+    def backward(q, k, v, out, dout, lse, softmax_scale, dq, dk, dv):
+        # FlashAttention's backward, from the saved lse (a custom op's body runs below autograd)
+        q_, k_, v_, o, do = (t.float() for t in (q, k, v, out, dout))
+        p = (scores(q_, k_, softmax_scale) - lse[..., None]).exp()
+        dp = torch.einsum("bqhd,bkhd->bhqk", do, v_)
+        ds = p * (dp - torch.einsum("bqhd,bqhd->bhq", do, o)[..., None]) * softmax_scale
+        grads = (
+            torch.einsum("bhqk,bkhd->bqhd", ds, k_),
+            torch.einsum("bhqk,bqhd->bkhd", ds, q_),
+            torch.einsum("bhqk,bqhd->bkhd", p, do),
+        )
+        for target, grad in zip((dq, dk, dv), grads):
+            target.copy_(grad)
+
+    return forward, backward
+
+
+@pytest.mark.parametrize("variant", ["fa4", "fa4-packed"])
+def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradients(monkeypatch, variant):
+    """throughput.py's `--sdpa fa4` and `fa4-packed` (issue 14): every block's self-attention goes to
+    FlashAttention-4's kernels and the fusion's CLS query stays on SDPA; the logits and every gradient are SDPA's, so
+    q, k and v reach the kernels, and dq, dk and dv the qkv projection, each in its place. The kernels run on the GPU
+    machine; here a PyTorch reference of their interface stands in for them."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import fa4_attention
+    from throughput import variant_run
+
+    from crossvit.models import create_model
+
+    calls = []
+    monkeypatch.setattr(fa4_attention, "kernels", lambda: _reference_fa4_kernels(calls))
+    torch.manual_seed(0)
+    model = create_model("crossvit_tiny").eval()
+    x = torch.randn(2, 3, model.input_size, model.input_size)
+
+    def logits_and_grads():
+        model.zero_grad()
+        out = model(x)
+        out.square().sum().backward()
+        return out.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    expected, expected_grads = logits_and_grads()
+    run = argparse.Namespace(sdpa=variant, free=[], triton_norm=False)
+    with variant_run(run, model, "ours"):
+        out, grads = logits_and_grads()
+    # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
+    assert sorted(calls) == [(2, 197, 3, 64)] * 12 + [(2, 401, 3, 32)] * 3
+    torch.testing.assert_close(out, expected)
+    scale = max(grad.abs().max().item() for grad in expected_grads.values())
+    for name, grad in expected_grads.items():  # atol: the k biases' gradients are 0 up to rounding
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+    calls.clear()
+    model(x)
+    assert not calls  # ours as it was, after the run
+
+
+def test_fa4_packed_attention_compiles_whole_with_the_kernels_as_custom_ops(monkeypatch):
+    """The custom ops' fake kernels and autograd rule let torch.compile take a block with fa4-packed attention as
+    one graph (fullgraph=True), and the compiled block's output and gradients are the eager SDPA block's."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import fa4_attention
+    from timm.models.vision_transformer import Block
+
+    calls = []
+    monkeypatch.setattr(fa4_attention, "kernels", lambda: _reference_fa4_kernels(calls))
+    torch.manual_seed(0)
+    block = Block(64, num_heads=2).eval()
+    x = torch.randn(2, 17, 64, requires_grad=True)
+    expected = block(x)
+    expected_grad = torch.autograd.grad(expected.square().sum(), x)[0]
+    with fa4_attention.packed_attention(block):
+        compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
+        out = compiled(x)
+        grad = torch.autograd.grad(out.square().sum(), x)[0]
+    assert calls == [(2, 17, 2, 32)]
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
+
+
 def test_require_ratio_names_each_model_where_ours_trains_under_the_ratio_of_timms_best():
     """throughput.py --require-ratio (issue 14's regression guard) compares the best mode of each: the H200 figures
     of 2026-11-28 (crossvit_18 1.09x, crossvit_9 1.22x) pass at 1.05 and crossvit_18 fails at 1.1."""

@@ -1,0 +1,316 @@
+"""FlashAttention-4 (the flash-attn-4 package: CuTe DSL kernels, Hopper's included) for the blocks' self-attention,
+issue 14's last attention candidate, against cuDNN's SDPA.
+
+    python benchmarks/fa4_attention.py --out fa4.json   # on the GPU: each branch's shape, checked, then timed
+    python benchmarks/throughput.py --models crossvit_18 --modes reduce-overhead --no-timm --sdpa fa4-packed
+
+Two ways into the step, both ours-only variants of throughput.py and profile_step.py:
+- `--sdpa fa4`: SDPA's self-attention calls (timm's Attention) go to the kernels on q, k and v as SDPA gets them;
+  autograd then stacks dq, dk and dv into the qkv projection's gradient, as it does for cuDNN's.
+- `--sdpa fa4-packed`: timm's Attention.forward hands the kernels the qkv projection's output (B, N, 3, H, D) as
+  it is, and the backward writes dq, dk and dv into one buffer of that layout: no permute, no stack.
+
+The kernels run inside custom ops (`crossvit_bench::fa4_*`, with fake kernels and an autograd rule) so that
+torch.compile and CUDA graphs take each launch whole. flash-attn-4 and the CuTe DSL travel to the GPU machine as
+wheels (docs/benchmarks.md says how); nothing here installs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.models.vision_transformer import Attention
+from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+
+def kernels() -> tuple[Callable, Callable]:
+    """flash-attn-4's forward and backward; a test swaps this for a reference on the CPU."""
+    from flash_attn.cute import interface
+
+    return interface._flash_attn_fwd, interface._flash_attn_bwd
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """q, k, v (B, N, H, D), any strides with a contiguous last dim; out (B, N, H, D), lse (B, H, N) in fp32."""
+    out, lse, *_ = kernels()[0](q, k, v, softmax_scale=scale, return_lse=True)
+    return out.contiguous(), lse.contiguous()  # the layouts the fake kernels promise (flash-attn-4's already)
+
+
+def _fake_attend(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    batch, tokens, heads, _ = q.shape
+    return q.new_empty(batch, tokens, heads, v.shape[-1]), q.new_empty(batch, heads, tokens, dtype=torch.float32)
+
+
+def _attend_backward(q, k, v, out, dout, lse, scale: float, dq: Tensor, dk: Tensor, dv: Tensor) -> None:
+    kernels()[1](q, k, v, out, dout.contiguous(), lse, softmax_scale=scale, dq=dq, dk=dk, dv=dv)
+
+
+@torch.library.custom_op("crossvit_bench::fa4_fwd", mutates_args=())
+def fa4_fwd(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    return _attend(q, k, v, scale)
+
+
+@fa4_fwd.register_fake
+def _(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    return _fake_attend(q, k, v)
+
+
+@torch.library.custom_op("crossvit_bench::fa4_bwd", mutates_args=())
+def fa4_bwd(
+    q: Tensor, k: Tensor, v: Tensor, out: Tensor, dout: Tensor, lse: Tensor, scale: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
+    _attend_backward(q, k, v, out, dout, lse, scale, dq, dk, dv)
+    return dq, dk, dv
+
+
+@fa4_bwd.register_fake
+def _(q, k, v, out, dout, lse, scale):
+    return tuple(torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
+
+
+def _fa4_setup(ctx, inputs, output) -> None:
+    *tensors, ctx.scale = inputs
+    ctx.save_for_backward(*tensors, *output)
+
+
+def _fa4_backward(ctx, dout: Tensor, dlse: Tensor | None):
+    q, k, v, out, lse = ctx.saved_tensors
+    return *fa4_bwd(q, k, v, out, dout, lse, ctx.scale), None
+
+
+fa4_fwd.register_autograd(_fa4_backward, setup_context=_fa4_setup)
+
+
+@torch.library.custom_op("crossvit_bench::fa4_packed_fwd", mutates_args=())
+def fa4_packed_fwd(qkv: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """qkv: the qkv projection's output as (B, N, 3, H, D)."""
+    return _attend(*qkv.unbind(2), scale)
+
+
+@fa4_packed_fwd.register_fake
+def _(qkv: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    return _fake_attend(*qkv.unbind(2))
+
+
+@torch.library.custom_op("crossvit_bench::fa4_packed_bwd", mutates_args=())
+def fa4_packed_bwd(qkv: Tensor, out: Tensor, dout: Tensor, lse: Tensor, scale: float) -> Tensor:
+    dqkv = torch.empty(qkv.shape, dtype=qkv.dtype, device=qkv.device)
+    _attend_backward(*qkv.unbind(2), out, dout, lse, scale, *dqkv.unbind(2))
+    return dqkv
+
+
+@fa4_packed_bwd.register_fake
+def _(qkv, out, dout, lse, scale):
+    return torch.empty(qkv.shape, dtype=qkv.dtype, device=qkv.device)
+
+
+def _packed_backward(ctx, dout: Tensor, dlse: Tensor | None):
+    qkv, out, lse = ctx.saved_tensors
+    return fa4_packed_bwd(qkv, out, dout, lse, ctx.scale), None
+
+
+fa4_packed_fwd.register_autograd(_packed_backward, setup_context=_fa4_setup)
+
+
+def sdpa_stand_in(sdpa: Callable) -> Callable:
+    """`--sdpa fa4`'s SDPA: self-attention (as many queries as keys; no mask, dropout or causality) through the
+    kernels, on (B, N, H, D) views of SDPA's (B, H, N, D); anything else (the CLS-only cross-attention) through
+    `sdpa`."""
+
+    def fa4_or_sdpa(q: Tensor, k: Tensor, v: Tensor, *args, **kwargs) -> Tensor:
+        if (
+            q.shape[-2] != k.shape[-2]
+            or args
+            or any(kwargs.get(key) for key in ("attn_mask", "dropout_p", "is_causal"))
+        ):
+            return sdpa(q, k, v, *args, **kwargs)
+        scale = kwargs.get("scale") or q.shape[-1] ** -0.5
+        out, _ = fa4_fwd(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale)
+        return out.transpose(1, 2)
+
+    return fa4_or_sdpa
+
+
+def _packed_forward(self: Attention, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+    """timm's Attention.forward with the kernels reading q, k and v in the qkv projection's layout."""
+    plain = (
+        attn_mask is None
+        and not is_causal
+        and getattr(self, "gate", None) is None  # timm >= 1.0.30's gated attention
+        and isinstance(self.q_norm, nn.Identity)
+        and isinstance(self.k_norm, nn.Identity)
+        and not (self.training and self.attn_drop.p)
+    )
+    if not plain:
+        raise ValueError("fa4-packed takes plain self-attention: no mask, causality, gate, q/k norm or dropout")
+    batch, tokens, _ = x.shape
+    qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim)
+    out, _ = fa4_packed_fwd(qkv, self.scale)
+    return self.proj_drop(self.proj(self.norm(out.flatten(2))))
+
+
+@contextmanager
+def packed_attention(model: nn.Module) -> Iterator[nn.Module]:
+    """`--sdpa fa4-packed`: each of `model`'s timm Attention modules runs _packed_forward inside the block."""
+    swapped = [m for m in model.modules() if type(m) is Attention]
+    for module in swapped:
+        module.forward = types.MethodType(_packed_forward, module)
+    try:
+        yield model
+    finally:
+        for module in swapped:
+            del module.forward
+
+
+# (model, branch): (heads, tokens, head dim), batch 256 as in throughput.py
+SHAPES = {
+    ("crossvit_18", "large"): (7, 197, 64),
+    ("crossvit_18", "small"): (7, 401, 32),
+    ("crossvit_9", "large"): (4, 197, 64),
+    ("crossvit_9", "small"): (4, 401, 32),
+}
+
+
+def _sdpa_attention(qkv: Tensor) -> Tensor:
+    """What timm's Attention does around SDPA, from the qkv projection's output to the (B, N, C) result."""
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
+
+
+def _fa4_attention(qkv: Tensor) -> Tensor:
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    return sdpa_stand_in(F.scaled_dot_product_attention)(q, k, v).transpose(1, 2).flatten(2)
+
+
+def _fa4_packed_attention(qkv: Tensor) -> Tensor:
+    return fa4_packed_fwd(qkv, qkv.shape[-1] ** -0.5)[0].flatten(2)
+
+
+def _cudnn_attention(qkv: Tensor) -> Tensor:
+    with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
+        return _sdpa_attention(qkv)
+
+
+VARIANTS = {"cudnn": _cudnn_attention, "fa4": _fa4_attention, "fa4-packed": _fa4_packed_attention}
+
+
+def _errors(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor) -> dict:
+    """Max abs error of the output and of the qkv gradient against SDPA's math in fp32."""
+    ref_in = qkv.detach().float().requires_grad_()
+    with sdpa_kernel(SDPBackend.MATH):
+        ref = _sdpa_attention(ref_in)
+    (ref_grad,) = torch.autograd.grad(ref, ref_in, dout.float())
+    x = qkv.detach().requires_grad_()
+    out = fn(x)
+    (grad,) = torch.autograd.grad(out, x, dout)
+    return dict(out_err=(out.float() - ref).abs().max().item(), grad_err=(grad.float() - ref_grad).abs().max().item())
+
+
+def _time_ms(fn: Callable[[], object], steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(steps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def _graph_replays(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor) -> bool:
+    """Whether forward and backward capture in a CUDA graph and, replayed, give the eager gradient."""
+    x = qkv.detach().requires_grad_()
+    expected = torch.autograd.grad(fn(x), x, dout)[0]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            torch.autograd.grad(fn(x), x, dout)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        (grad,) = torch.autograd.grad(fn(x), x, dout)
+    graph.replay()
+    torch.cuda.synchronize()
+    return bool(torch.equal(grad, expected))
+
+
+def _measured(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor, args: argparse.Namespace) -> dict:
+    small = qkv[: args.check_batch].detach(), dout[: args.check_batch]
+    row = _errors(fn, *small)
+    with torch.no_grad():
+        row["fwd_ms"] = _time_ms(lambda: fn(qkv), args.steps, args.warmup)
+    row["fwd_bwd_ms"] = _time_ms(lambda: torch.autograd.grad(fn(qkv), qkv, dout), args.steps, args.warmup)
+    row["graph_ok"] = _graph_replays(fn, *small)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--check-batch", type=int, default=8, help="images in the fp32 check")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    rows = []
+    print(
+        f"{'model':<12} {'branch':<6} {'variant':<11} {'fwd ms':>7} {'fwd+bwd ms':>10} {'x cuDNN':>8} "
+        f"{'out err':>8} {'grad err':>8} graph"
+    )
+    for (model, branch), (heads, tokens, head_dim) in SHAPES.items():
+        shape = (args.batch_size, tokens, 3, heads, head_dim)
+        qkv = torch.randn(shape, device=device, dtype=torch.bfloat16, requires_grad=True)
+        dout = torch.randn(args.batch_size, tokens, heads * head_dim, device=device, dtype=torch.bfloat16)
+        base = None
+        for name, fn in VARIANTS.items():
+            row = dict(
+                model=model,
+                branch=branch,
+                variant=name,
+                batch=args.batch_size,
+                heads=heads,
+                tokens=tokens,
+                head_dim=head_dim,
+            )
+            try:
+                row.update(_measured(fn, qkv, dout, args))
+            except Exception as error:  # a variant that fails is a row with its error, the others still run
+                row["error"] = f"{type(error).__name__}: {error}"[:500]
+            if name == "cudnn":
+                base = row.get("fwd_bwd_ms")
+            if "fwd_bwd_ms" in row and base:
+                row["x_cudnn"] = base / row["fwd_bwd_ms"]
+            rows.append(row)
+            print(
+                f"{model:<12} {branch:<6} {name:<11} {row.get('fwd_ms', float('nan')):7.3f} "
+                f"{row.get('fwd_bwd_ms', float('nan')):10.3f} {row.get('x_cudnn', float('nan')):8.2f} "
+                f"{row.get('out_err', float('nan')):8.1e} {row.get('grad_err', float('nan')):8.1e} "
+                f"{row.get('graph_ok', row.get('error', ''))}",
+                flush=True,
+            )
+    env = dict(date=str(date.today()), torch=torch.__version__, gpu=torch.cuda.get_device_name(), host=platform.node())
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"env": env, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
