@@ -28,7 +28,7 @@
 #   bash benchmarks/model_speed.sh oracle_infer  # training and inference, ours as is and with all three free
 #   bash benchmarks/model_speed.sh fa4     # FlashAttention-4 (benchmarks/fa4_attention.py): its kernels against
 #                                          # cuDNN's at each branch's shape, then in ours' step (--sdpa fa4 and
-#                                          # fa4-packed) beside the baselines; training and inference. Its packages
+#                                          # fa4-packed) beside the baselines, training, two GPUs. Its packages
 #                                          # travel in two parts over two calls (docs/benchmarks.md, fifth session)
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
@@ -310,22 +310,21 @@ fa4_site() {  # flash-attn-4, the CuTe DSL and their needs, unpacked once a mach
   python3 -c 'import flash_attn.cute.interface; print("flash-attn-4 imports")' || echo "fa4: flash-attn-4 does not import"
 }
 
-fa4() {  # lane 0's baselines are the reference; the kernels' check first, its compiled kernels cached for the rest
+fa4() {  # two lanes (the lent kinds had two GPUs at most); lane 0's baselines are the reference, after the kernels'
+  # check, whose compiled kernels the cache keeps for the runs after it. Training only: inference once this pays
   fa4_site || return 1
   {
     LANE=0 bench fa4_kernels fa4_attention.py
-    LANE=0 bench base_c18 "${TP[@]}" --models crossvit_18
+    LANE=0 bench base_c18 "${TRAIN[@]}" --models crossvit_18
+    LANE=0 bench base_c9 "${TRAIN[@]}" --models crossvit_9
   } &
   {
-    LANE=1 bench fa4p_c18 "${TP[@]}" --models crossvit_18 --no-timm --sdpa fa4-packed
-    LANE=1 bench fa4p_c9 "${TP[@]}" --models crossvit_9 --no-timm --sdpa fa4-packed
+    LANE=1 bench fa4p_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --sdpa fa4-packed \
+      || LANE=1 bench fa4p_c18_compile "${TRAIN[@]}" --models crossvit_18 --modes compile --sdpa fa4-packed
+    LANE=1 bench fa4p_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --sdpa fa4-packed
+    LANE=1 bench fa4_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --sdpa fa4
+    LANE=1 bench profile_fa4p_c18 profile_step.py --models crossvit_18 --impls ours --sdpa fa4-packed
   } &
-  {
-    LANE=2 bench fa4_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --sdpa fa4 \
-      || LANE=2 bench fa4p_c18_compile "${TRAIN[@]}" --models crossvit_18 --modes compile --sdpa fa4-packed
-    LANE=2 bench profile_fa4p_c18 profile_step.py --models crossvit_18 --impls ours --sdpa fa4-packed
-  } &
-  LANE=3 bench base_c9 "${TP[@]}" --models crossvit_9 &
   wait
 }
 
