@@ -232,8 +232,9 @@ def _time_ms(fn: Callable[[], object], steps: int, warmup: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def _graph_replays(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor) -> bool:
-    """Whether forward and backward capture in a CUDA graph and, replayed, give the eager gradient."""
+def _graph_diff(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor) -> float:
+    """Forward and backward captured in a CUDA graph and replayed: the largest difference of its qkv gradient from
+    the eager one (not 0 where a backward sums dq with atomics, as cuDNN's does at head dim 32)."""
     x = qkv.detach().requires_grad_()
     expected = torch.autograd.grad(fn(x), x, dout)[0]
     side = torch.cuda.Stream()
@@ -247,7 +248,7 @@ def _graph_replays(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor) ->
         (grad,) = torch.autograd.grad(fn(x), x, dout)
     graph.replay()
     torch.cuda.synchronize()
-    return bool(torch.equal(grad, expected))
+    return (grad.float() - expected.float()).abs().max().item()
 
 
 def _measured(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor, args: argparse.Namespace) -> dict:
@@ -256,7 +257,7 @@ def _measured(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor, args: a
     with torch.no_grad():
         row["fwd_ms"] = _time_ms(lambda: fn(qkv), args.steps, args.warmup)
     row["fwd_bwd_ms"] = _time_ms(lambda: torch.autograd.grad(fn(qkv), qkv, dout), args.steps, args.warmup)
-    row["graph_ok"] = _graph_replays(fn, *small)
+    row["graph_diff"] = _graph_diff(fn, *small)
     return row
 
 
@@ -273,7 +274,7 @@ def main() -> None:
     rows = []
     print(
         f"{'model':<12} {'branch':<6} {'variant':<11} {'fwd ms':>7} {'fwd+bwd ms':>10} {'x cuDNN':>8} "
-        f"{'out err':>8} {'grad err':>8} graph"
+        f"{'out err':>8} {'grad err':>8} {'graph diff':>10}"
     )
     for (model, branch), (heads, tokens, head_dim) in SHAPES.items():
         shape = (args.batch_size, tokens, 3, heads, head_dim)
@@ -303,7 +304,7 @@ def main() -> None:
                 f"{model:<12} {branch:<6} {name:<11} {row.get('fwd_ms', float('nan')):7.3f} "
                 f"{row.get('fwd_bwd_ms', float('nan')):10.3f} {row.get('x_cudnn', float('nan')):8.2f} "
                 f"{row.get('out_err', float('nan')):8.1e} {row.get('grad_err', float('nan')):8.1e} "
-                f"{row.get('graph_ok', row.get('error', ''))}",
+                f"{row.get('graph_diff', float('nan')):10.1e} {row.get('error', '')}",
                 flush=True,
             )
     env = dict(date=str(date.today()), torch=torch.__version__, gpu=torch.cuda.get_device_name(), host=platform.node())

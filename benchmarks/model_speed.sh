@@ -132,7 +132,7 @@ for name, data in rows.items():
         for r in data["rows"]:
             print(f"{name} {r['model']} {r['branch']} {r['variant']}: " + ", ".join(
                 f"{key} {r[key]:.4g}" if isinstance(r[key], float) else f"{key} {r[key]}"
-                for key in ("fwd_ms", "fwd_bwd_ms", "x_cudnn", "out_err", "grad_err", "graph_ok", "error") if key in r))
+                for key in ("fwd_ms", "fwd_bwd_ms", "x_cudnn", "out_err", "grad_err", "graph_diff", "error") if key in r))
     elif data["rows"] and "train_img_s" in data["rows"][0]:
         print(f"\n{name}: " + format_table(data["rows"], data["env"]).split("\n", 2)[2])
     else:
@@ -296,14 +296,18 @@ oracle_infer() {  # the oracle for inference too: ours as is and with all three 
 }
 
 fa4_site() {  # flash-attn-4, the CuTe DSL and their needs, unpacked once a machine from the parts that calls on it
-  # carried (.device/fa4a, .device/fa4b: one xz'd folder of their wheels' contents, over a call's 64 MiB in one)
-  local site=/tmp/fa4site part
+  # carried (.device/fa4a, .device/fa4b: one xz'd folder of their wheels' contents, over a call's 64 MiB in one),
+  # and any wheel carried beside them
+  local site=/tmp/fa4site part whl
   mkdir -p /tmp/fa4parts
-  for part in .device/fa4*/site.tar.xz.part*; do [ -e "$part" ] && cp -n "$part" /tmp/fa4parts/; done
+  for part in .device/fa4*/site.tar.xz.part*; do
+    [ -e "$part" ] && [ ! -e "/tmp/fa4parts/$(basename "$part")" ] && cp "$part" /tmp/fa4parts/
+  done
   if [ ! -d $site/flash_attn ]; then
     mkdir -p $site && cat /tmp/fa4parts/site.tar.xz.part* | xz -d | tar x -C $site \
       || { echo "fa4: the carried parts do not make a whole archive: $(ls /tmp/fa4parts)"; rm -rf $site; return 1; }
   fi
+  for whl in .device/fa4*/*.whl; do [ -e "$whl" ] && python3 -m zipfile -e "$whl" $site; done
   # a .pth file puts the DSL's packages on the path in a site-packages folder; PYTHONPATH needs them named
   export PYTHONPATH=$site:$site/nvidia_cutlass_dsl/dsl_packages${PYTHONPATH:+:$PYTHONPATH}
   export FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED=1 FLASH_ATTENTION_CUTE_DSL_CACHE_DIR=/tmp/fa4cache
