@@ -30,6 +30,7 @@
 #                                          # cuDNN's at each branch's shape, then in ours' step (--sdpa fa4 and
 #                                          # fa4-packed) beside the baselines, training, two GPUs. Its packages
 #                                          # travel in two parts over two calls (docs/benchmarks.md, fifth session)
+#   bash benchmarks/model_speed.sh fa4_tune  # FA4's tiles fitted to our token counts, then its step and kernels
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -128,6 +129,10 @@ for name, data in rows.items():
         r = data["rows"][0]
         print(f"\n{name}: compiled in {r['compile_s']} s, ms {r['ms']}, {r['workers']} workers, python {r['python']}")
         print("\n".join(r["log"][:12]))
+    elif data["rows"] and "pass_" in data["rows"][0]:  # fa4_attention.py --tune: ms a pass of one tile
+        for r in data["rows"]:
+            print(f"{name} {r['pass_']} {r['tokens']} tokens, head dim {r['head_dim']}: {r.get('ms', 'n/a')} ms, "
+                  f"diff {r.get('diff', 'n/a')}, {r['tile']} {r.get('error', '')}")
     elif data["rows"] and "variant" in data["rows"][0]:  # fa4_attention.py: ms a call of one branch's attention
         for r in data["rows"]:
             print(f"{name} {r['model']} {r['branch']} {r['variant']}: " + ", ".join(
@@ -328,6 +333,25 @@ fa4() {  # two lanes (the lent kinds had two GPUs at most); lane 0's baselines a
     LANE=1 bench fa4p_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --sdpa fa4-packed
     LANE=1 bench fa4_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --sdpa fa4
     LANE=1 bench profile_fa4p_c18 profile_step.py --models crossvit_18 --impls ours --sdpa fa4-packed
+  } &
+  wait
+}
+
+fa4_tune() {  # FA4's tiles fitted to 197 and 401 tokens (fa4_attention.py --tune), then in the step beside the
+  # baselines; lane 1's crossvit_9 runs wait for lane 0's tiles
+  fa4_site || return 1
+  local tiles=/tmp/fa4_tiles.json
+  rm -f $tiles
+  {
+    LANE=0 bench fa4_tune fa4_attention.py --tune --tiles-out $tiles
+    LANE=0 bench fa4t_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --sdpa fa4-packed --fa4-tiles $tiles
+    LANE=0 bench base_c18 "${TRAIN[@]}" --models crossvit_18
+  } &
+  {
+    LANE=1 bench base_c9 "${TRAIN[@]}" --models crossvit_9
+    while [ ! -s $tiles ] && (( SECONDS < STOP_AFTER )); do sleep 5; done
+    LANE=1 bench fa4t_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --sdpa fa4-packed --fa4-tiles $tiles
+    LANE=1 bench fa4t_kernels fa4_attention.py --tiles $tiles
   } &
   wait
 }

@@ -136,6 +136,7 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
         help="the only SDPA backend allowed; flex: self-attention through FlexAttention (Triton) instead of SDPA; "
         "fa4, fa4-packed (ours only): through FlashAttention-4 (benchmarks/fa4_attention.py)",
     )
+    parser.add_argument("--fa4-tiles", default="", help="--sdpa fa4*: the tiles of a `fa4_attention.py --tune` run")
     parser.add_argument(
         "--inductor",
         nargs="*",
@@ -249,6 +250,8 @@ def variant_run(args: argparse.Namespace, model: nn.Module, impl: str) -> Iterat
     if args.sdpa.startswith("fa4") and ours:
         import fa4_attention
 
+        if getattr(args, "fa4_tiles", ""):
+            fa4_attention.use_tiles(args.fa4_tiles)
         if args.sdpa == "fa4":
             stand_in = fa4_attention.sdpa_stand_in
         else:

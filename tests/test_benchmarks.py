@@ -223,6 +223,44 @@ def test_fa4_packed_attention_compiles_whole_with_the_kernels_as_custom_ops(monk
     torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
 
 
+def test_fa4_tiles_reach_the_kernels_for_their_head_dims_only(monkeypatch, tmp_path):
+    """`--fa4-tiles` (a `fa4_attention.py --tune` run's JSON): the forward gets the tuned tile of its head dim and
+    the backward's Hopper config is the tuned one there; other head dims, and causal attention, keep flash-attn-4's
+    own. flash-attn-4's interface module is a stand-in here (the GPU machine has the real one)."""
+    import types
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import fa4_attention
+
+    interface = types.ModuleType("flash_attn.cute.interface")
+    interface.BwdConfig = lambda **cfg: ("tuned", cfg)
+    interface._tile_size_bwd_sm90 = lambda head_dim, *args, **kwargs: ("default", head_dim)
+    package = types.ModuleType("flash_attn.cute")
+    package.interface = interface
+    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", package)
+    monkeypatch.setitem(sys.modules, "flash_attn.cute.interface", interface)
+    monkeypatch.setattr(fa4_attention, "FWD_TILES", {})
+    monkeypatch.setattr(fa4_attention, "BWD_TILES", {})
+    seen = []
+    monkeypatch.setattr(fa4_attention, "kernels", lambda: (lambda q, k, v, **kw: seen.append(kw) or (q, q), None))
+    tiles = {"64": {"fwd": [128, 208, True, True], "bwd": {"m_block_size": 112}}, "32": {"fwd": [128, 128, True, True]}}
+    path = tmp_path / "tiles.json"
+    path.write_text(json.dumps(tiles))
+    fa4_attention.use_tiles(str(path))
+    q = torch.zeros(1, 4, 2, 64)
+    fa4_attention._attend(q, q, q, 0.125)
+    fa4_attention._attend(torch.zeros(1, 4, 2, 16), q, q, 0.25)
+    assert seen[0] == dict(
+        softmax_scale=0.125, return_lse=True, tile_mn=(128, 208), mma_pv_is_rs=True, intra_wg_overlap=True
+    )
+    assert seen[1] == dict(softmax_scale=0.25, return_lse=True)  # head dim 16: not tuned
+    bwd = interface._tile_size_bwd_sm90
+    assert bwd(64, 64, False, False) == ("tuned", {"m_block_size": 112})
+    assert bwd(32, 32, False, False) == ("default", 32)  # tuned forward only
+    assert bwd(64, 64, True, False) == ("default", 64)  # causal: flash-attn-4's own
+
+
 def test_require_ratio_names_each_model_where_ours_trains_under_the_ratio_of_timms_best():
     """throughput.py --require-ratio (issue 14's regression guard) compares the best mode of each: the H200 figures
     of 2026-11-28 (crossvit_18 1.09x, crossvit_9 1.22x) pass at 1.05 and crossvit_18 fails at 1.1."""
