@@ -31,6 +31,7 @@
 #                                          # fa4-packed) beside the baselines, training, two GPUs. Its packages
 #                                          # travel in two parts over two calls (docs/benchmarks.md, fifth session)
 #   bash benchmarks/model_speed.sh fa4_tune  # FA4's tiles fitted to our token counts, then its step and kernels
+#   bash benchmarks/model_speed.sh fa4_infer # training and inference with those tiles, crossvit_18 beside timm
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -352,6 +353,17 @@ fa4_tune() {  # FA4's tiles fitted to 197 and 401 tokens (fa4_attention.py --tun
     while [ ! -s $tiles ] && (( SECONDS < STOP_AFTER )); do sleep 5; done
     LANE=1 bench fa4t_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --sdpa fa4-packed --fa4-tiles $tiles
     LANE=1 bench fa4t_kernels fa4_attention.py --tiles $tiles
+  } &
+  wait
+}
+
+fa4_infer() {  # training and inference with the tiles fa4_tune found on the H200 (docs/fa4_tiles_2026-11-28.json)
+  fa4_site || return 1
+  local tiles=docs/fa4_tiles_2026-11-28.json
+  LANE=0 bench infer_c18 "${TP[@]}" --models crossvit_18 &
+  {
+    LANE=1 bench infer_fa4t_c18 "${TP[@]}" --models crossvit_18 --no-timm --sdpa fa4-packed --fa4-tiles $tiles
+    LANE=1 bench infer_fa4t_c9 "${TP[@]}" --models crossvit_9 --no-timm --sdpa fa4-packed --fa4-tiles $tiles
   } &
   wait
 }
