@@ -302,8 +302,8 @@ oracle_infer() {  # the oracle for inference too: ours as is and with all three 
 }
 
 fa4_site() {  # flash-attn-4, the CuTe DSL and their needs, unpacked once a machine from the parts that calls on it
-  # carried (.device/fa4a, .device/fa4b: one xz'd folder of their wheels' contents, over a call's 64 MiB in one),
-  # and any wheel carried beside them
+  # carried (.device/fa4a, .device/fa4b, made by benchmarks/fa4_parts.sh: one xz'd folder of their wheels'
+  # contents, over a call's 64 MiB in one), and any wheel carried beside them; fails unless flash-attn-4 imports
   local site=/tmp/fa4site part whl
   mkdir -p /tmp/fa4parts
   for part in .device/fa4*/site.tar.xz.part*; do
@@ -317,7 +317,8 @@ fa4_site() {  # flash-attn-4, the CuTe DSL and their needs, unpacked once a mach
   # a .pth file puts the DSL's packages on the path in a site-packages folder; PYTHONPATH needs them named
   export PYTHONPATH=$site:$site/nvidia_cutlass_dsl/dsl_packages${PYTHONPATH:+:$PYTHONPATH}
   export FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED=1 FLASH_ATTENTION_CUTE_DSL_CACHE_DIR=/tmp/fa4cache
-  python3 -c 'import flash_attn.cute.interface; print("flash-attn-4 imports")' || echo "fa4: flash-attn-4 does not import"
+  python3 -c 'import flash_attn.cute.interface; print("flash-attn-4 imports")' \
+    || { echo "fa4: flash-attn-4 does not import; its runs are skipped"; return 1; }
 }
 
 fa4() {  # two lanes (the lent kinds had two GPUs at most); lane 0's baselines are the reference, after the kernels'
