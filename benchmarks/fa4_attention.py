@@ -158,23 +158,11 @@ def _packed_backward(ctx, dout: Tensor, dlse: Tensor | None):
 fa4_packed_fwd.register_autograd(_packed_backward, setup_context=_fa4_setup)
 
 
-def sdpa_stand_in(sdpa: Callable) -> Callable:
-    """`--sdpa fa4`'s SDPA: self-attention (as many queries as keys; no mask, dropout or causality) through the
-    kernels, on (B, N, H, D) views of SDPA's (B, H, N, D); anything else (the CLS-only cross-attention) through
-    `sdpa`."""
-
-    def fa4_or_sdpa(q: Tensor, k: Tensor, v: Tensor, *args, **kwargs) -> Tensor:
-        if (
-            q.shape[-2] != k.shape[-2]
-            or args
-            or any(kwargs.get(key) for key in ("attn_mask", "dropout_p", "is_causal"))
-        ):
-            return sdpa(q, k, v, *args, **kwargs)
-        scale = kwargs.get("scale") or q.shape[-1] ** -0.5
-        out, _ = fa4_fwd(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale)
-        return out.transpose(1, 2)
-
-    return fa4_or_sdpa
+def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor:
+    """`--sdpa fa4`: the kernels on (B, N, H, D) views of SDPA's (B, H, N, D) q, k and v (throughput.py's
+    self_attention_through sends them only self-attention)."""
+    out, _ = fa4_fwd(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), scale or q.shape[-1] ** -0.5)
+    return out.transpose(1, 2)
 
 
 def _packed_forward(self: Attention, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
@@ -225,7 +213,7 @@ def _sdpa_attention(qkv: Tensor) -> Tensor:
 
 def _fa4_attention(qkv: Tensor) -> Tensor:
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-    return sdpa_stand_in(F.scaled_dot_product_attention)(q, k, v).transpose(1, 2).flatten(2)
+    return attention(q, k, v, None).transpose(1, 2).flatten(2)
 
 
 def _fa4_packed_attention(qkv: Tensor) -> Tensor:

@@ -11,6 +11,9 @@ stream included, in bf16) and AdamW on fp32 master copies of the weights. Each r
 seconds its first step took (compilation, autotuning, graph capture). `--require-ratio 1.05` is the regression
 guard: the script exits 1, naming the model, when ours trains at under 1.05x timm's best.
 
+`--sdpa flex`, `fa4` and `fa4-packed` route the blocks' self-attention to FlexAttention or FlashAttention-4
+(benchmarks/fa4_attention.py, ours only; `--fa4-tiles` takes the tiles its `--tune` found).
+
 `--free norm gelu attention` is an oracle, not a model: ours with those ops swapped for stand-ins that cost nothing
 (LayerNorm and GELU become identities, attention returns its values), so its img/s bounds what any kernel that fuses
 them away (a LayerNorm prologue, a GELU epilogue, a faster attention) could give.
@@ -36,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath
 from timm.optim import create_optimizer_v2
+from torch.nn.attention import flex_attention as flex
 
 from crossvit.flops import count
 from crossvit.models import create_model, load_config
@@ -197,22 +201,29 @@ def sdpa_replaced(stand_in: Callable[[Callable], Callable] | None) -> Iterator[N
         F.scaled_dot_product_attention = sdpa
 
 
-def _flex_self_attention(sdpa: Callable) -> Callable:
-    """`--sdpa flex`'s SDPA: self-attention (as many queries as keys; no mask, dropout or causality) through
-    FlexAttention; anything else (the CLS-only cross-attention) through `sdpa`. A function, not a partial: dynamo
-    traces functions."""
-    from torch.nn.attention import flex_attention as flex
+def self_attention_through(kernel: Callable) -> Callable[[Callable], Callable]:
+    """An SDPA stand-in for sdpa_replaced: self-attention (as many queries as keys; no mask, dropout or causality)
+    goes to `kernel(q, k, v, scale)`, anything else (the CLS-only cross-attention) to SDPA. Functions, not partials:
+    dynamo traces functions."""
 
-    def flex_or_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-        if (
-            q.shape[-2] != k.shape[-2]
-            or args
-            or any(kwargs.get(key) for key in ("attn_mask", "dropout_p", "is_causal"))
-        ):
-            return sdpa(q, k, v, *args, **kwargs)
-        return flex.flex_attention(q, k, v, scale=kwargs.get("scale"))
+    def stand_in(sdpa: Callable) -> Callable:
+        def kernel_or_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+            if (
+                q.shape[-2] != k.shape[-2]
+                or args
+                or any(kwargs.get(key) for key in ("attn_mask", "dropout_p", "is_causal"))
+            ):
+                return sdpa(q, k, v, *args, **kwargs)
+            return kernel(q, k, v, kwargs.get("scale"))
 
-    return flex_or_sdpa
+        return kernel_or_sdpa
+
+    return stand_in
+
+
+def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float | None) -> torch.Tensor:
+    """`--sdpa flex`: FlexAttention, inductor's Triton flash attention."""
+    return flex.flex_attention(q, k, v, scale=scale)
 
 
 FREE_OPS = ("norm", "gelu", "attention")
@@ -246,14 +257,14 @@ def variant_run(args: argparse.Namespace, model: nn.Module, impl: str) -> Iterat
         import triton_layer_norm
 
         triton_layer_norm.use_in(model)
-    stand_in, packed = (_flex_self_attention if args.sdpa == "flex" else None), nullcontext()
+    stand_in, packed = (self_attention_through(_flex) if args.sdpa == "flex" else None), nullcontext()
     if args.sdpa.startswith("fa4") and ours:
         import fa4_attention
 
         if getattr(args, "fa4_tiles", ""):
             fa4_attention.use_tiles(args.fa4_tiles)
         if args.sdpa == "fa4":
-            stand_in = fa4_attention.sdpa_stand_in
+            stand_in = self_attention_through(fa4_attention.attention)
         else:
             packed = fa4_attention.packed_attention(model)
     with free_ops(model, args.free if ours else ()), sdpa_replaced(stand_in), packed:
