@@ -11,8 +11,9 @@ Two ways into the step, both ours-only variants of throughput.py and profile_ste
   it is, and the backward writes dq, dk and dv into one buffer of that layout: no permute, no stack.
 
 The kernels run inside custom ops (`crossvit_bench::fa4_*`, with fake kernels and an autograd rule) so that
-torch.compile and CUDA graphs take each launch whole. flash-attn-4 and the CuTe DSL travel to the GPU machine as
-wheels (docs/benchmarks.md says how); nothing here installs them.
+torch.compile and CUDA graphs take each launch whole. flash-attn-4 and the CuTe DSL travel to the GPU machine in
+two parts that benchmarks/fa4_parts.sh builds (docs/benchmarks.md, "Issue 14, fifth session"); nothing here
+installs them.
 """
 
 from __future__ import annotations
@@ -257,7 +258,7 @@ def _time_ms(fn: Callable[[], object], steps: int, warmup: int) -> float:
 
 def _graph_diff(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor) -> float:
     """Forward and backward captured in a CUDA graph and replayed: the largest difference of its qkv gradient from
-    the eager one (not 0 where a backward sums dq with atomics, as cuDNN's does at head dim 32)."""
+    the eager one (not 0 where a backward sums dq with atomics, as both kernels do at 401 tokens and head dim 32)."""
     x = qkv.detach().requires_grad_()
     expected = torch.autograd.grad(fn(x), x, dout)[0]
     side = torch.cuda.Stream()
