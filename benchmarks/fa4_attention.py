@@ -256,31 +256,46 @@ def _time_ms(fn: Callable[[], object], steps: int, warmup: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _captured(work: Callable[[], object]) -> tuple[torch.cuda.CUDAGraph, object]:
+    """`work` captured in a CUDA graph after two warm-up calls on a side stream: the graph, and what the captured
+    call returned (its outputs, which each replay rewrites)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            work()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        result = work()
+    return graph, result
+
+
 def _graph_diff(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor) -> float:
     """Forward and backward captured in a CUDA graph and replayed: the largest difference of its qkv gradient from
     the eager one (not 0 where a backward sums dq with atomics, as both kernels do at 401 tokens and head dim 32)."""
     x = qkv.detach().requires_grad_()
     expected = torch.autograd.grad(fn(x), x, dout)[0]
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            torch.autograd.grad(fn(x), x, dout)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        (grad,) = torch.autograd.grad(fn(x), x, dout)
+    graph, (grad,) = _captured(lambda: torch.autograd.grad(fn(x), x, dout))
     graph.replay()
     torch.cuda.synchronize()
     return (grad.float() - expected.float()).abs().max().item()
 
 
 def _measured(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor, args: argparse.Namespace) -> dict:
+    """Errors, then ms a call: eager (flash-attn-4's Python launch path included) and replayed from a CUDA graph
+    (the kernels alone, as in the step under reduce-overhead)."""
     small = qkv[: args.check_batch].detach(), dout[: args.check_batch]
     row = _errors(fn, *small)
     with torch.no_grad():
         row["fwd_ms"] = _time_ms(lambda: fn(qkv), args.steps, args.warmup)
-    row["fwd_bwd_ms"] = _time_ms(lambda: torch.autograd.grad(fn(qkv), qkv, dout), args.steps, args.warmup)
+        row["fwd_graph_ms"] = _time_ms(_captured(lambda: fn(qkv))[0].replay, args.steps, args.warmup)
+
+    def step() -> tuple[Tensor, ...]:
+        return torch.autograd.grad(fn(qkv), qkv, dout)
+
+    row["fwd_bwd_ms"] = _time_ms(step, args.steps, args.warmup)
+    row["fwd_bwd_graph_ms"] = _time_ms(_captured(step)[0].replay, args.steps, args.warmup)
     row["graph_diff"] = _graph_diff(fn, *small)
     return row
 
@@ -412,6 +427,7 @@ def main() -> None:
     rows = []
     print(
         f"{'model':<12} {'branch':<6} {'variant':<11} {'fwd ms':>7} {'fwd+bwd ms':>10} {'x cuDNN':>8} "
+        f"{'graphed':>8} {'x cuDNN':>8} "
         f"{'out err':>8} {'grad err':>8} {'graph diff':>10}"
     )
     for (model, branch), (heads, tokens, head_dim) in SHAPES.items():
@@ -434,13 +450,15 @@ def main() -> None:
             except Exception as error:  # a variant that fails is a row with its error, the others still run
                 row["error"] = f"{type(error).__name__}: {error}"[:500]
             if name == "cudnn":
-                base = row.get("fwd_bwd_ms")
-            if "fwd_bwd_ms" in row and base:
-                row["x_cudnn"] = base / row["fwd_bwd_ms"]
+                base = row
+            if "error" not in row and "error" not in base:
+                row["x_cudnn"] = base["fwd_bwd_ms"] / row["fwd_bwd_ms"]
+                row["x_cudnn_graph"] = base["fwd_bwd_graph_ms"] / row["fwd_bwd_graph_ms"]
             rows.append(row)
             print(
                 f"{model:<12} {branch:<6} {name:<11} {row.get('fwd_ms', float('nan')):7.3f} "
                 f"{row.get('fwd_bwd_ms', float('nan')):10.3f} {row.get('x_cudnn', float('nan')):8.2f} "
+                f"{row.get('fwd_bwd_graph_ms', float('nan')):8.3f} {row.get('x_cudnn_graph', float('nan')):8.2f} "
                 f"{row.get('out_err', float('nan')):8.1e} {row.get('grad_err', float('nan')):8.1e} "
                 f"{row.get('graph_diff', float('nan')):10.1e} {row.get('error', '')}",
                 flush=True,

@@ -32,6 +32,7 @@
 #                                          # travel in two parts over two calls (docs/benchmarks.md, fifth session)
 #   bash benchmarks/model_speed.sh fa4_tune  # FA4's tiles fitted to our token counts, then its step and kernels
 #   bash benchmarks/model_speed.sh fa4_infer # training and inference with those tiles, crossvit_18 beside timm
+#   bash benchmarks/model_speed.sh fa4_graphed  # the kernels alone with those tiles, timed from CUDA graphs too
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -138,7 +139,8 @@ for name, data in rows.items():
         for r in data["rows"]:
             print(f"{name} {r['model']} {r['branch']} {r['variant']}: " + ", ".join(
                 f"{key} {r[key]:.4g}" if isinstance(r[key], float) else f"{key} {r[key]}"
-                for key in ("fwd_ms", "fwd_bwd_ms", "x_cudnn", "out_err", "grad_err", "graph_diff", "error") if key in r))
+                for key in ("fwd_ms", "fwd_bwd_ms", "x_cudnn", "fwd_graph_ms", "fwd_bwd_graph_ms", "x_cudnn_graph",
+                            "out_err", "grad_err", "graph_diff", "error") if key in r))
     elif data["rows"] and "train_img_s" in data["rows"][0]:
         print(f"\n{name}: " + format_table(data["rows"], data["env"]).split("\n", 2)[2])
     else:
@@ -356,6 +358,11 @@ fa4_tune() {  # FA4's tiles fitted to 197 and 401 tokens (fa4_attention.py --tun
     LANE=1 bench fa4t_kernels fa4_attention.py --tiles $tiles
   } &
   wait
+}
+
+fa4_graphed() {  # the kernels alone, eager and replayed from CUDA graphs, with the tiles fa4_tune found
+  fa4_site || return 1
+  LANE=0 bench fa4g_kernels fa4_attention.py --tiles docs/fa4_tiles_2026-11-28.json
 }
 
 fa4_infer() {  # training and inference with the tiles fa4_tune found on the H200 (docs/fa4_tiles_2026-11-28.json)
