@@ -48,7 +48,11 @@ def main() -> None:
     from torch._inductor.select_algorithm import get_num_workers
 
     options = ["max_autotune_gemm=1", "triton.num_decompose_k_splits=0", *args.inductor]
-    apply_variant(argparse.Namespace(sdpa="default", inductor=options, bf16_weights=False, triton_norm=False, free=[]))
+    apply_variant(
+        argparse.Namespace(
+            sdpa="default", inductor=options, bf16_weights=False, triton_norm=False, free=[], fa4_tiles=""
+        )
+    )
     seen = dict(
         python=sys.version.split()[0],
         env={k: v for k, v in os.environ.items() if k.startswith(("TORCHINDUCTOR", "TRITON"))},

@@ -57,7 +57,7 @@ def use_tiles(path: str) -> None:
         tiles = {int(head_dim): cfg for head_dim, cfg in json.load(f).items()}
     FWD_TILES.update({d: tuple(cfg["fwd"]) for d, cfg in tiles.items() if cfg.get("fwd")})
     BWD_TILES.update({d: cfg["bwd"] for d, cfg in tiles.items() if cfg.get("bwd")})
-    default = getattr(interface._tile_size_bwd_sm90, "default", interface._tile_size_bwd_sm90)
+    default = interface._tile_size_bwd_sm90
 
     def tuned_bwd(head_dim, head_dim_v, causal, local, sparse_block_size_q=None):
         cfg = BWD_TILES.get(head_dim)
@@ -65,7 +65,6 @@ def use_tiles(path: str) -> None:
             return default(head_dim, head_dim_v, causal, local, sparse_block_size_q)
         return interface.BwdConfig(**cfg)
 
-    tuned_bwd.default = default
     interface._tile_size_bwd_sm90 = tuned_bwd
 
 

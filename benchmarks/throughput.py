@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -179,12 +180,17 @@ def apply_variant(args: argparse.Namespace) -> dict:
             current = getattr(current, part)
         old = getattr(current, leaf)  # an unknown key fails here, before any run
         setattr(current, leaf, type(old)(int(value)) if isinstance(old, (bool, int)) else value)
+    if args.fa4_tiles:  # process-wide, as flash-attn-4's own tile choice is
+        import fa4_attention
+
+        fa4_attention.use_tiles(args.fa4_tiles)
     return dict(
         sdpa=args.sdpa,
         inductor=list(args.inductor),
         bf16_weights=args.bf16_weights,
         triton_norm=args.triton_norm,
         free=list(args.free),
+        fa4_tiles=args.fa4_tiles,
     )
 
 
@@ -261,8 +267,6 @@ def variant_run(args: argparse.Namespace, model: nn.Module, impl: str) -> Iterat
     if args.sdpa.startswith("fa4") and ours:
         import fa4_attention
 
-        if getattr(args, "fa4_tiles", ""):
-            fa4_attention.use_tiles(args.fa4_tiles)
         if args.sdpa == "fa4":
             stand_in = self_attention_through(fa4_attention.attention)
         else:
@@ -528,6 +532,9 @@ def variant_name(row: dict) -> str:
     parts += row.get("inductor", []) + (["bf16 weights"] if row.get("bf16_weights") else [])
     parts += ["Triton LayerNorm"] if row.get("triton_norm") and row.get("impl") == "ours" else []
     parts += [f"free {'+'.join(row['free'])}"] if row.get("free") and row.get("impl") == "ours" else []
+    parts += (
+        [f"tiles {os.path.basename(row['fa4_tiles'])}"] if row.get("fa4_tiles") and row.get("impl") == "ours" else []
+    )
     return " ".join(parts) or "-"
 
 
