@@ -33,6 +33,11 @@
 #   bash benchmarks/model_speed.sh fa4_tune  # FA4's tiles fitted to our token counts, then its step and kernels
 #   bash benchmarks/model_speed.sh fa4_infer # training and inference with those tiles, crossvit_18 beside timm
 #   bash benchmarks/model_speed.sh fa4_graphed  # the kernels alone with those tiles, timed from CUDA graphs too
+#   bash benchmarks/model_speed.sh quack   # quack-kernels' fused MLP epilogues (benchmarks/quack_mlp.py): the MLPs
+#                                          # alone against inductor's, then ours' step with them beside the
+#                                          # baselines, with FA4's packed attention too; the profile of FA4's
+#                                          # step. One GPU, runs one after another: called again on the warm
+#                                          # machine, it goes on where the last call stopped
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -140,7 +145,8 @@ for name, data in rows.items():
             print(f"{name} {r['model']} {r['branch']} {r['variant']}: " + ", ".join(
                 f"{key} {r[key]:.4g}" if isinstance(r[key], float) else f"{key} {r[key]}"
                 for key in ("fwd_ms", "fwd_bwd_ms", "x_cudnn", "fwd_graph_ms", "fwd_bwd_graph_ms", "x_cudnn_graph",
-                            "out_err", "grad_err", "graph_diff", "error") if key in r))
+                            "out_err", "grad_err", "graph_diff", "graphed_ms", "x_inductor", "dx_err", "dw_err",
+                            "error") if key in r))
     elif data["rows"] and "train_img_s" in data["rows"][0]:
         print(f"\n{name}: " + format_table(data["rows"], data["env"]).split("\n", 2)[2])
     else:
@@ -374,6 +380,21 @@ fa4_infer() {  # training and inference with the tiles fa4_tune found on the H20
     LANE=1 bench infer_fa4t_c9 "${TP[@]}" --models crossvit_9 --no-timm --sdpa fa4-packed --fa4-tiles $tiles
   } &
   wait
+}
+
+quack() {  # every run in one lane, the ones that decide first; quack-kernels travels in flash-attn-4's parts
+  fa4_site || return 1
+  export QUACK_CACHE_DIR=$CACHE_ROOT/quack  # its compiled kernels and autotuning, kept between calls
+  local tiles=docs/fa4_tiles_2026-11-28.json
+  LANE=0 bench quack_kernels quack_mlp.py --variants inductor quack
+  LANE=0 bench base_c18 "${TP[@]}" --models crossvit_18
+  LANE=0 bench quack_c18 "${TP[@]}" --models crossvit_18 --no-timm --quack-mlp default
+  LANE=0 bench base_c9 "${TRAIN[@]}" --models crossvit_9
+  LANE=0 bench quack_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --quack-mlp default
+  LANE=0 bench quack_fa4t_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --quack-mlp default --sdpa fa4-packed \
+    --fa4-tiles $tiles
+  LANE=0 bench profile_fa4t_c18 profile_step.py --models crossvit_18 --impls ours --sdpa fa4-packed --fa4-tiles $tiles
+  LANE=0 bench quackt_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --quack-mlp tuned
 }
 
 env_info

@@ -157,6 +157,13 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
         "--triton-norm", action="store_true", help="ours only: LayerNorms through benchmarks/triton_layer_norm.py"
     )
     parser.add_argument(
+        "--quack-mlp",
+        default="off",
+        choices=("off", "default", "tuned"),
+        help="ours only: each MLP through quack-kernels' fused GEMM epilogues (benchmarks/quack_mlp.py), with "
+        "quack's own tiles or its autotuning",
+    )
+    parser.add_argument(
         "--free",
         nargs="*",
         default=[],
@@ -191,6 +198,7 @@ def apply_variant(args: argparse.Namespace) -> dict:
         triton_norm=args.triton_norm,
         free=list(args.free),
         fa4_tiles=args.fa4_tiles,
+        quack_mlp=args.quack_mlp,
     )
 
 
@@ -256,8 +264,8 @@ def free_ops(model: nn.Module, ops: Sequence[str]) -> Iterator[nn.Module]:
 @contextmanager
 def variant_run(args: argparse.Namespace, model: nn.Module, impl: str) -> Iterator[nn.Module]:
     """One run's share of the variant (add_variant_args), for throughput.py and profile_step.py alike: ours with
-    `--triton-norm`'s LayerNorms, `--free`'s stand-ins and `--sdpa fa4`'s or `fa4-packed`'s attention; `--sdpa
-    flex`'s SDPA inside the `with` block (apply_variant sets the process-wide rest)."""
+    `--triton-norm`'s LayerNorms, `--free`'s stand-ins, `--sdpa fa4`'s or `fa4-packed`'s attention and
+    `--quack-mlp`'s MLPs; `--sdpa flex`'s SDPA inside the `with` block (apply_variant sets the process-wide rest)."""
     ours = impl == "ours"
     if args.triton_norm and ours:
         import triton_layer_norm
@@ -271,7 +279,12 @@ def variant_run(args: argparse.Namespace, model: nn.Module, impl: str) -> Iterat
             stand_in = self_attention_through(fa4_attention.attention)
         else:
             packed = fa4_attention.packed_attention(model)
-    with free_ops(model, args.free if ours else ()), sdpa_replaced(stand_in), packed:
+    mlp = nullcontext()
+    if args.quack_mlp != "off" and ours:
+        import quack_mlp
+
+        mlp = quack_mlp.fused_mlp(model, tuned=args.quack_mlp == "tuned")
+    with free_ops(model, args.free if ours else ()), sdpa_replaced(stand_in), packed, mlp:
         yield model
 
 
@@ -534,6 +547,9 @@ def variant_name(row: dict) -> str:
     parts += [f"free {'+'.join(row['free'])}"] if row.get("free") and row.get("impl") == "ours" else []
     parts += (
         [f"tiles {os.path.basename(row['fa4_tiles'])}"] if row.get("fa4_tiles") and row.get("impl") == "ours" else []
+    )
+    parts += (
+        [f"quack MLP {row['quack_mlp']}"] if row.get("quack_mlp", "off") != "off" and row.get("impl") == "ours" else []
     )
     return " ".join(parts) or "-"
 

@@ -6,9 +6,11 @@ import subprocess
 import sys
 import threading
 import time
+from functools import partial
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import FORK_SERVER, ROOT
 
 
@@ -69,7 +71,6 @@ def test_free_ops_oracle_leaves_no_norm_gelu_or_attention_kernel_in_the_step():
     """throughput.py's `--free` (issue 14's bound on fusing): inside free_ops, ours has no LayerNorm or GELU and
     never calls SDPA, its output keeps its shape and its gradients flow; SDPA is itself again afterwards."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    import torch.nn.functional as F
     from throughput import FREE_OPS, free_ops
 
     from crossvit.models import create_model
@@ -106,7 +107,6 @@ def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(
     GPU); here a stand-in that computes SDPA records its calls, so the logits must not change."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch.nn.attention.flex_attention as flex
-    import torch.nn.functional as F
     from throughput import variant_run
 
     from crossvit.models import create_model
@@ -122,7 +122,7 @@ def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(
         return sdpa(q, k, v, scale=scale)
 
     monkeypatch.setattr(flex, "flex_attention", flex_attention)
-    flex_run = argparse.Namespace(sdpa="flex", free=[], triton_norm=False)
+    flex_run = argparse.Namespace(sdpa="flex", free=[], triton_norm=False, quack_mlp="off")
     with torch.no_grad(), variant_run(flex_run, model, "ours"):
         out = model(x)
     assert F.scaled_dot_product_attention is sdpa
@@ -186,7 +186,7 @@ def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradien
         return out.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
 
     expected, expected_grads = logits_and_grads()
-    run = argparse.Namespace(sdpa=variant, free=[], triton_norm=False)
+    run = argparse.Namespace(sdpa=variant, free=[], triton_norm=False, quack_mlp="off")
     with variant_run(run, model, "ours"):
         out, grads = logits_and_grads()
     # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
@@ -259,6 +259,94 @@ def test_fa4_tiles_reach_the_kernels_for_their_head_dims_only(monkeypatch, tmp_p
     assert bwd(64, 64, False, False) == ("tuned", {"m_block_size": 112})
     assert bwd(32, 32, False, False) == ("default", 32)  # tuned forward only
     assert bwd(64, 64, True, False) == ("default", 64)  # causal: flash-attn-4's own
+
+
+def _reference_quack_mlp_kernels(calls: list) -> tuple:
+    """quack's linear_act_func and act_linear_func as quack_mlp.py calls them, computed by PyTorch on the CPU. fc1:
+    (pre-activation, post-activation), only the first differentiable. fc2: its forward reads the post-activation and
+    its backward takes the activation's derivative at the pre-activation, as quack's gemm_dact epilogue does."""
+    activations = {"gelu_erf": F.gelu, "gelu_tanh_approx": partial(F.gelu, approximate="tanh")}
+
+    def linear_act(x, weight, activation, bias=None, store_preact=True, tuned=True):
+        calls.append(("fc1", activation, tuned, tuple(weight.shape)))
+        pre = F.linear(x, weight, bias)
+        return (pre if store_preact else None), activations[activation](pre).detach()
+
+    def act_linear(preact, weight, x, activation, bias=None, tuned=True):
+        calls.append(("fc2", activation, tuned, tuple(weight.shape)))
+        act = activations[activation](preact)
+        return F.linear(x + (act - act.detach()), weight, bias)
+
+    return linear_act, act_linear
+
+
+@pytest.mark.parametrize("tuned", [False, True])
+def test_quack_mlp_sends_each_mlp_to_the_fused_kernels_with_the_modules_gradients(monkeypatch, tuned):
+    """throughput.py's `--quack-mlp` (issue 14): every block's MLP of ours goes to quack's fused fc1 (exact GELU in
+    its epilogue) and fc2 (GELU's derivative in its backward), with quack's tiles or its autotuning as asked; logits
+    and every gradient are the plain modules'. Without gradients fc2 stays on F.linear. A PyTorch reference of
+    quack's interface stands in for its kernels here."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import quack_mlp
+    from throughput import variant_run
+
+    from crossvit.models import create_model
+
+    calls = []
+    monkeypatch.setattr(quack_mlp, "kernels", lambda: _reference_quack_mlp_kernels(calls))
+    torch.manual_seed(0)
+    model = create_model("crossvit_tiny").eval()
+    x = torch.randn(2, 3, model.input_size, model.input_size)
+
+    def logits_and_grads():
+        model.zero_grad()
+        out = model(x)
+        out.square().sum().backward()
+        return out.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    expected, expected_grads = logits_and_grads()
+    run = argparse.Namespace(sdpa="default", free=[], triton_norm=False, quack_mlp="tuned" if tuned else "default")
+    with variant_run(run, model, "ours"):
+        out, grads = logits_and_grads()
+        assert len(calls) == 30  # crossvit_tiny: 15 blocks, 12 of width 192 (MLP ratio 4) and 3 of width 96
+        assert sorted(set(calls)) == [
+            (layer, "gelu_erf", tuned, shape)
+            for layer, shape in (("fc1", (384, 96)), ("fc1", (768, 192)), ("fc2", (96, 384)), ("fc2", (192, 768)))
+        ]
+        calls.clear()
+        with torch.no_grad():
+            inferred = model(x)
+        assert {c[0] for c in calls} == {"fc1"}
+    torch.testing.assert_close(out, expected)
+    torch.testing.assert_close(inferred, expected)
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    calls.clear()
+    model(x)
+    assert not calls  # ours as it was, after the run
+
+
+def test_quack_mlp_block_compiles_whole(monkeypatch):
+    """The fused MLP's forward traces as one graph (fullgraph=True) inside a timm Block, with the eager block's
+    output and gradients."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import quack_mlp
+    from timm.models.vision_transformer import Block
+
+    calls = []
+    monkeypatch.setattr(quack_mlp, "kernels", lambda: _reference_quack_mlp_kernels(calls))
+    torch.manual_seed(0)
+    block = Block(64, num_heads=2)
+    x = torch.randn(2, 17, 64, requires_grad=True)
+    expected = block(x)
+    expected_grad = torch.autograd.grad(expected.square().sum(), x)[0]
+    with quack_mlp.fused_mlp(block):
+        compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
+        out = compiled(x)
+        grad = torch.autograd.grad(out.square().sum(), x)[0]
+    assert [c[0] for c in calls] == ["fc1", "fc2"]
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
 
 
 def test_require_ratio_names_each_model_where_ours_trains_under_the_ratio_of_timms_best():

@@ -1,0 +1,202 @@
+"""quack-kernels' fused GEMM epilogues for the blocks' MLPs (issue 14): fc1's bias and exact GELU computed in fc1's
+GEMM epilogue, and GELU's derivative in the epilogue of fc2's input-gradient GEMM, against cuBLAS with inductor's
+GELU passes. The fourth session's oracle bounds it: GELU made free took crossvit_18's step 6.4% faster.
+
+    python benchmarks/quack_mlp.py --out quack.json   # on the GPU: each branch's MLP, checked, then timed
+    python benchmarks/throughput.py --models crossvit_18 --modes reduce-overhead --no-timm --quack-mlp default
+
+`--quack-mlp` (throughput.py and profile_step.py, ours only) swaps each timm Mlp.forward of ours for quack's
+`linear_act_func` and `act_linear_func` (autograd Functions over quack's custom ops, which torch.compile takes
+whole): `default` is quack's own tile choice, `tuned` its autotuning (a sweep of tiles at each shape, on the first
+call). Every GEMM of the MLP then runs on quack's CuTe DSL kernels, the rest of the block on cuBLAS. quack-kernels
+travels with flash-attn-4's parts (benchmarks/fa4_parts.sh); nothing here installs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import types
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import Mlp
+from torch import Tensor
+
+ACTIVATION = "gelu_erf"  # timm's nn.GELU(): the exact GELU (quack's torch-facing default is the tanh one)
+
+
+def kernels() -> tuple[Callable, Callable]:
+    """quack's fc1-with-activation and fc2-with-activation-gradient; a test swaps this for a reference on the CPU."""
+    from quack import gemm_interface
+    from quack.linear import act_linear_func, linear_act_func
+
+    # the kernels' epilogues know the exact GELU; quack's PyTorch references (its recompute path) do not yet
+    gemm_interface.act_to_pytorch_fn_map.setdefault(ACTIVATION, F.gelu)
+    return linear_act_func, act_linear_func
+
+
+def _fused_forward(linear_act: Callable, act_linear: Callable, tuned: bool) -> Callable[[Mlp, Tensor], Tensor]:
+    """timm's Mlp.forward (fc1, GELU, fc2) with GELU inside fc1's GEMM and its derivative inside fc2's backward.
+    A closure, not a partial: dynamo traces functions."""
+
+    def forward(self: Mlp, x: Tensor) -> Tensor:
+        training = torch.is_grad_enabled()
+        preact, postact = linear_act(x, self.fc1.weight, ACTIVATION, self.fc1.bias, store_preact=training, tuned=tuned)
+        if not training:  # inference needs neither the pre-activation nor fc2's backward: fc2 stays on cuBLAS
+            return F.linear(postact, self.fc2.weight, self.fc2.bias)
+        return act_linear(preact, self.fc2.weight, postact, ACTIVATION, self.fc2.bias, tuned=tuned)
+
+    return forward
+
+
+def _plain(mlp: Mlp) -> bool:
+    return (
+        type(mlp.act) is nn.GELU
+        and mlp.act.approximate == "none"
+        and isinstance(mlp.norm, nn.Identity)
+        and not (mlp.drop1.p or mlp.drop2.p)
+    )
+
+
+@contextmanager
+def fused_mlp(model: nn.Module, tuned: bool = False) -> Iterator[nn.Module]:
+    """`--quack-mlp`: each of `model`'s timm Mlp modules runs the fused forward inside the block."""
+    swapped = [m for m in model.modules() if type(m) is Mlp]
+    if not all(_plain(m) for m in swapped):
+        raise ValueError("--quack-mlp takes timm's Mlp with an exact GELU, no norm and no dropout")
+    forward = _fused_forward(*kernels(), tuned)
+    for module in swapped:
+        module.forward = types.MethodType(forward, module)
+    try:
+        yield model
+    finally:
+        for module in swapped:
+            del module.forward
+
+
+# (model, branch): (tokens, width, hidden), batch 256 as in throughput.py
+SHAPES = {
+    ("crossvit_18", "large"): (197, 448, 1344),
+    ("crossvit_18", "small"): (401, 224, 672),
+    ("crossvit_9", "large"): (197, 256, 768),
+    ("crossvit_9", "small"): (401, 128, 384),
+}
+
+
+def _time_ms(fn: Callable[[], object], steps: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(steps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return sorted(times)[len(times) // 2]
+
+
+def _graphed(work: Callable[[], object]) -> Callable[[], None]:
+    """`work` captured in a CUDA graph after two warm-up calls on a side stream (the first call compiles or tunes
+    quack's kernels, outside the capture): the graph's replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(2):
+            work()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        work()
+    return graph.replay
+
+
+def _step(mlp: nn.Module, x: Tensor, dout: Tensor) -> Callable[[], object]:
+    """Forward and backward under bf16 autocast, as in the step: the gradients of the input and every weight."""
+    params = list(mlp.parameters())
+
+    def step() -> tuple[Tensor, ...]:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = mlp(x)
+        return torch.autograd.grad(out, [x, *params], dout)
+
+    return step
+
+
+def _errors(got: tuple[Tensor, ...], reference: tuple[Tensor, ...]) -> dict:
+    """Max abs errors of the input and weight gradients against fp32's."""
+    return dict(
+        dx_err=(got[0].float() - reference[0]).abs().max().item(),
+        dw_err=max((g.float() - r).abs().max().item() for g, r in zip(got[1:], reference[1:])),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--check-batch", type=int, default=8, help="images in the fp32 check")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--variants", nargs="+", default=["inductor", "quack", "quack-tuned"])
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    rows = []
+    print(
+        f"{'model':<12} {'branch':<6} {'variant':<12} {'fwd+bwd ms':>10} {'graphed':>8} {'x inductor':>10} "
+        f"{'dx err':>8} {'dw err':>8}"
+    )
+    for (model, branch), (tokens, width, hidden) in SHAPES.items():
+        mlp = Mlp(width, hidden).to(device)
+        x = torch.randn(args.batch_size, tokens, width, device=device, requires_grad=True)
+        dout = torch.randn(args.batch_size, tokens, width, device=device)
+        small = x[: args.check_batch].detach().requires_grad_(), dout[: args.check_batch]
+        reference = torch.autograd.grad(mlp(small[0]), [small[0], *mlp.parameters()], small[1])  # fp32
+        base = None
+        for variant in args.variants:
+            row = dict(model=model, branch=branch, variant=variant, batch=args.batch_size, tokens=tokens)
+            row.update(width=width, hidden=hidden)
+            try:
+                if variant == "inductor":
+                    compiled = torch.compile(mlp)
+                    row.update(_errors(_step(compiled, *small)(), reference))
+                    step = _step(compiled, x, dout)
+                    row["fwd_bwd_ms"] = _time_ms(step, args.steps, args.warmup)
+                    row["graphed_ms"] = _time_ms(_graphed(step), args.steps, args.warmup)
+                else:
+                    with fused_mlp(mlp, tuned=variant == "quack-tuned"):
+                        row.update(_errors(_step(mlp, *small)(), reference))
+                        step = _step(mlp, x, dout)
+                        row["fwd_bwd_ms"] = _time_ms(step, args.steps, args.warmup)
+                        row["graphed_ms"] = _time_ms(_graphed(step), args.steps, args.warmup)
+            except Exception as error:  # a variant that fails is a row with its error, the others still run
+                row["error"] = f"{type(error).__name__}: {error}"[:500]
+            if variant == "inductor":
+                base = row
+            if base and "error" not in row and "error" not in base:
+                row["x_inductor"] = base["graphed_ms"] / row["graphed_ms"]
+            rows.append(row)
+            print(
+                f"{model:<12} {branch:<6} {variant:<12} {row.get('fwd_bwd_ms', float('nan')):10.3f} "
+                f"{row.get('graphed_ms', float('nan')):8.3f} {row.get('x_inductor', float('nan')):10.2f} "
+                f"{row.get('dx_err', float('nan')):8.1e} {row.get('dw_err', float('nan')):8.1e} "
+                f"{row.get('error', '')}",
+                flush=True,
+            )
+    env = dict(date=str(date.today()), torch=torch.__version__, gpu=torch.cuda.get_device_name(), host=platform.node())
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"env": env, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
