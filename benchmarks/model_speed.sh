@@ -312,7 +312,9 @@ oracle_infer() {  # the oracle for inference too: ours as is and with all three 
 fa4_site() {  # flash-attn-4, the CuTe DSL and their needs, unpacked once a machine from the parts that calls on it
   # carried (.device/fa4a, .device/fa4b, made by benchmarks/fa4_parts.sh: one xz'd folder of their wheels'
   # contents, over a call's 64 MiB in one), and any wheel carried beside them; fails unless flash-attn-4 imports
-  local site=/tmp/fa4site part whl
+  # a folder named site-packages: quack's kernel cache keys take what is under one as an installed package's, and
+  # follow the globals of anything elsewhere (the CuTe DSL's included) until one has no key (a ContextVar)
+  local site=/tmp/fa4/site-packages part whl
   mkdir -p /tmp/fa4parts
   for part in .device/fa4*/site.tar.xz.part*; do
     [ -e "$part" ] && [ ! -e "/tmp/fa4parts/$(basename "$part")" ] && cp "$part" /tmp/fa4parts/
@@ -387,12 +389,12 @@ quack() {  # every run in one lane, the ones that decide first; quack-kernels tr
   export QUACK_CACHE_DIR=$CACHE_ROOT/quack  # its compiled kernels and autotuning, kept between calls
   local tiles=docs/fa4_tiles_2026-11-28.json
   LANE=0 bench quack_kernels quack_mlp.py --variants inductor quack
-  LANE=0 bench base_c18 "${TP[@]}" --models crossvit_18
   LANE=0 bench quack_c18 "${TP[@]}" --models crossvit_18 --no-timm --quack-mlp default
-  LANE=0 bench base_c9 "${TRAIN[@]}" --models crossvit_9
-  LANE=0 bench quack_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --quack-mlp default
+  LANE=0 bench base_c18 "${TP[@]}" --models crossvit_18
   LANE=0 bench quack_fa4t_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --quack-mlp default --sdpa fa4-packed \
     --fa4-tiles $tiles
+  LANE=0 bench quack_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --quack-mlp default
+  LANE=0 bench base_c9 "${TRAIN[@]}" --models crossvit_9
   LANE=0 bench profile_fa4t_c18 profile_step.py --models crossvit_18 --impls ours --sdpa fa4-packed --fa4-tiles $tiles
   LANE=0 bench quackt_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --quack-mlp tuned
 }
