@@ -5,11 +5,17 @@ GELU passes. The fourth session's oracle bounds it: GELU made free took crossvit
     python benchmarks/quack_mlp.py --out quack.json   # on the GPU: each branch's MLP, checked, then timed
     python benchmarks/throughput.py --models crossvit_18 --modes reduce-overhead --no-timm --quack-mlp default
 
-`--quack-mlp` (throughput.py and profile_step.py, ours only) swaps each timm Mlp.forward of ours for quack's
-`linear_act_func` and `act_linear_func` (autograd Functions over quack's custom ops, which torch.compile takes
-whole): `default` is quack's own tile choice, `tuned` its autotuning (a sweep of tiles at each shape, on the first
-call). Every GEMM of the MLP then runs on quack's CuTe DSL kernels, the rest of the block on cuBLAS. quack-kernels
-travels with flash-attn-4's parts (benchmarks/fa4_parts.sh); nothing here installs it.
+`--quack-mlp MODE` (throughput.py and profile_step.py, ours only) swaps each timm Mlp.forward of ours for quack's
+autograd Functions (`LinearActFunc` for fc1, `DActLinearFunc` for fc2, over quack's custom ops, which torch.compile
+takes whole):
+- `default`, `tuned`: every GEMM of the MLP on quack's CuTe DSL kernels, with quack's own tile choice or its
+  autotuning (a sweep of tiles at each shape, on the first call). Slower than cuBLAS in training (s6call3: its
+  GEMMs without an epilogue of use, the weight gradients among them, lose to cuBLAS's).
+- `epilogues`, `epilogues-tuned`: quack's kernels only for the two GEMMs whose epilogue fuses something (fc1's
+  forward, fc2's input gradient); the plain ones (fc2's forward, fc1's input gradient, both weight gradients) on
+  cuBLAS, through the same autograd Functions.
+The rest of the block stays on cuBLAS. quack-kernels travels with flash-attn-4's parts (benchmarks/fa4_parts.sh);
+nothing here installs it.
 """
 
 from __future__ import annotations
@@ -31,14 +37,50 @@ from torch import Tensor
 ACTIVATION = "gelu_erf"  # timm's nn.GELU(): the exact GELU (quack's torch-facing default is the tanh one)
 
 
-def kernels() -> tuple[Callable, Callable]:
-    """quack's fc1-with-activation and fc2-with-activation-gradient; a test swaps this for a reference on the CPU."""
-    from quack import gemm_interface
-    from quack.linear import act_linear_func, linear_act_func
+MODES = ("default", "tuned", "epilogues", "epilogues-tuned")
+
+
+def _cublas_mm(a: Tensor, b: Tensor, bias: Tensor | None = None, out_dtype: torch.dtype | None = None) -> Tensor:
+    """quack's `gemm(A, B, bias=, out_dtype=)` as the autograd Functions call it, on cuBLAS."""
+    out = torch.mm(a, b) if bias is None else torch.addmm(bias.to(a.dtype), a, b)
+    return out if out_dtype is None else out.to(out_dtype)
+
+
+def kernels(cublas_plain: bool = False) -> tuple[Callable, Callable]:
+    """fc1 with the activation in its epilogue and fc2 with the activation's gradient in its backward's, as
+    `(x, weight, activation, bias, store_preact, tuned) -> (preact, postact)` and
+    `(preact, weight, postact, activation, bias, tuned) -> out`; with `cublas_plain`, the GEMMs that fuse nothing
+    run on cuBLAS. A test swaps this for a reference on the CPU."""
+    from functools import partial
+
+    from quack import gemm_interface, linear
+    from quack.gemm_interface import gemm_act, gemm_dact
 
     # the kernels' epilogues know the exact GELU; quack's PyTorch references (its recompute path) do not yet
     gemm_interface.act_to_pytorch_fn_map.setdefault(ACTIVATION, F.gelu)
-    return linear_act_func, act_linear_func
+    if not cublas_plain:
+        return linear.linear_act_func, linear.act_linear_func
+
+    def ops(tuned: bool) -> tuple[type, type]:
+        class Fc1(linear._LinearActOps):  # LinearActFunc's: quack's fused forward, cuBLAS backward
+            matmul_fwd_fn = partial(gemm_act, tuned=tuned)
+            matmul_bwd_dx = matmul_bwd_dw = staticmethod(_cublas_mm)
+
+        class Fc2(linear._DActLinearOps):  # DActLinearFunc's: quack's fused input gradient, the rest cuBLAS
+            matmul_fwd_fn = matmul_bwd_dw = staticmethod(_cublas_mm)
+            matmul_bwd_dx = partial(gemm_dact, dynamic_scheduler=True, tuned=tuned)
+
+        return Fc1, Fc2
+
+    by_tuned = {tuned: ops(tuned) for tuned in (False, True)}
+
+    def linear_act(x, weight, activation, bias=None, store_preact=True, tuned=True):
+        return linear.LinearActFunc.apply(x, weight, activation, bias, store_preact, False, by_tuned[tuned][0])
+
+    def act_linear(preact, weight, x, activation, bias=None, tuned=True):
+        return linear.DActLinearFunc.apply(preact, weight, x, activation, bias, False, by_tuned[tuned][1])
+
+    return linear_act, act_linear
 
 
 def _fused_forward(linear_act: Callable, act_linear: Callable, tuned: bool) -> Callable[[Mlp, Tensor], Tensor]:
@@ -65,12 +107,14 @@ def _plain(mlp: Mlp) -> bool:
 
 
 @contextmanager
-def fused_mlp(model: nn.Module, tuned: bool = False) -> Iterator[nn.Module]:
-    """`--quack-mlp`: each of `model`'s timm Mlp modules runs the fused forward inside the block."""
+def fused_mlp(model: nn.Module, mode: str = "default") -> Iterator[nn.Module]:
+    """`--quack-mlp MODE` (MODES): each of `model`'s timm Mlp modules runs the fused forward inside the block."""
+    if mode not in MODES:
+        raise ValueError(f"--quack-mlp {mode}: not one of {', '.join(MODES)}")
     swapped = [m for m in model.modules() if type(m) is Mlp]
     if not all(_plain(m) for m in swapped):
         raise ValueError("--quack-mlp takes timm's Mlp with an exact GELU, no norm and no dropout")
-    forward = _fused_forward(*kernels(), tuned)
+    forward = _fused_forward(*kernels(cublas_plain=mode.startswith("epilogues")), tuned=mode.endswith("tuned"))
     for module in swapped:
         module.forward = types.MethodType(forward, module)
     try:
@@ -145,7 +189,7 @@ def main() -> None:
     parser.add_argument("--check-batch", type=int, default=8, help="images in the fp32 check")
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--variants", nargs="+", default=["inductor", "quack", "quack-tuned"])
+    parser.add_argument("--variants", nargs="+", default=["inductor", *MODES], choices=["inductor", *MODES])
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     device = torch.device("cuda")
@@ -173,7 +217,7 @@ def main() -> None:
                     row["fwd_bwd_ms"] = _time_ms(step, args.steps, args.warmup)
                     row["graphed_ms"] = _time_ms(_graphed(step), args.steps, args.warmup)
                 else:
-                    with fused_mlp(mlp, tuned=variant == "quack-tuned"):
+                    with fused_mlp(mlp, variant):
                         row.update(_errors(_step(mlp, *small)(), reference))
                         step = _step(mlp, x, dout)
                         row["fwd_bwd_ms"] = _time_ms(step, args.steps, args.warmup)

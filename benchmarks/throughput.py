@@ -159,9 +159,9 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quack-mlp",
         default="off",
-        choices=("off", "default", "tuned"),
-        help="ours only: each MLP through quack-kernels' fused GEMM epilogues (benchmarks/quack_mlp.py), with "
-        "quack's own tiles or its autotuning",
+        choices=("off", "default", "tuned", "epilogues", "epilogues-tuned"),
+        help="ours only: each MLP through quack-kernels' fused GEMM epilogues (benchmarks/quack_mlp.py): every "
+        "GEMM on quack's kernels or (epilogues*) only the two that fuse GELU, with quack's tiles or its autotuning",
     )
     parser.add_argument(
         "--free",
@@ -283,7 +283,7 @@ def variant_run(args: argparse.Namespace, model: nn.Module, impl: str) -> Iterat
     if args.quack_mlp != "off" and ours:
         import quack_mlp
 
-        mlp = quack_mlp.fused_mlp(model, tuned=args.quack_mlp == "tuned")
+        mlp = quack_mlp.fused_mlp(model, args.quack_mlp)
     with free_ops(model, args.free if ours else ()), sdpa_replaced(stand_in), packed, mlp:
         yield model
 

@@ -280,20 +280,27 @@ def _reference_quack_mlp_kernels(calls: list) -> tuple:
     return linear_act, act_linear
 
 
-@pytest.mark.parametrize("tuned", [False, True])
-def test_quack_mlp_sends_each_mlp_to_the_fused_kernels_with_the_modules_gradients(monkeypatch, tuned):
-    """throughput.py's `--quack-mlp` (issue 14): every block's MLP of ours goes to quack's fused fc1 (exact GELU in
-    its epilogue) and fc2 (GELU's derivative in its backward), with quack's tiles or its autotuning as asked; logits
-    and every gradient are the plain modules'. Without gradients fc2 stays on F.linear. A PyTorch reference of
-    quack's interface stands in for its kernels here."""
+@pytest.mark.parametrize(
+    "mode, tuned, cublas_plain",
+    [("default", False, False), ("tuned", True, False), ("epilogues", False, True), ("epilogues-tuned", True, True)],
+)
+def test_quack_mlp_sends_each_mlp_to_the_fused_kernels_with_the_modules_gradients(
+    monkeypatch, mode, tuned, cublas_plain
+):
+    """throughput.py's `--quack-mlp MODE` (issue 14): every block's MLP of ours goes to quack's fused fc1 (exact GELU
+    in its epilogue) and fc2 (GELU's derivative in its backward), with quack's tiles or its autotuning and the plain
+    GEMMs on quack's kernels or cuBLAS as the mode asks; logits and every gradient are the plain modules'. Without
+    gradients fc2 stays on F.linear. A PyTorch reference of quack's interface stands in for its kernels here."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import quack_mlp
     from throughput import variant_run
 
     from crossvit.models import create_model
 
-    calls = []
-    monkeypatch.setattr(quack_mlp, "kernels", lambda: _reference_quack_mlp_kernels(calls))
+    calls, asked = [], []
+    monkeypatch.setattr(
+        quack_mlp, "kernels", lambda cublas_plain: asked.append(cublas_plain) or _reference_quack_mlp_kernels(calls)
+    )
     torch.manual_seed(0)
     model = create_model("crossvit_tiny").eval()
     x = torch.randn(2, 3, model.input_size, model.input_size)
@@ -305,8 +312,9 @@ def test_quack_mlp_sends_each_mlp_to_the_fused_kernels_with_the_modules_gradient
         return out.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
 
     expected, expected_grads = logits_and_grads()
-    run = argparse.Namespace(sdpa="default", free=[], triton_norm=False, quack_mlp="tuned" if tuned else "default")
+    run = argparse.Namespace(sdpa="default", free=[], triton_norm=False, quack_mlp=mode)
     with variant_run(run, model, "ours"):
+        assert asked == [cublas_plain]
         out, grads = logits_and_grads()
         assert len(calls) == 30  # crossvit_tiny: 15 blocks, 12 of width 192 (MLP ratio 4) and 3 of width 96
         assert sorted(set(calls)) == [
@@ -334,7 +342,7 @@ def test_quack_mlp_block_compiles_whole(monkeypatch):
     from timm.models.vision_transformer import Block
 
     calls = []
-    monkeypatch.setattr(quack_mlp, "kernels", lambda: _reference_quack_mlp_kernels(calls))
+    monkeypatch.setattr(quack_mlp, "kernels", lambda cublas_plain: _reference_quack_mlp_kernels(calls))
     torch.manual_seed(0)
     block = Block(64, num_heads=2)
     x = torch.randn(2, 17, 64, requires_grad=True)
