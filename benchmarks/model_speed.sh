@@ -38,6 +38,8 @@
 #                                          # baselines, with FA4's packed attention too; the profile of FA4's
 #                                          # step. One GPU, runs one after another: called again on the warm
 #                                          # machine, it goes on where the last call stopped
+#   bash benchmarks/model_speed.sh quack2  # each MLP product alone, quack against cuBLAS (--per-gemm); then
+#                                          # --quack-mlp epilogues (quack only where it fuses GELU) in the step
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -145,8 +147,8 @@ for name, data in rows.items():
             print(f"{name} {r['model']} {r['branch']} {r['variant']}: " + ", ".join(
                 f"{key} {r[key]:.4g}" if isinstance(r[key], float) else f"{key} {r[key]}"
                 for key in ("fwd_ms", "fwd_bwd_ms", "x_cudnn", "fwd_graph_ms", "fwd_bwd_graph_ms", "x_cudnn_graph",
-                            "out_err", "grad_err", "graph_diff", "graphed_ms", "x_inductor", "dx_err", "dw_err",
-                            "error") if key in r))
+                            "out_err", "grad_err", "graph_diff", "product", "graphed_ms", "x_inductor", "x_cublas",
+                            "dx_err", "dw_err", "error") if key in r))
     elif data["rows"] and "train_img_s" in data["rows"][0]:
         print(f"\n{name}: " + format_table(data["rows"], data["env"]).split("\n", 2)[2])
     else:
@@ -397,6 +399,22 @@ quack() {  # every run in one lane, the ones that decide first; quack-kernels tr
   LANE=0 bench base_c9 "${TRAIN[@]}" --models crossvit_9
   LANE=0 bench profile_fa4t_c18 profile_step.py --models crossvit_18 --impls ours --sdpa fa4-packed --fa4-tiles $tiles
   LANE=0 bench quackt_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --quack-mlp tuned
+}
+
+quack2() {  # quack only where its epilogue fuses GELU (--quack-mlp epilogues); first each MLP product alone, quack
+  # against cuBLAS, on the widest MLP and the narrowest (the weight gradients' few output tiles)
+  fa4_site || return 1
+  export QUACK_CACHE_DIR=$CACHE_ROOT/quack
+  local tiles=docs/fa4_tiles_2026-11-28.json
+  LANE=0 bench quack_gemms quack_mlp.py --per-gemm --shapes crossvit_18/large crossvit_9/small
+  LANE=0 bench quack_mlps quack_mlp.py --variants inductor epilogues
+  LANE=0 bench quacke_c18 "${TP[@]}" --models crossvit_18 --no-timm --quack-mlp epilogues
+  LANE=0 bench base_c18 "${TP[@]}" --models crossvit_18
+  LANE=0 bench quacke_fa4t_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --quack-mlp epilogues --sdpa fa4-packed \
+    --fa4-tiles $tiles
+  LANE=0 bench quacke_c9 "${TP[@]}" --models crossvit_9 --no-timm --quack-mlp epilogues
+  LANE=0 bench base_c9 "${TP[@]}" --models crossvit_9
+  LANE=0 bench quacket_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --quack-mlp epilogues-tuned
 }
 
 env_info

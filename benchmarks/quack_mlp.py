@@ -3,6 +3,7 @@ GEMM epilogue, and GELU's derivative in the epilogue of fc2's input-gradient GEM
 GELU passes. The fourth session's oracle bounds it: GELU made free took crossvit_18's step 6.4% faster.
 
     python benchmarks/quack_mlp.py --out quack.json   # on the GPU: each branch's MLP, checked, then timed
+    python benchmarks/quack_mlp.py --per-gemm          # each of its products alone, quack against cuBLAS
     python benchmarks/throughput.py --models crossvit_18 --modes reduce-overhead --no-timm --quack-mlp default
 
 `--quack-mlp MODE` (throughput.py and profile_step.py, ours only) swaps each timm Mlp.forward of ours for quack's
@@ -183,6 +184,83 @@ def _errors(got: tuple[Tensor, ...], reference: tuple[Tensor, ...]) -> dict:
     )
 
 
+def _dgelu(grad: Tensor, preact: Tensor) -> Tensor:
+    """The exact GELU's backward, as inductor fuses it after cuBLAS's input-gradient product."""
+    x = preact.float()
+    cdf = 0.5 * (1 + torch.erf(x * 0.5**0.5))
+    return (grad.float() * (cdf + x * torch.exp(-0.5 * x * x) * (2 * torch.pi) ** -0.5)).to(grad.dtype)
+
+
+def _products(x: Tensor, dout: Tensor, w1: Tensor, w2: Tensor, b1: Tensor, preact: Tensor) -> dict:
+    """per_gemm's products at one shape: {product: {variant: a call}}, cuBLAS's first."""
+    from quack.gemm_interface import gemm, gemm_act, gemm_dact
+
+    cublas_fc1 = torch.compile(lambda x, w, b: F.gelu(F.linear(x, w, b)))
+    cublas_dact = torch.compile(lambda dout, w, preact: _dgelu(dout @ w, preact))
+
+    return {
+        "fc1 fwd+GELU": {
+            "cublas": lambda: cublas_fc1(x, w1, b1.to(x.dtype)),
+            "quack": lambda: gemm_act(x, w1.T, bias=b1, activation=ACTIVATION, tuned=False),
+            "quack tuned": lambda: gemm_act(x, w1.T, bias=b1, activation=ACTIVATION, tuned=True),
+        },
+        "fc2 dgrad+dGELU": {
+            "cublas": lambda: cublas_dact(dout, w2, preact),
+            "quack": lambda: gemm_dact(dout, w2, preact, activation=ACTIVATION, tuned=False),
+            "quack tuned": lambda: gemm_dact(dout, w2, preact, activation=ACTIVATION, tuned=True),
+        },
+        "fc1 wgrad": {
+            "cublas": lambda: torch.mm(preact.T, x),
+            "quack": lambda: gemm(preact.T, x, dynamic_scheduler=True, tuned=False),
+            "quack tuned": lambda: gemm(preact.T, x, dynamic_scheduler=True, tuned=True),
+            "quack split-K": lambda: gemm(preact.T, x, tuned=True, split_k=None),
+        },
+        "fc2 wgrad": {
+            "cublas": lambda: torch.mm(dout.T, preact),
+            "quack": lambda: gemm(dout.T, preact, dynamic_scheduler=True, tuned=False),
+            "quack tuned": lambda: gemm(dout.T, preact, dynamic_scheduler=True, tuned=True),
+            "quack split-K": lambda: gemm(dout.T, preact, tuned=True, split_k=None),
+        },
+    }
+
+
+def per_gemm(args: argparse.Namespace) -> list[dict]:
+    """Each product of an MLP alone, ms a call replayed from a CUDA graph: the two quack fuses GELU into (fc1's
+    forward, fc2's input gradient) against cuBLAS with inductor's GELU pass, and the two weight gradients (long K,
+    few output tiles) against cuBLAS, with quack's own tiles, its autotuning and split-K."""
+    kernels()  # quack's references learn the exact GELU
+    rows = []
+    print(f"{'model':<12} {'branch':<6} {'product':<12} {'variant':<16} {'ms':>7} {'x cuBLAS':>8}")
+    for (model, branch), (tokens, width, hidden) in SHAPES.items():
+        if f"{model}/{branch}" not in args.shapes:
+            continue
+        m, bf16 = args.batch_size * tokens, dict(device="cuda", dtype=torch.bfloat16)
+        x, dout = torch.randn(m, width, **bf16), torch.randn(m, width, **bf16)
+        w1, w2 = torch.randn(hidden, width, **bf16) * width**-0.5, torch.randn(width, hidden, **bf16) * hidden**-0.5
+        b1 = torch.randn(hidden, device="cuda")  # fp32, as the parameter under autocast
+        preact = torch.randn(m, hidden, **bf16)
+        products = _products(x, dout, w1, w2, b1, preact)
+        for product, variants in products.items():
+            base = None
+            for variant, fn in variants.items():
+                row = dict(model=model, branch=branch, product=product, variant=variant, m=m, width=width)
+                row["hidden"] = hidden
+                try:
+                    row["graphed_ms"] = _time_ms(_graphed(fn), args.steps, args.warmup)
+                except Exception as error:  # a variant that fails is a row with its error, the others still run
+                    row["error"] = f"{type(error).__name__}: {error}"[:300]
+                base = base or row
+                if "error" not in row and "error" not in base:
+                    row["x_cublas"] = base["graphed_ms"] / row["graphed_ms"]
+                rows.append(row)
+                print(
+                    f"{model:<12} {branch:<6} {product:<12} {variant:<16} {row.get('graphed_ms', float('nan')):7.3f} "
+                    f"{row.get('x_cublas', float('nan')):8.2f} {row.get('error', '')}",
+                    flush=True,
+                )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-size", type=int, default=256)
@@ -190,10 +268,20 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--variants", nargs="+", default=["inductor", *MODES], choices=["inductor", *MODES])
+    parser.add_argument("--per-gemm", action="store_true", help="each product alone instead (per_gemm)")
+    every = [f"{model}/{branch}" for model, branch in SHAPES]
+    parser.add_argument("--shapes", nargs="+", default=every, choices=every, help="--per-gemm's MLPs")
     parser.add_argument("--out", default="")
     args = parser.parse_args()
     device = torch.device("cuda")
     torch.manual_seed(0)
+    env = dict(date=str(date.today()), torch=torch.__version__, gpu=torch.cuda.get_device_name(), host=platform.node())
+    if args.per_gemm:
+        rows = per_gemm(args)
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"env": env, "rows": rows}, f, indent=1)
+        return
     rows = []
     print(
         f"{'model':<12} {'branch':<6} {'variant':<12} {'fwd+bwd ms':>10} {'graphed':>8} {'x inductor':>10} "
@@ -236,7 +324,6 @@ def main() -> None:
                 f"{row.get('error', '')}",
                 flush=True,
             )
-    env = dict(date=str(date.today()), torch=torch.__version__, gpu=torch.cuda.get_device_name(), host=platform.node())
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"env": env, "rows": rows}, f, indent=1)
