@@ -390,7 +390,7 @@ quack() {  # every run in one lane, the ones that decide first; quack-kernels tr
   fa4_site || return 1
   export QUACK_CACHE_DIR=$CACHE_ROOT/quack  # its compiled kernels and autotuning, kept between calls
   local tiles=docs/fa4_tiles_2026-11-28.json
-  LANE=0 bench quack_kernels quack_mlp.py --variants inductor quack
+  LANE=0 bench quack_kernels quack_mlp.py --variants inductor default  # `quack` at 53423d6, s6call3
   LANE=0 bench quack_c18 "${TP[@]}" --models crossvit_18 --no-timm --quack-mlp default
   LANE=0 bench base_c18 "${TP[@]}" --models crossvit_18
   LANE=0 bench quack_fa4t_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --quack-mlp default --sdpa fa4-packed \

@@ -10,8 +10,8 @@ GELU passes. The fourth session's oracle bounds it: GELU made free took crossvit
 autograd Functions (`LinearActFunc` for fc1, `DActLinearFunc` for fc2, over quack's custom ops, which torch.compile
 takes whole):
 - `default`, `tuned`: every GEMM of the MLP on quack's CuTe DSL kernels, with quack's own tile choice or its
-  autotuning (a sweep of tiles at each shape, on the first call). Slower than cuBLAS in training (s6call3: its
-  GEMMs without an epilogue of use, the weight gradients among them, lose to cuBLAS's).
+  autotuning (a sweep of tiles at each shape, on the first call). Slower than cuBLAS in training (s6call3); the
+  weight gradients' few output tiles are the suspect, which `--per-gemm` measures.
 - `epilogues`, `epilogues-tuned`: quack's kernels only for the two GEMMs whose epilogue fuses something (fc1's
   forward, fc2's input gradient); the plain ones (fc2's forward, fc1's input gradient, both weight gradients) on
   cuBLAS, through the same autograd Functions.
@@ -36,8 +36,6 @@ from timm.layers import Mlp
 from torch import Tensor
 
 ACTIVATION = "gelu_erf"  # timm's nn.GELU(): the exact GELU (quack's torch-facing default is the tanh one)
-
-
 MODES = ("default", "tuned", "epilogues", "epilogues-tuned")
 
 

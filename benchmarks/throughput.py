@@ -38,6 +38,8 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from quack_mlp import MODES as QUACK_MLP_MODES
+from quack_mlp import fused_mlp
 from timm.layers import DropPath
 from timm.optim import create_optimizer_v2
 from torch.nn.attention import flex_attention as flex
@@ -159,7 +161,7 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quack-mlp",
         default="off",
-        choices=("off", "default", "tuned", "epilogues", "epilogues-tuned"),
+        choices=("off", *QUACK_MLP_MODES),
         help="ours only: each MLP through quack-kernels' fused GEMM epilogues (benchmarks/quack_mlp.py): every "
         "GEMM on quack's kernels or (epilogues*) only the two that fuse GELU, with quack's tiles or its autotuning",
     )
@@ -281,9 +283,7 @@ def variant_run(args: argparse.Namespace, model: nn.Module, impl: str) -> Iterat
             packed = fa4_attention.packed_attention(model)
     mlp = nullcontext()
     if args.quack_mlp != "off" and ours:
-        import quack_mlp
-
-        mlp = quack_mlp.fused_mlp(model, args.quack_mlp)
+        mlp = fused_mlp(model, args.quack_mlp)
     with free_ops(model, args.free if ours else ()), sdpa_replaced(stand_in), packed, mlp:
         yield model
 
