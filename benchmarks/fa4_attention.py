@@ -21,15 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import types
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import date
 from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from kernel_timing import captured, forward_swapped, time_ms
 from timm.models.vision_transformer import Attention
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -183,17 +183,9 @@ def _packed_forward(self: Attention, x: Tensor, attn_mask: Tensor | None = None,
     return self.proj_drop(self.proj(self.norm(out.flatten(2))))
 
 
-@contextmanager
-def packed_attention(model: nn.Module) -> Iterator[nn.Module]:
+def packed_attention(model: nn.Module) -> AbstractContextManager[nn.Module]:
     """`--sdpa fa4-packed`: each of `model`'s timm Attention modules runs _packed_forward inside the block."""
-    swapped = [m for m in model.modules() if type(m) is Attention]
-    for module in swapped:
-        module.forward = types.MethodType(_packed_forward, module)
-    try:
-        yield model
-    finally:
-        for module in swapped:
-            del module.forward
+    return forward_swapped(model, Attention, _packed_forward)
 
 
 # (model, branch): (heads, tokens, head dim), batch 256 as in throughput.py
@@ -240,42 +232,12 @@ def _errors(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor) -> dict:
     return dict(out_err=(out.float() - ref).abs().max().item(), grad_err=(grad.float() - ref_grad).abs().max().item())
 
 
-def _time_ms(fn: Callable[[], object], steps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(steps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
-
-
-def _captured(work: Callable[[], object]) -> tuple[torch.cuda.CUDAGraph, object]:
-    """`work` captured in a CUDA graph after two warm-up calls on a side stream: the graph, and what the captured
-    call returned (its outputs, which each replay rewrites)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            work()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        result = work()
-    return graph, result
-
-
 def _graph_diff(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor) -> float:
     """Forward and backward captured in a CUDA graph and replayed: the largest difference of its qkv gradient from
     the eager one (not 0 where a backward sums dq with atomics, as both kernels do at 401 tokens and head dim 32)."""
     x = qkv.detach().requires_grad_()
     expected = torch.autograd.grad(fn(x), x, dout)[0]
-    graph, (grad,) = _captured(lambda: torch.autograd.grad(fn(x), x, dout))
+    graph, (grad,) = captured(lambda: torch.autograd.grad(fn(x), x, dout))
     graph.replay()
     torch.cuda.synchronize()
     return (grad.float() - expected.float()).abs().max().item()
@@ -287,14 +249,14 @@ def _measured(fn: Callable[[Tensor], Tensor], qkv: Tensor, dout: Tensor, args: a
     small = qkv[: args.check_batch].detach(), dout[: args.check_batch]
     row = _errors(fn, *small)
     with torch.no_grad():
-        row["fwd_ms"] = _time_ms(lambda: fn(qkv), args.steps, args.warmup)
-        row["fwd_graph_ms"] = _time_ms(_captured(lambda: fn(qkv))[0].replay, args.steps, args.warmup)
+        row["fwd_ms"] = time_ms(lambda: fn(qkv), args.steps, args.warmup)
+        row["fwd_graph_ms"] = time_ms(captured(lambda: fn(qkv))[0].replay, args.steps, args.warmup)
 
     def step() -> tuple[Tensor, ...]:
         return torch.autograd.grad(fn(qkv), qkv, dout)
 
-    row["fwd_bwd_ms"] = _time_ms(step, args.steps, args.warmup)
-    row["fwd_bwd_graph_ms"] = _time_ms(_captured(step)[0].replay, args.steps, args.warmup)
+    row["fwd_bwd_ms"] = time_ms(step, args.steps, args.warmup)
+    row["fwd_bwd_graph_ms"] = time_ms(captured(step)[0].replay, args.steps, args.warmup)
     row["graph_diff"] = _graph_diff(fn, *small)
     return row
 
@@ -350,7 +312,7 @@ def _tune_shape(heads: int, tokens: int, head_dim: int, args: argparse.Namespace
         try:
             out = _attend(q, k, v, scale)[0].float()
             row["diff"] = (out - (fwd_rows[0]["out"] if fwd_rows else out)).abs().max().item()
-            row["ms"] = _time_ms(partial(_attend, q, k, v, scale), args.steps, args.warmup)
+            row["ms"] = time_ms(partial(_attend, q, k, v, scale), args.steps, args.warmup)
             row["out"] = out
         except Exception as error:  # a tile that does not compile or fit is a row with its error
             row["error"] = f"{type(error).__name__}: {error}"[:300]
@@ -367,7 +329,7 @@ def _tune_shape(heads: int, tokens: int, head_dim: int, args: argparse.Namespace
             _attend_backward(q, k, v, out, dout, lse, scale, *grads)
             now = torch.cat([g.flatten() for g in grads]).float()
             row["diff"] = (now - (bwd_rows[0]["grads"] if bwd_rows else now)).abs().max().item()
-            row["ms"] = _time_ms(
+            row["ms"] = time_ms(
                 partial(_attend_backward, q, k, v, out, dout, lse, scale, *grads), args.steps, args.warmup
             )
             row["grads"] = now

@@ -24,14 +24,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import types
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import date
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from kernel_timing import captured, forward_swapped, time_ms
 from timm.layers import Mlp
 from torch import Tensor
 
@@ -105,22 +105,14 @@ def _plain(mlp: Mlp) -> bool:
     )
 
 
-@contextmanager
-def fused_mlp(model: nn.Module, mode: str = "default") -> Iterator[nn.Module]:
+def fused_mlp(model: nn.Module, mode: str = "default") -> AbstractContextManager[nn.Module]:
     """`--quack-mlp MODE` (MODES): each of `model`'s timm Mlp modules runs the fused forward inside the block."""
     if mode not in MODES:
         raise ValueError(f"--quack-mlp {mode}: not one of {', '.join(MODES)}")
-    swapped = [m for m in model.modules() if type(m) is Mlp]
-    if not all(_plain(m) for m in swapped):
+    if not all(_plain(m) for m in model.modules() if type(m) is Mlp):
         raise ValueError("--quack-mlp takes timm's Mlp with an exact GELU, no norm and no dropout")
     forward = _fused_forward(*kernels(cublas_plain=mode.startswith("epilogues")), tuned=mode.endswith("tuned"))
-    for module in swapped:
-        module.forward = types.MethodType(forward, module)
-    try:
-        yield model
-    finally:
-        for module in swapped:
-            del module.forward
+    return forward_swapped(model, Mlp, forward)
 
 
 # (model, branch): (tokens, width, hidden), batch 256 as in throughput.py
@@ -130,36 +122,6 @@ SHAPES = {
     ("crossvit_9", "large"): (197, 256, 768),
     ("crossvit_9", "small"): (401, 128, 384),
 }
-
-
-def _time_ms(fn: Callable[[], object], steps: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(steps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
-
-
-def _graphed(work: Callable[[], object]) -> Callable[[], None]:
-    """`work` captured in a CUDA graph after two warm-up calls on a side stream (the first call compiles or tunes
-    quack's kernels, outside the capture): the graph's replay."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            work()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        work()
-    return graph.replay
 
 
 def _step(mlp: nn.Module, x: Tensor, dout: Tensor) -> Callable[[], object]:
@@ -244,7 +206,7 @@ def per_gemm(args: argparse.Namespace) -> list[dict]:
                 row = dict(model=model, branch=branch, product=product, variant=variant, m=m, width=width)
                 row["hidden"] = hidden
                 try:
-                    row["graphed_ms"] = _time_ms(_graphed(fn), args.steps, args.warmup)
+                    row["graphed_ms"] = time_ms(captured(fn)[0].replay, args.steps, args.warmup)
                 except Exception as error:  # a variant that fails is a row with its error, the others still run
                     row["error"] = f"{type(error).__name__}: {error}"[:300]
                 base = base or row
@@ -259,27 +221,10 @@ def per_gemm(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--check-batch", type=int, default=8, help="images in the fp32 check")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--variants", nargs="+", default=["inductor", *MODES], choices=["inductor", *MODES])
-    parser.add_argument("--per-gemm", action="store_true", help="each product alone instead (per_gemm)")
-    every = [f"{model}/{branch}" for model, branch in SHAPES]
-    parser.add_argument("--shapes", nargs="+", default=every, choices=every, help="--per-gemm's MLPs")
-    parser.add_argument("--out", default="")
-    args = parser.parse_args()
+def mlps(args: argparse.Namespace) -> list[dict]:
+    """Each branch's MLP, forward and backward under bf16 autocast: errors against fp32, then ms a call eager and
+    replayed from a CUDA graph, inductor's (cuBLAS and its GELU) first."""
     device = torch.device("cuda")
-    torch.manual_seed(0)
-    env = dict(date=str(date.today()), torch=torch.__version__, gpu=torch.cuda.get_device_name(), host=platform.node())
-    if args.per_gemm:
-        rows = per_gemm(args)
-        if args.out:
-            with open(args.out, "w") as f:
-                json.dump({"env": env, "rows": rows}, f, indent=1)
-        return
     rows = []
     print(
         f"{'model':<12} {'branch':<6} {'variant':<12} {'fwd+bwd ms':>10} {'graphed':>8} {'x inductor':>10} "
@@ -300,14 +245,14 @@ def main() -> None:
                     compiled = torch.compile(mlp)
                     row.update(_errors(_step(compiled, *small)(), reference))
                     step = _step(compiled, x, dout)
-                    row["fwd_bwd_ms"] = _time_ms(step, args.steps, args.warmup)
-                    row["graphed_ms"] = _time_ms(_graphed(step), args.steps, args.warmup)
+                    row["fwd_bwd_ms"] = time_ms(step, args.steps, args.warmup)
+                    row["graphed_ms"] = time_ms(captured(step)[0].replay, args.steps, args.warmup)
                 else:
                     with fused_mlp(mlp, variant):
                         row.update(_errors(_step(mlp, *small)(), reference))
                         step = _step(mlp, x, dout)
-                        row["fwd_bwd_ms"] = _time_ms(step, args.steps, args.warmup)
-                        row["graphed_ms"] = _time_ms(_graphed(step), args.steps, args.warmup)
+                        row["fwd_bwd_ms"] = time_ms(step, args.steps, args.warmup)
+                        row["graphed_ms"] = time_ms(captured(step)[0].replay, args.steps, args.warmup)
             except Exception as error:  # a variant that fails is a row with its error, the others still run
                 row["error"] = f"{type(error).__name__}: {error}"[:500]
             if variant == "inductor":
@@ -322,6 +267,24 @@ def main() -> None:
                 f"{row.get('error', '')}",
                 flush=True,
             )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--check-batch", type=int, default=8, help="images in the fp32 check")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--variants", nargs="+", default=["inductor", *MODES], choices=["inductor", *MODES])
+    parser.add_argument("--per-gemm", action="store_true", help="each product alone instead (per_gemm)")
+    every = [f"{model}/{branch}" for model, branch in SHAPES]
+    parser.add_argument("--shapes", nargs="+", default=every, choices=every, help="--per-gemm's MLPs")
+    parser.add_argument("--out", default="")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    rows = per_gemm(args) if args.per_gemm else mlps(args)
+    env = dict(date=str(date.today()), torch=torch.__version__, gpu=torch.cuda.get_device_name(), host=platform.node())
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"env": env, "rows": rows}, f, indent=1)

@@ -131,6 +131,14 @@ def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(
     torch.testing.assert_close(out, expected)
 
 
+def _logits_and_grads(model, x) -> tuple:
+    """The model's logits on `x` and every parameter's gradient of their squares' sum."""
+    model.zero_grad()
+    out = model(x)
+    out.square().sum().backward()
+    return out.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
+
+
 def _reference_fa4_kernels(calls: list) -> tuple:
     """flash-attn-4's forward and backward as fa4_attention.py calls them, computed by PyTorch in fp32 on the CPU:
     q, k, v (B, N, H, D) in; out (B, N, H, D) and lse (B, H, N) out; the backward writes into dq, dk and dv."""
@@ -179,16 +187,10 @@ def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradien
     model = create_model("crossvit_tiny").eval()
     x = torch.randn(2, 3, model.input_size, model.input_size)
 
-    def logits_and_grads():
-        model.zero_grad()
-        out = model(x)
-        out.square().sum().backward()
-        return out.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
-
-    expected, expected_grads = logits_and_grads()
+    expected, expected_grads = _logits_and_grads(model, x)
     run = argparse.Namespace(sdpa=variant, free=[], triton_norm=False, quack_mlp="off")
     with variant_run(run, model, "ours"):
-        out, grads = logits_and_grads()
+        out, grads = _logits_and_grads(model, x)
     # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
     assert sorted(calls) == [(2, 197, 3, 64)] * 12 + [(2, 401, 3, 32)] * 3
     torch.testing.assert_close(out, expected)
@@ -305,17 +307,11 @@ def test_quack_mlp_sends_each_mlp_to_the_fused_kernels_with_the_modules_gradient
     model = create_model("crossvit_tiny").eval()
     x = torch.randn(2, 3, model.input_size, model.input_size)
 
-    def logits_and_grads():
-        model.zero_grad()
-        out = model(x)
-        out.square().sum().backward()
-        return out.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
-
-    expected, expected_grads = logits_and_grads()
+    expected, expected_grads = _logits_and_grads(model, x)
     run = argparse.Namespace(sdpa="default", free=[], triton_norm=False, quack_mlp=mode)
     with variant_run(run, model, "ours"):
         assert asked == [cublas_plain]
-        out, grads = logits_and_grads()
+        out, grads = _logits_and_grads(model, x)
         assert len(calls) == 30  # crossvit_tiny: 15 blocks, 12 of width 192 (MLP ratio 4) and 3 of width 96
         assert sorted(set(calls)) == [
             (layer, "gelu_erf", tuned, shape)
