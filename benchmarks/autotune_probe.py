@@ -21,7 +21,7 @@ import time
 
 import torch
 import torch.nn.functional as F
-from throughput import apply_variant, timed
+from throughput import add_variant_args, apply_variant, timed
 
 
 class Lines(logging.Handler):
@@ -48,11 +48,9 @@ def main() -> None:
     from torch._inductor.select_algorithm import get_num_workers
 
     options = ["max_autotune_gemm=1", "triton.num_decompose_k_splits=0", *args.inductor]
-    apply_variant(
-        argparse.Namespace(
-            sdpa="default", inductor=options, bf16_weights=False, triton_norm=False, free=[], fa4_tiles=""
-        )
-    )
+    variant = argparse.ArgumentParser()
+    add_variant_args(variant)  # every other variant switch at its default
+    apply_variant(variant.parse_args(["--inductor", *options]))
     seen = dict(
         python=sys.version.split()[0],
         env={k: v for k, v in os.environ.items() if k.startswith(("TORCHINDUCTOR", "TRITON"))},

@@ -101,6 +101,16 @@ def test_free_ops_oracle_leaves_no_norm_gelu_or_attention_kernel_in_the_step():
         F.scaled_dot_product_attention = real
 
 
+def _variant(*argv: str) -> argparse.Namespace:
+    """throughput.py's variant switches as its parser reads `argv`, the rest at their defaults."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from throughput import add_variant_args
+
+    parser = argparse.ArgumentParser()
+    add_variant_args(parser)
+    return parser.parse_args(argv)
+
+
 def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(monkeypatch):
     """throughput.py's `--sdpa flex`: every block's self-attention goes to FlexAttention, with SDPA's scale, and the
     fusion's CLS-only cross-attention (one query) stays on SDPA. FlexAttention itself is PyTorch's (measured on the
@@ -122,7 +132,7 @@ def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(
         return sdpa(q, k, v, scale=scale)
 
     monkeypatch.setattr(flex, "flex_attention", flex_attention)
-    flex_run = argparse.Namespace(sdpa="flex", free=[], triton_norm=False, quack_mlp="off")
+    flex_run = _variant("--sdpa", "flex")
     with torch.no_grad(), variant_run(flex_run, model, "ours"):
         out = model(x)
     assert F.scaled_dot_product_attention is sdpa
@@ -188,7 +198,7 @@ def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradien
     x = torch.randn(2, 3, model.input_size, model.input_size)
 
     expected, expected_grads = _logits_and_grads(model, x)
-    run = argparse.Namespace(sdpa=variant, free=[], triton_norm=False, quack_mlp="off")
+    run = _variant("--sdpa", variant)
     with variant_run(run, model, "ours"):
         out, grads = _logits_and_grads(model, x)
     # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
@@ -308,7 +318,7 @@ def test_quack_mlp_sends_each_mlp_to_the_fused_kernels_with_the_modules_gradient
     x = torch.randn(2, 3, model.input_size, model.input_size)
 
     expected, expected_grads = _logits_and_grads(model, x)
-    run = argparse.Namespace(sdpa="default", free=[], triton_norm=False, quack_mlp=mode)
+    run = _variant("--quack-mlp", mode)
     with variant_run(run, model, "ours"):
         assert asked == [cublas_plain]
         out, grads = _logits_and_grads(model, x)
