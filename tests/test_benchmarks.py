@@ -212,6 +212,20 @@ def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradien
     assert not calls  # ours as it was, after the run
 
 
+def _assert_compiles_whole_as_eager(block, swapped) -> None:
+    """`block` inside `swapped(block)` compiles as one graph (fullgraph=True), with the plain eager block's output and
+    input gradient."""
+    x = torch.randn(2, 17, 64, requires_grad=True)
+    expected = block(x)
+    expected_grad = torch.autograd.grad(expected.square().sum(), x)[0]
+    with swapped(block):
+        compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
+        out = compiled(x)
+        grad = torch.autograd.grad(out.square().sum(), x)[0]
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
+
+
 def test_fa4_packed_attention_compiles_whole_with_the_kernels_as_custom_ops(monkeypatch):
     """The custom ops' fake kernels and autograd rule let torch.compile take a block with fa4-packed attention as
     one graph (fullgraph=True), and the compiled block's output and gradients are the eager SDPA block's."""
@@ -222,17 +236,8 @@ def test_fa4_packed_attention_compiles_whole_with_the_kernels_as_custom_ops(monk
     calls = []
     monkeypatch.setattr(fa4_attention, "kernels", lambda: _reference_fa4_kernels(calls))
     torch.manual_seed(0)
-    block = Block(64, num_heads=2).eval()
-    x = torch.randn(2, 17, 64, requires_grad=True)
-    expected = block(x)
-    expected_grad = torch.autograd.grad(expected.square().sum(), x)[0]
-    with fa4_attention.packed_attention(block):
-        compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
-        out = compiled(x)
-        grad = torch.autograd.grad(out.square().sum(), x)[0]
+    _assert_compiles_whole_as_eager(Block(64, num_heads=2).eval(), fa4_attention.packed_attention)
     assert calls == [(2, 17, 2, 32)]
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
 
 
 def test_fa4_tiles_reach_the_kernels_for_their_head_dims_only(monkeypatch, tmp_path):
@@ -350,17 +355,8 @@ def test_quack_mlp_block_compiles_whole(monkeypatch):
     calls = []
     monkeypatch.setattr(quack_mlp, "kernels", lambda cublas_plain: _reference_quack_mlp_kernels(calls))
     torch.manual_seed(0)
-    block = Block(64, num_heads=2)
-    x = torch.randn(2, 17, 64, requires_grad=True)
-    expected = block(x)
-    expected_grad = torch.autograd.grad(expected.square().sum(), x)[0]
-    with quack_mlp.fused_mlp(block):
-        compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
-        out = compiled(x)
-        grad = torch.autograd.grad(out.square().sum(), x)[0]
+    _assert_compiles_whole_as_eager(Block(64, num_heads=2), quack_mlp.fused_mlp)
     assert [c[0] for c in calls] == ["fc1", "fc2"]
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
 
 
 def test_require_ratio_names_each_model_where_ours_trains_under_the_ratio_of_timms_best():
