@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import date
 from functools import partial
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from kernel_timing import captured, forward_swapped, time_ms
+from kernel_timing import captured, forward_swapped, kernel_parser, time_ms, write_rows
 from timm.models.vision_transformer import Attention
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -412,12 +410,7 @@ def table(args: argparse.Namespace) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--check-batch", type=int, default=8, help="images in the fp32 check")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--out", default="")
+    parser = kernel_parser(__doc__)
     parser.add_argument("--tune", action="store_true", help="time candidate tiles instead; the best to --tiles-out")
     parser.add_argument("--tiles-out", default="fa4_tiles.json")
     parser.add_argument("--tiles", default="", help="a --tune run's tiles for the table")
@@ -425,10 +418,7 @@ def main() -> None:
     if args.tiles and not args.tune:  # the search starts from flash-attn-4's own tiles
         use_tiles(args.tiles)
     rows = tune(args) if args.tune else table(args)
-    env = dict(date=str(date.today()), torch=torch.__version__, gpu=torch.cuda.get_device_name(), host=platform.node())
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"env": env, "rows": rows}, f, indent=1)
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
 """What the kernel benchmarks share (fa4_attention.py, quack_mlp.py): a forward swapped into modules for a `with`
-block, and GPU time a call, eager or replayed from a CUDA graph."""
+block, GPU time a call, eager or replayed from a CUDA graph, and their command line's common part and JSON rows."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import platform
 import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import date
 
 import torch
 import torch.nn as nn
@@ -54,3 +58,22 @@ def captured(work: Callable[[], object]) -> tuple[torch.cuda.CUDAGraph, object]:
     with torch.cuda.graph(graph):
         result = work()
     return graph, result
+
+
+def kernel_parser(doc: str) -> argparse.ArgumentParser:
+    """The kernel benchmarks' common options: --batch-size, --check-batch, --steps, --warmup, --out."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--check-batch", type=int, default=8, help="images in the fp32 check")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--out", default="", help="write the rows as JSON here")
+    return parser
+
+
+def write_rows(out: str, rows: list[dict]) -> None:
+    """`--out`: {"env", "rows"}, as docs/speed_2026-11-27.json keeps them."""
+    env = dict(date=str(date.today()), torch=torch.__version__, gpu=torch.cuda.get_device_name(), host=platform.node())
+    if out:
+        with open(out, "w") as f:
+            json.dump({"env": env, "rows": rows}, f, indent=1)

@@ -22,16 +22,13 @@ nothing here installs it.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from datetime import date
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from kernel_timing import captured, forward_swapped, time_ms
+from kernel_timing import captured, forward_swapped, kernel_parser, time_ms, write_rows
 from timm.layers import Mlp
 from torch import Tensor
 
@@ -271,23 +268,15 @@ def mlps(args: argparse.Namespace) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--check-batch", type=int, default=8, help="images in the fp32 check")
-    parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=10)
+    parser = kernel_parser(__doc__)
     parser.add_argument("--variants", nargs="+", default=["inductor", *MODES], choices=["inductor", *MODES])
     parser.add_argument("--per-gemm", action="store_true", help="each product alone instead (per_gemm)")
     every = [f"{model}/{branch}" for model, branch in SHAPES]
     parser.add_argument("--shapes", nargs="+", default=every, choices=every, help="--per-gemm's MLPs")
-    parser.add_argument("--out", default="")
     args = parser.parse_args()
     torch.manual_seed(0)
     rows = per_gemm(args) if args.per_gemm else mlps(args)
-    env = dict(date=str(date.today()), torch=torch.__version__, gpu=torch.cuda.get_device_name(), host=platform.node())
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"env": env, "rows": rows}, f, indent=1)
+    write_rows(args.out, rows)
 
 
 if __name__ == "__main__":
