@@ -40,6 +40,7 @@
 #                                          # machine, it goes on where the last call stopped
 #   bash benchmarks/model_speed.sh quack2  # each MLP product alone, quack against cuBLAS (--per-gemm); then
 #                                          # --quack-mlp epilogues (quack only where it fuses GELU) in the step
+#   bash benchmarks/model_speed.sh quack2_base  # quack2's baselines only (needs no quack): the first call's work
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -399,6 +400,11 @@ quack() {  # every run in one lane, the ones that decide first; quack-kernels tr
   LANE=0 bench base_c9 "${TRAIN[@]}" --models crossvit_9
   LANE=0 bench profile_fa4t_c18 profile_step.py --models crossvit_18 --impls ours --sdpa fa4-packed --fa4-tiles $tiles
   LANE=0 bench quackt_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --quack-mlp tuned
+}
+
+quack2_base() {  # quack2's baselines alone, for the call that carries the first part only (quack2 skips them after)
+  LANE=0 bench base_c18 "${TP[@]}" --models crossvit_18
+  LANE=0 bench base_c9 "${TP[@]}" --models crossvit_9
 }
 
 quack2() {  # quack only where its epilogue fuses GELU (--quack-mlp epilogues); first each MLP product alone, quack
