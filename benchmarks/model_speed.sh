@@ -423,6 +423,18 @@ quack2() {  # quack only where its epilogue fuses GELU (--quack-mlp epilogues); 
   LANE=0 bench quacket_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --quack-mlp epilogues-tuned
 }
 
+quack3() {  # quack2's per-gemm table said the tuned fused products win and quack's weight gradients lose: the step with
+  # quack's autotuned kernels only where they fuse GELU, training and inference, beside quack2_base's baselines
+  fa4_site || return 1
+  export QUACK_CACHE_DIR=$CACHE_ROOT/quack
+  LANE=0 bench quacket_c18 "${TP[@]}" --models crossvit_18 --no-timm --quack-mlp epilogues-tuned
+  LANE=0 bench quacket_c9 "${TP[@]}" --models crossvit_9 --no-timm --quack-mlp epilogues-tuned
+  LANE=0 bench quacket_fa4t_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --quack-mlp epilogues-tuned \
+    --sdpa fa4-packed --fa4-tiles docs/fa4_tiles_2026-11-28.json
+  LANE=0 bench quacket_fa4t_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --quack-mlp epilogues-tuned \
+    --sdpa fa4-packed --fa4-tiles docs/fa4_tiles_2026-11-28.json
+}
+
 env_info
 restore_cache
 "$1"
