@@ -1,9 +1,10 @@
 """Bar chart of train and inference img/s per model, timm's against ours, from throughput.py rows.
 
     python benchmarks/plot_speed.py docs/speed_2026-11-27.json --key call2 --out docs/model_speed.png
+    python benchmarks/plot_speed.py docs/speed_2026-11-27.json --key s7call1 s7call3-5 --out docs/model_speed_s7.png
 
-Takes every row (a dict with `train_img_s`) found anywhere in the JSON files, or under `--key` only; one bar per
-implementation and variant, grouped by model.
+Takes every row (a dict with `train_img_s`) found anywhere in the JSON files, or under the `--key`s only; one bar
+per implementation and variant, grouped by model.
 """
 
 from __future__ import annotations
@@ -47,15 +48,15 @@ def first_env(node: object) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="+", type=Path)
-    parser.add_argument("--key", help="only the rows under this top-level key")
+    parser.add_argument("--key", nargs="+", default=[], help="only the rows under these top-level keys")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     data = [json.loads(path.read_text()) for path in args.files]
-    data = [d[args.key] for d in data] if args.key else data
+    data = [d[key] for d in data for key in args.key] if args.key else data
     rows = speed_rows(data)
     models = list(dict.fromkeys(r["model"] for r in rows))
     series = list(dict.fromkeys(label(r) for r in rows))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2 + 0.2 * len(series)), layout="constrained")
     width = 0.8 / len(series)
     for ax, metric, title in zip(axes, ("train_img_s", "infer_img_s"), ("training step", "inference")):
         for k, name in enumerate(series):
@@ -65,12 +66,11 @@ def main() -> None:
         ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(models))], models)
         ax.set_ylabel("img/s")
         ax.set_title(title)
-    axes[0].legend(fontsize=8)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
     env = first_env(data)
     fig.suptitle(
         f"{env['device']}, batch {env['batch_size']}, torch {env['torch']}, {env['date']}" if env else "", fontsize=10
     )
-    fig.tight_layout()
     fig.savefig(args.out, dpi=120)
     print(f"wrote {args.out}: {len(rows)} rows, {len(series)} series")
 

@@ -3,7 +3,8 @@ GEMM epilogue, and GELU's derivative in the epilogue of fc2's input-gradient GEM
 GELU passes. The fourth session's oracle bounds it: GELU made free took crossvit_18's step 6.4% faster.
 
     python benchmarks/quack_mlp.py --out quack.json   # on the GPU: each branch's MLP, checked, then timed
-    python benchmarks/quack_mlp.py --per-gemm          # each of its products alone, quack against cuBLAS
+    python benchmarks/quack_mlp.py --per-gemm          # each of its products alone, quack against cuBLAS; over
+                                                       # 9 minutes for two MLPs, most of it quack's autotuning
     python benchmarks/throughput.py --models crossvit_18 --modes reduce-overhead --no-timm --quack-mlp default
 
 `--quack-mlp MODE` (throughput.py and profile_step.py, ours only) swaps each timm Mlp.forward of ours for quack's
@@ -210,6 +211,7 @@ def per_gemm(args: argparse.Namespace) -> list[dict]:
                 if "error" not in row and "error" not in base:
                     row["x_cublas"] = base["graphed_ms"] / row["graphed_ms"]
                 rows.append(row)
+                write_rows(args.out, rows)  # as they come: a run cut at its deadline keeps what it measured
                 print(
                     f"{model:<12} {branch:<6} {product:<12} {variant:<16} {row.get('graphed_ms', float('nan')):7.3f} "
                     f"{row.get('x_cublas', float('nan')):8.2f} {row.get('error', '')}",
@@ -257,6 +259,7 @@ def mlps(args: argparse.Namespace) -> list[dict]:
             if base and "error" not in row and "error" not in base:
                 row["x_inductor"] = base["graphed_ms"] / row["graphed_ms"]
             rows.append(row)
+            write_rows(args.out, rows)
             print(
                 f"{model:<12} {branch:<6} {variant:<12} {row.get('fwd_bwd_ms', float('nan')):10.3f} "
                 f"{row.get('graphed_ms', float('nan')):8.3f} {row.get('x_inductor', float('nan')):10.2f} "
@@ -275,8 +278,7 @@ def main() -> None:
     parser.add_argument("--shapes", nargs="+", default=every, choices=every, help="--per-gemm's MLPs")
     args = parser.parse_args()
     torch.manual_seed(0)
-    rows = per_gemm(args) if args.per_gemm else mlps(args)
-    write_rows(args.out, rows)
+    per_gemm(args) if args.per_gemm else mlps(args)  # each writes its rows as they come
 
 
 if __name__ == "__main__":
