@@ -7,13 +7,14 @@ issue 14's last attention candidate, against cuDNN's SDPA.
 Two ways into the step, both ours-only variants of throughput.py and profile_step.py:
 - `--sdpa fa4`: SDPA's self-attention calls (timm's Attention) go to the kernels on q, k and v as SDPA gets them;
   autograd then stacks dq, dk and dv into the qkv projection's gradient, as it does for cuDNN's.
-- `--sdpa fa4-packed`: timm's Attention.forward hands the kernels the qkv projection's output (B, N, 3, H, D) as
-  it is, and the backward writes dq, dk and dv into one buffer of that layout: no permute, no stack.
+- `--sdpa fa4-packed`: the framework's `kernels.attention=fa4` (crossvit.models.kernels): timm's Attention.forward
+  hands the kernels the qkv projection's output (B, N, 3, H, D) as it is, and the backward writes dq, dk and dv
+  into one buffer of that layout: no permute, no stack.
 
-The kernels run inside custom ops (`crossvit_bench::fa4_*`, with fake kernels and an autograd rule) so that
-torch.compile and CUDA graphs take each launch whole. flash-attn-4 and the CuTe DSL travel to the GPU machine in
-two parts that benchmarks/fa4_parts.sh builds (docs/benchmarks.md, "Issue 14, fifth session"); nothing here
-installs them.
+The kernels run inside custom ops (`crossvit_bench::fa4_*` here, `crossvit::fa4_packed_*` in the framework, with
+fake kernels and an autograd rule) so that torch.compile and CUDA graphs take each launch whole. flash-attn-4 and
+the CuTe DSL travel to the GPU machine in two parts that benchmarks/fa4_parts.sh builds from
+requirements-hopper.lock (docs/benchmarks.md, "Issue 14, fifth session").
 """
 
 from __future__ import annotations
@@ -32,70 +33,26 @@ from timm.models.vision_transformer import Attention
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-
-def kernels() -> tuple[Callable, Callable]:
-    """flash-attn-4's forward and backward; a test swaps this for a reference on the CPU."""
-    from flash_attn.cute import interface
-
-    return interface._flash_attn_fwd, interface._flash_attn_bwd
-
-
-# head dim -> the forward's tile (tile_m, tile_n, mma_pv_is_rs, intra_wg_overlap) and the backward's BwdConfig
-# fields, where `--tune` found better than flash-attn-4's own choice for Hopper (tuned on H100 at long sequences:
-# at 197 tokens its 192-row forward tile computes 384 rows)
-FWD_TILES: dict[int, tuple[int, int, bool, bool]] = {}
-BWD_TILES: dict[int, dict] = {}
-
-
-def use_tiles(path: str) -> None:
-    """The tiles of a `--tune` run's JSON ({head dim: {"fwd": [...], "bwd": {...}}}) for every call after this."""
-    from flash_attn.cute import interface
-
-    with open(path) as f:
-        tiles = {int(head_dim): cfg for head_dim, cfg in json.load(f).items()}
-    FWD_TILES.update({d: tuple(cfg["fwd"]) for d, cfg in tiles.items() if cfg.get("fwd")})
-    BWD_TILES.update({d: cfg["bwd"] for d, cfg in tiles.items() if cfg.get("bwd")})
-    default = interface._tile_size_bwd_sm90
-
-    def tuned_bwd(head_dim, head_dim_v, causal, local, sparse_block_size_q=None):
-        cfg = BWD_TILES.get(head_dim)
-        if cfg is None or causal or local or sparse_block_size_q is not None or head_dim_v != head_dim:
-            return default(head_dim, head_dim_v, causal, local, sparse_block_size_q)
-        return interface.BwdConfig(**cfg)
-
-    interface._tile_size_bwd_sm90 = tuned_bwd
-
-
-def _fwd_tile_kwargs(head_dim: int) -> dict:
-    tile = FWD_TILES.get(head_dim)
-    if tile is None:
-        return {}
-    return dict(tile_mn=tile[:2], mma_pv_is_rs=tile[2], intra_wg_overlap=tile[3])
-
-
-def _attend(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """q, k, v (B, N, H, D), any strides with a contiguous last dim; out (B, N, H, D), lse (B, H, N) in fp32."""
-    out, lse, *_ = kernels()[0](q, k, v, softmax_scale=scale, return_lse=True, **_fwd_tile_kwargs(q.shape[-1]))
-    return out.contiguous(), lse.contiguous()  # the layouts the fake kernels promise (flash-attn-4's already)
-
-
-def _fake_attend(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    batch, tokens, heads, _ = q.shape
-    return q.new_empty(batch, tokens, heads, v.shape[-1]), q.new_empty(batch, heads, tokens, dtype=torch.float32)
-
-
-def _attend_backward(q, k, v, out, dout, lse, scale: float, dq: Tensor, dk: Tensor, dv: Tensor) -> None:
-    kernels()[1](q, k, v, out, dout.contiguous(), lse, softmax_scale=scale, dq=dq, dk=dk, dv=dv)
+from crossvit.models.kernels import (
+    FWD_TILES,
+    fa4_attend,
+    fa4_attend_backward,
+    fa4_fake_attend,
+    fa4_packed_forward,
+    fa4_packed_fwd,
+    fa4_setup_context,
+    use_fa4_tiles,
+)
 
 
 @torch.library.custom_op("crossvit_bench::fa4_fwd", mutates_args=())
 def fa4_fwd(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    return _attend(q, k, v, scale)
+    return fa4_attend(q, k, v, scale)
 
 
 @fa4_fwd.register_fake
 def _(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    return _fake_attend(q, k, v)
+    return fa4_fake_attend(q, k, v)
 
 
 @torch.library.custom_op("crossvit_bench::fa4_bwd", mutates_args=())
@@ -103,7 +60,7 @@ def fa4_bwd(
     q: Tensor, k: Tensor, v: Tensor, out: Tensor, dout: Tensor, lse: Tensor, scale: float
 ) -> tuple[Tensor, Tensor, Tensor]:
     dq, dk, dv = (torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
-    _attend_backward(q, k, v, out, dout, lse, scale, dq, dk, dv)
+    fa4_attend_backward(q, k, v, out, dout, lse, scale, dq, dk, dv)
     return dq, dk, dv
 
 
@@ -112,48 +69,12 @@ def _(q, k, v, out, dout, lse, scale):
     return tuple(torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (q, k, v))
 
 
-def _fa4_setup(ctx, inputs, output) -> None:
-    *tensors, ctx.scale = inputs
-    ctx.save_for_backward(*tensors, *output)
-
-
 def _fa4_backward(ctx, dout: Tensor, dlse: Tensor | None):
     q, k, v, out, lse = ctx.saved_tensors
     return *fa4_bwd(q, k, v, out, dout, lse, ctx.scale), None
 
 
-fa4_fwd.register_autograd(_fa4_backward, setup_context=_fa4_setup)
-
-
-@torch.library.custom_op("crossvit_bench::fa4_packed_fwd", mutates_args=())
-def fa4_packed_fwd(qkv: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    """qkv: the qkv projection's output as (B, N, 3, H, D)."""
-    return _attend(*qkv.unbind(2), scale)
-
-
-@fa4_packed_fwd.register_fake
-def _(qkv: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    return _fake_attend(*qkv.unbind(2))
-
-
-@torch.library.custom_op("crossvit_bench::fa4_packed_bwd", mutates_args=())
-def fa4_packed_bwd(qkv: Tensor, out: Tensor, dout: Tensor, lse: Tensor, scale: float) -> Tensor:
-    dqkv = torch.empty(qkv.shape, dtype=qkv.dtype, device=qkv.device)
-    _attend_backward(*qkv.unbind(2), out, dout, lse, scale, *dqkv.unbind(2))
-    return dqkv
-
-
-@fa4_packed_bwd.register_fake
-def _(qkv, out, dout, lse, scale):
-    return torch.empty(qkv.shape, dtype=qkv.dtype, device=qkv.device)
-
-
-def _packed_backward(ctx, dout: Tensor, dlse: Tensor | None):
-    qkv, out, lse = ctx.saved_tensors
-    return fa4_packed_bwd(qkv, out, dout, lse, ctx.scale), None
-
-
-fa4_packed_fwd.register_autograd(_packed_backward, setup_context=_fa4_setup)
+fa4_fwd.register_autograd(_fa4_backward, setup_context=fa4_setup_context)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor:
@@ -163,27 +84,10 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor:
     return out.transpose(1, 2)
 
 
-def _packed_forward(self: Attention, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-    """timm's Attention.forward with the kernels reading q, k and v in the qkv projection's layout."""
-    plain = (
-        attn_mask is None
-        and not is_causal
-        and getattr(self, "gate", None) is None  # timm >= 1.0.30's gated attention
-        and isinstance(self.q_norm, nn.Identity)
-        and isinstance(self.k_norm, nn.Identity)
-        and not (self.training and self.attn_drop.p)
-    )
-    if not plain:
-        raise ValueError("fa4-packed takes plain self-attention: no mask, causality, gate, q/k norm or dropout")
-    batch, tokens, _ = x.shape
-    qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim)
-    out, _ = fa4_packed_fwd(qkv, self.scale)
-    return self.proj_drop(self.proj(self.norm(out.flatten(2))))
-
-
 def packed_attention(model: nn.Module) -> AbstractContextManager[nn.Module]:
-    """`--sdpa fa4-packed`: each of `model`'s timm Attention modules runs _packed_forward inside the block."""
-    return forward_swapped(model, Attention, _packed_forward)
+    """`--sdpa fa4-packed`: each of `model`'s timm Attention modules runs the framework's `kernels.attention=fa4`
+    forward (crossvit.models.kernels) inside the block."""
+    return forward_swapped(model, Attention, fa4_packed_forward)
 
 
 # (model, branch): (heads, tokens, head dim), batch 256 as in throughput.py
@@ -308,27 +212,27 @@ def _tune_shape(heads: int, tokens: int, head_dim: int, args: argparse.Namespace
         row = dict(pass_="fwd", tokens=tokens, head_dim=head_dim, tile=list(tile))
         FWD_TILES[head_dim] = tile
         try:
-            out = _attend(q, k, v, scale)[0].float()
+            out = fa4_attend(q, k, v, scale)[0].float()
             row["diff"] = (out - (fwd_rows[0]["out"] if fwd_rows else out)).abs().max().item()
-            row["ms"] = time_ms(partial(_attend, q, k, v, scale), args.steps, args.warmup)
+            row["ms"] = time_ms(partial(fa4_attend, q, k, v, scale), args.steps, args.warmup)
             row["out"] = out
         except Exception as error:  # a tile that does not compile or fit is a row with its error
             row["error"] = f"{type(error).__name__}: {error}"[:300]
         fwd_rows.append(row)
     best = {"fwd": _fastest(fwd_rows)}
     FWD_TILES[head_dim] = tuple(best["fwd"])
-    out, lse = _attend(q, k, v, scale)
+    out, lse = fa4_attend(q, k, v, scale)
     grads = [torch.empty_like(t) for t in (q, k, v)]
     default = interface._tile_size_bwd_sm90
     for cfg in BWD_CANDIDATES:
         row = dict(pass_="bwd", tokens=tokens, head_dim=head_dim, tile=cfg)
         interface._tile_size_bwd_sm90 = partial(lambda *_, cfg, **__: interface.BwdConfig(**cfg), cfg=cfg)
         try:
-            _attend_backward(q, k, v, out, dout, lse, scale, *grads)
+            fa4_attend_backward(q, k, v, out, dout, lse, scale, *grads)
             now = torch.cat([g.flatten() for g in grads]).float()
             row["diff"] = (now - (bwd_rows[0]["grads"] if bwd_rows else now)).abs().max().item()
             row["ms"] = time_ms(
-                partial(_attend_backward, q, k, v, out, dout, lse, scale, *grads), args.steps, args.warmup
+                partial(fa4_attend_backward, q, k, v, out, dout, lse, scale, *grads), args.steps, args.warmup
             )
             row["grads"] = now
         except Exception as error:
@@ -416,7 +320,7 @@ def main() -> None:
     parser.add_argument("--tiles", default="", help="a --tune run's tiles for the table")
     args = parser.parse_args()
     if args.tiles and not args.tune:  # the search starts from flash-attn-4's own tiles
-        use_tiles(args.tiles)
+        use_fa4_tiles(args.tiles)
     rows = tune(args) if args.tune else table(args)
     write_rows(args.out, rows)
 

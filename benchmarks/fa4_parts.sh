@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds, on this machine, what model_speed.sh's fa4 phases carry to the GPU machine (Python 3.12, x86-64, CUDA 13):
-# flash-attn-4 and the CuTe DSL unpacked into one folder, xz'd and split in two parts under a call's 64 MiB
-# (.device/fa4a, .device/fa4b), with the DSL's Python half beside the second part as a wheel. A first call carries
+# flash-attn-4, quack-kernels and the CuTe DSL (requirements-hopper.lock) unpacked into one folder, xz'd and split
+# in two parts under a call's 64 MiB (.device/fa4a, .device/fa4b), with the DSL's Python half beside the second part
+# as a wheel. A first call carries
 # .device/fa4a, the next call on the warm machine .device/fa4b (docs/benchmarks.md, "Issue 14, fifth session").
 #   bash benchmarks/fa4_parts.sh          # about 6 minutes on 2 cores, most of it xz
 set -euo pipefail
@@ -10,9 +11,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform any -d "$work/whl" \
-  flash-attn-4==4.0.0b36 nvidia-cutlass-dsl==4.8.1 nvidia-cutlass-dsl-libs-base==4.8.1 \
-  nvidia-cutlass-dsl-libs-cu13==4.8.1 nvidia-cutlass-dsl-libs-core==4.8.1 apache-tvm-ffi==0.1.11 \
-  torch-c-dlpack-ext==0.1.5 quack-kernels==0.6.5 einops==0.8.2
+  -r requirements-hopper.lock  # kernels=hopper's packages, one version each
 mkdir -p "$work/site" .device/fa4a .device/fa4b
 for whl in "$work"/whl/*.whl; do
   case $whl in *libs_core*) cp "$whl" .device/fa4b/ ;; *) python3 -m zipfile -e "$whl" "$work/site" ;; esac

@@ -7,17 +7,17 @@ GELU passes. The fourth session's oracle bounds it: GELU made free took crossvit
                                                        # 9 minutes for two MLPs, most of it quack's autotuning
     python benchmarks/throughput.py --models crossvit_18 --modes reduce-overhead --no-timm --quack-mlp default
 
-`--quack-mlp MODE` (throughput.py and profile_step.py, ours only) swaps each timm Mlp.forward of ours for quack's
-autograd Functions (`LinearActFunc` for fc1, `DActLinearFunc` for fc2, over quack's custom ops, which torch.compile
-takes whole):
+`--quack-mlp MODE` (throughput.py and profile_step.py, ours only) swaps each timm Mlp.forward of ours for the
+framework's (crossvit.models.kernels, where `kernels.mlp=quack` is `epilogues-tuned`): quack's autograd Functions
+(`LinearActFunc` for fc1, `DActLinearFunc` for fc2, over quack's custom ops, which torch.compile takes whole):
 - `default`, `tuned`: every GEMM of the MLP on quack's CuTe DSL kernels, with quack's own tile choice or its
   autotuning (a sweep of tiles at each shape, on the first call). Slower than cuBLAS in training (s6call3); the
-  weight gradients' few output tiles are the suspect, which `--per-gemm` measures.
+  weight gradients' few output tiles, 0.05-0.7x cuBLAS's (`--per-gemm`, s7call2).
 - `epilogues`, `epilogues-tuned`: quack's kernels only for the two GEMMs whose epilogue fuses something (fc1's
   forward, fc2's input gradient); the plain ones (fc2's forward, fc1's input gradient, both weight gradients) on
   cuBLAS, through the same autograd Functions.
-The rest of the block stays on cuBLAS. quack-kernels travels with flash-attn-4's parts (benchmarks/fa4_parts.sh);
-nothing here installs it.
+The rest of the block stays on cuBLAS. quack-kernels travels with flash-attn-4's parts (benchmarks/fa4_parts.sh,
+from requirements-hopper.lock).
 """
 
 from __future__ import annotations
@@ -33,84 +33,20 @@ from kernel_timing import captured, forward_swapped, kernel_parser, time_ms, wri
 from timm.layers import Mlp
 from torch import Tensor
 
-ACTIVATION = "gelu_erf"  # timm's nn.GELU(): the exact GELU (quack's torch-facing default is the tanh one)
-MODES = ("default", "tuned", "epilogues", "epilogues-tuned")
+from crossvit.models.kernels import QUACK_ACTIVATION as ACTIVATION
+from crossvit.models.kernels import QUACK_MLP_MODES, plain_mlp, quack_kernels, quack_mlp_forward
 
-
-def _cublas_mm(a: Tensor, b: Tensor, bias: Tensor | None = None, out_dtype: torch.dtype | None = None) -> Tensor:
-    """quack's `gemm(A, B, bias=, out_dtype=)` as the autograd Functions call it, on cuBLAS."""
-    out = torch.mm(a, b) if bias is None else torch.addmm(bias.to(a.dtype), a, b)
-    return out if out_dtype is None else out.to(out_dtype)
-
-
-def kernels(cublas_plain: bool = False) -> tuple[Callable, Callable]:
-    """fc1 with the activation in its epilogue and fc2 with the activation's gradient in its backward's, as
-    `(x, weight, activation, bias, store_preact, tuned) -> (preact, postact)` and
-    `(preact, weight, postact, activation, bias, tuned) -> out`; with `cublas_plain`, the GEMMs that fuse nothing
-    run on cuBLAS. A test swaps this for a reference on the CPU."""
-    from functools import partial
-
-    from quack import gemm_interface, linear
-    from quack.gemm_interface import gemm_act, gemm_dact
-
-    # the kernels' epilogues know the exact GELU; quack's PyTorch references (its recompute path) do not yet
-    gemm_interface.act_to_pytorch_fn_map.setdefault(ACTIVATION, F.gelu)
-    if not cublas_plain:
-        return linear.linear_act_func, linear.act_linear_func
-
-    def ops(tuned: bool) -> tuple[type, type]:
-        class Fc1(linear._LinearActOps):  # LinearActFunc's: quack's fused forward, cuBLAS backward
-            matmul_fwd_fn = partial(gemm_act, tuned=tuned)
-            matmul_bwd_dx = matmul_bwd_dw = staticmethod(_cublas_mm)
-
-        class Fc2(linear._DActLinearOps):  # DActLinearFunc's: quack's fused input gradient, the rest cuBLAS
-            matmul_fwd_fn = matmul_bwd_dw = staticmethod(_cublas_mm)
-            matmul_bwd_dx = partial(gemm_dact, dynamic_scheduler=True, tuned=tuned)
-
-        return Fc1, Fc2
-
-    by_tuned = {tuned: ops(tuned) for tuned in (False, True)}
-
-    def linear_act(x, weight, activation, bias=None, store_preact=True, tuned=True):
-        return linear.LinearActFunc.apply(x, weight, activation, bias, store_preact, False, by_tuned[tuned][0])
-
-    def act_linear(preact, weight, x, activation, bias=None, tuned=True):
-        return linear.DActLinearFunc.apply(preact, weight, x, activation, bias, False, by_tuned[tuned][1])
-
-    return linear_act, act_linear
-
-
-def _fused_forward(linear_act: Callable, act_linear: Callable, tuned: bool) -> Callable[[Mlp, Tensor], Tensor]:
-    """timm's Mlp.forward (fc1, GELU, fc2) with GELU inside fc1's GEMM and its derivative inside fc2's backward.
-    A closure, not a partial: dynamo traces functions."""
-
-    def forward(self: Mlp, x: Tensor) -> Tensor:
-        training = torch.is_grad_enabled()
-        preact, postact = linear_act(x, self.fc1.weight, ACTIVATION, self.fc1.bias, store_preact=training, tuned=tuned)
-        if not training:  # inference needs neither the pre-activation nor fc2's backward: fc2 stays on cuBLAS
-            return F.linear(postact, self.fc2.weight, self.fc2.bias)
-        return act_linear(preact, self.fc2.weight, postact, ACTIVATION, self.fc2.bias, tuned=tuned)
-
-    return forward
-
-
-def _plain(mlp: Mlp) -> bool:
-    return (
-        type(mlp.act) is nn.GELU
-        and mlp.act.approximate == "none"
-        and isinstance(mlp.norm, nn.Identity)
-        and not (mlp.drop1.p or mlp.drop2.p)
-    )
+MODES = QUACK_MLP_MODES
 
 
 def fused_mlp(model: nn.Module, mode: str = "default") -> AbstractContextManager[nn.Module]:
-    """`--quack-mlp MODE` (MODES): each of `model`'s timm Mlp modules runs the fused forward inside the block."""
+    """`--quack-mlp MODE` (MODES): each of `model`'s timm Mlp modules runs the fused forward inside the block
+    (`epilogues-tuned` is the framework's `kernels.mlp=quack`)."""
     if mode not in MODES:
         raise ValueError(f"--quack-mlp {mode}: not one of {', '.join(MODES)}")
-    if not all(_plain(m) for m in model.modules() if type(m) is Mlp):
+    if not all(plain_mlp(m) for m in model.modules() if type(m) is Mlp):
         raise ValueError("--quack-mlp takes timm's Mlp with an exact GELU, no norm and no dropout")
-    forward = _fused_forward(*kernels(cublas_plain=mode.startswith("epilogues")), tuned=mode.endswith("tuned"))
-    return forward_swapped(model, Mlp, forward)
+    return forward_swapped(model, Mlp, quack_mlp_forward(mode))
 
 
 # (model, branch): (tokens, width, hidden), batch 256 as in throughput.py
@@ -186,7 +122,7 @@ def per_gemm(args: argparse.Namespace) -> list[dict]:
     """Each product of an MLP alone, ms a call replayed from a CUDA graph: the two quack fuses GELU into (fc1's
     forward, fc2's input gradient) against cuBLAS with inductor's GELU pass, and the two weight gradients (long K,
     few output tiles) against cuBLAS, with quack's own tiles, its autotuning and split-K."""
-    kernels()  # quack's references learn the exact GELU
+    quack_kernels()  # quack's references learn the exact GELU
     rows = []
     print(f"{'model':<12} {'branch':<6} {'product':<12} {'variant':<16} {'ms':>7} {'x cuBLAS':>8}")
     for (model, branch), (tokens, width, hidden) in SHAPES.items():

@@ -26,11 +26,13 @@ def run(cfg: DictConfig) -> float:
     # Imported here, not at the top, so that `--cfg job`, `--help` and config errors answer at once.
     from hydra.utils import instantiate
 
+    from crossvit.models.kernels import check_kernels, use_kernels
     from crossvit.module import ClassificationModule
     from crossvit.run import finish, start
     from crossvit.weights import read_checkpoint
 
     run_dir, loggers, trainer = start(cfg)
+    check_kernels(**cfg.kernels, device=trainer.strategy.root_device)  # before any data or checkpoint is read
     checkpoint = read_checkpoint(cfg.ckpt_path)
     if "hyper_parameters" in checkpoint and "state_dict" in checkpoint:  # trained by src/train.py
         # It rebuilds its own architecture; the composed model=/fusion= apply to other weights only.
@@ -42,6 +44,7 @@ def run(cfg: DictConfig) -> float:
             fusion=OmegaConf.to_container(cfg.fusion, resolve=True),
             pretrained=cfg.ckpt_path,
         )
+    use_kernels(module.model, **cfg.kernels, device=trainer.strategy.root_device)
     datamodule = instantiate(cfg.data, img_size=module.model.img_size[0])  # the checkpoint's architecture decides
     metrics = {}
     for stage in (trainer.validate, trainer.test):

@@ -31,6 +31,7 @@ def run(cfg: DictConfig) -> float:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from crossvit.callbacks import requeue_if_asked, stop_signal
+    from crossvit.models.kernels import check_kernels, use_kernels
     from crossvit.module import ClassificationModule
     from crossvit.run import close_loggers, compile_mode, finish, start
 
@@ -38,6 +39,7 @@ def run(cfg: DictConfig) -> float:
     if hydra_cfg.mode == RunMode.MULTIRUN:  # read by conf/hydra/default.yaml in the DDP ranks Lightning starts
         os.environ.setdefault("CROSSVIT_SWEEP_DIR", str(hydra_cfg.sweep.dir))  # ranks share the cwd
     run_dir, loggers, trainer = start(cfg)
+    check_kernels(**cfg.kernels, device=trainer.strategy.root_device)  # before any data or checkpoint is read
     datamodule = instantiate(cfg.data)
     module = ClassificationModule(
         model=OmegaConf.to_container(cfg.model, resolve=True),
@@ -48,6 +50,7 @@ def run(cfg: DictConfig) -> float:
         pretrained=cfg.pretrained,
         new_head=cfg.new_head,
     )
+    use_kernels(module.model, **cfg.kernels, device=trainer.strategy.root_device)
     begin = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)

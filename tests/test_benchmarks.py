@@ -6,12 +6,12 @@ import subprocess
 import sys
 import threading
 import time
-from functools import partial
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import FORK_SERVER, ROOT
+from kernel_references import logits_and_grads, reference_fa4_kernels, reference_quack_mlp_kernels
 
 
 def run_benchmark(
@@ -141,44 +141,6 @@ def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(
     torch.testing.assert_close(out, expected)
 
 
-def _logits_and_grads(model, x) -> tuple:
-    """The model's logits on `x` and every parameter's gradient of their squares' sum."""
-    model.zero_grad()
-    out = model(x)
-    out.square().sum().backward()
-    return out.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
-
-
-def _reference_fa4_kernels(calls: list) -> tuple:
-    """flash-attn-4's forward and backward as fa4_attention.py calls them, computed by PyTorch in fp32 on the CPU:
-    q, k, v (B, N, H, D) in; out (B, N, H, D) and lse (B, H, N) out; the backward writes into dq, dk and dv."""
-
-    def scores(q, k, scale):
-        return torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) * scale
-
-    def forward(q, k, v, softmax_scale, return_lse):
-        calls.append(tuple(q.shape))
-        s = scores(q, k, softmax_scale)
-        out = torch.einsum("bhqk,bkhd->bqhd", s.softmax(-1), v.float()).to(q.dtype).contiguous()
-        return out, s.logsumexp(-1), None, None, None
-
-    def backward(q, k, v, out, dout, lse, softmax_scale, dq, dk, dv):
-        # FlashAttention's backward, from the saved lse (a custom op's body runs below autograd)
-        q_, k_, v_, o, do = (t.float() for t in (q, k, v, out, dout))
-        p = (scores(q_, k_, softmax_scale) - lse[..., None]).exp()
-        dp = torch.einsum("bqhd,bkhd->bhqk", do, v_)
-        ds = p * (dp - torch.einsum("bqhd,bqhd->bhq", do, o)[..., None]) * softmax_scale
-        grads = (
-            torch.einsum("bhqk,bkhd->bqhd", ds, k_),
-            torch.einsum("bhqk,bqhd->bkhd", ds, q_),
-            torch.einsum("bhqk,bqhd->bkhd", p, do),
-        )
-        for target, grad in zip((dq, dk, dv), grads):
-            target.copy_(grad)
-
-    return forward, backward
-
-
 @pytest.mark.parametrize("variant", ["fa4", "fa4-packed"])
 def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradients(monkeypatch, variant):
     """throughput.py's `--sdpa fa4` and `fa4-packed` (issue 14): every block's self-attention goes to
@@ -186,21 +148,20 @@ def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradien
     q, k and v reach the kernels, and dq, dk and dv the qkv projection, each in its place. The kernels run on the GPU
     machine; here a PyTorch reference of their interface stands in for them."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    import fa4_attention
     from throughput import variant_run
 
-    from crossvit.models import create_model
+    from crossvit.models import create_model, kernels
 
     calls = []
-    monkeypatch.setattr(fa4_attention, "kernels", lambda: _reference_fa4_kernels(calls))
+    monkeypatch.setattr(kernels, "fa4_kernels", lambda: reference_fa4_kernels(calls))
     torch.manual_seed(0)
     model = create_model("crossvit_tiny").eval()
     x = torch.randn(2, 3, model.input_size, model.input_size)
 
-    expected, expected_grads = _logits_and_grads(model, x)
+    expected, expected_grads = logits_and_grads(model, x)
     run = _variant("--sdpa", variant)
     with variant_run(run, model, "ours"):
-        out, grads = _logits_and_grads(model, x)
+        out, grads = logits_and_grads(model, x)
     # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
     assert sorted(calls) == [(2, 197, 3, 64)] * 12 + [(2, 401, 3, 32)] * 3
     torch.testing.assert_close(out, expected)
@@ -210,91 +171,6 @@ def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradien
     calls.clear()
     model(x)
     assert not calls  # ours as it was, after the run
-
-
-def _assert_compiles_whole_as_eager(block, swapped) -> None:
-    """`block` inside `swapped(block)` compiles as one graph (fullgraph=True), with the plain eager block's output and
-    input gradient."""
-    x = torch.randn(2, 17, 64, requires_grad=True)
-    expected = block(x)
-    expected_grad = torch.autograd.grad(expected.square().sum(), x)[0]
-    with swapped(block):
-        compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
-        out = compiled(x)
-        grad = torch.autograd.grad(out.square().sum(), x)[0]
-    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
-
-
-def test_fa4_packed_attention_compiles_whole_with_the_kernels_as_custom_ops(monkeypatch):
-    """The custom ops' fake kernels and autograd rule let torch.compile take a block with fa4-packed attention as
-    one graph (fullgraph=True), and the compiled block's output and gradients are the eager SDPA block's."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import fa4_attention
-    from timm.models.vision_transformer import Block
-
-    calls = []
-    monkeypatch.setattr(fa4_attention, "kernels", lambda: _reference_fa4_kernels(calls))
-    torch.manual_seed(0)
-    _assert_compiles_whole_as_eager(Block(64, num_heads=2).eval(), fa4_attention.packed_attention)
-    assert calls == [(2, 17, 2, 32)]
-
-
-def test_fa4_tiles_reach_the_kernels_for_their_head_dims_only(monkeypatch, tmp_path):
-    """`--fa4-tiles` (a `fa4_attention.py --tune` run's JSON): the forward gets the tuned tile of its head dim and
-    the backward's Hopper config is the tuned one there; other head dims, and causal attention, keep flash-attn-4's
-    own. flash-attn-4's interface module is a stand-in here (the GPU machine has the real one)."""
-    import types
-
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import fa4_attention
-
-    interface = types.ModuleType("flash_attn.cute.interface")
-    interface.BwdConfig = lambda **cfg: ("tuned", cfg)
-    interface._tile_size_bwd_sm90 = lambda head_dim, *args, **kwargs: ("default", head_dim)
-    package = types.ModuleType("flash_attn.cute")
-    package.interface = interface
-    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
-    monkeypatch.setitem(sys.modules, "flash_attn.cute", package)
-    monkeypatch.setitem(sys.modules, "flash_attn.cute.interface", interface)
-    monkeypatch.setattr(fa4_attention, "FWD_TILES", {})
-    monkeypatch.setattr(fa4_attention, "BWD_TILES", {})
-    seen = []
-    monkeypatch.setattr(fa4_attention, "kernels", lambda: (lambda q, k, v, **kw: seen.append(kw) or (q, q), None))
-    tiles = {"64": {"fwd": [128, 208, True, True], "bwd": {"m_block_size": 112}}, "32": {"fwd": [128, 128, True, True]}}
-    path = tmp_path / "tiles.json"
-    path.write_text(json.dumps(tiles))
-    fa4_attention.use_tiles(str(path))
-    q = torch.zeros(1, 4, 2, 64)
-    fa4_attention._attend(q, q, q, 0.125)
-    fa4_attention._attend(torch.zeros(1, 4, 2, 16), q, q, 0.25)
-    assert seen[0] == dict(
-        softmax_scale=0.125, return_lse=True, tile_mn=(128, 208), mma_pv_is_rs=True, intra_wg_overlap=True
-    )
-    assert seen[1] == dict(softmax_scale=0.25, return_lse=True)  # head dim 16: not tuned
-    bwd = interface._tile_size_bwd_sm90
-    assert bwd(64, 64, False, False) == ("tuned", {"m_block_size": 112})
-    assert bwd(32, 32, False, False) == ("default", 32)  # tuned forward only
-    assert bwd(64, 64, True, False) == ("default", 64)  # causal: flash-attn-4's own
-
-
-def _reference_quack_mlp_kernels(calls: list) -> tuple:
-    """quack's linear_act_func and act_linear_func as quack_mlp.py calls them, computed by PyTorch on the CPU. fc1:
-    (pre-activation, post-activation), only the first differentiable. fc2: its forward reads the post-activation and
-    its backward takes the activation's derivative at the pre-activation, as quack's gemm_dact epilogue does."""
-    activations = {"gelu_erf": F.gelu, "gelu_tanh_approx": partial(F.gelu, approximate="tanh")}
-
-    def linear_act(x, weight, activation, bias=None, store_preact=True, tuned=True):
-        calls.append(("fc1", activation, tuned, tuple(weight.shape)))
-        pre = F.linear(x, weight, bias)
-        return (pre if store_preact else None), activations[activation](pre).detach()
-
-    def act_linear(preact, weight, x, activation, bias=None, tuned=True):
-        calls.append(("fc2", activation, tuned, tuple(weight.shape)))
-        act = activations[activation](preact)
-        return F.linear(x + (act - act.detach()), weight, bias)
-
-    return linear_act, act_linear
 
 
 @pytest.mark.parametrize(
@@ -309,24 +185,23 @@ def test_quack_mlp_sends_each_mlp_to_the_fused_kernels_with_the_modules_gradient
     GEMMs on quack's kernels or cuBLAS as the mode asks; logits and every gradient are the plain modules'. Without
     gradients fc2 stays on F.linear. A PyTorch reference of quack's interface stands in for its kernels here."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    import quack_mlp
     from throughput import variant_run
 
-    from crossvit.models import create_model
+    from crossvit.models import create_model, kernels
 
     calls, asked = [], []
     monkeypatch.setattr(
-        quack_mlp, "kernels", lambda cublas_plain: asked.append(cublas_plain) or _reference_quack_mlp_kernels(calls)
+        kernels, "quack_kernels", lambda cublas_plain: asked.append(cublas_plain) or reference_quack_mlp_kernels(calls)
     )
     torch.manual_seed(0)
     model = create_model("crossvit_tiny").eval()
     x = torch.randn(2, 3, model.input_size, model.input_size)
 
-    expected, expected_grads = _logits_and_grads(model, x)
+    expected, expected_grads = logits_and_grads(model, x)
     run = _variant("--quack-mlp", mode)
     with variant_run(run, model, "ours"):
         assert asked == [cublas_plain]
-        out, grads = _logits_and_grads(model, x)
+        out, grads = logits_and_grads(model, x)
         assert len(calls) == 30  # crossvit_tiny: 15 blocks, 12 of width 192 (MLP ratio 4) and 3 of width 96
         assert sorted(set(calls)) == [
             (layer, "gelu_erf", tuned, shape)
@@ -343,20 +218,6 @@ def test_quack_mlp_sends_each_mlp_to_the_fused_kernels_with_the_modules_gradient
     calls.clear()
     model(x)
     assert not calls  # ours as it was, after the run
-
-
-def test_quack_mlp_block_compiles_whole(monkeypatch):
-    """The fused MLP's forward traces as one graph (fullgraph=True) inside a timm Block, with the eager block's
-    output and gradients."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import quack_mlp
-    from timm.models.vision_transformer import Block
-
-    calls = []
-    monkeypatch.setattr(quack_mlp, "kernels", lambda cublas_plain: _reference_quack_mlp_kernels(calls))
-    torch.manual_seed(0)
-    _assert_compiles_whole_as_eager(Block(64, num_heads=2), quack_mlp.fused_mlp)
-    assert [c[0] for c in calls] == ["fc1", "fc2"]
 
 
 def test_require_ratio_names_each_model_where_ours_trains_under_the_ratio_of_timms_best():

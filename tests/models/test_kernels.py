@@ -1,0 +1,181 @@
+"""`kernels=` (crossvit.models.kernels): the Hopper kernels take each block's MLP and self-attention with the plain
+modules' logits and gradients, compile whole, and refuse one line at a time where they cannot run. flash-attn-4 and
+quack-kernels run on Hopper GPUs only; PyTorch references of their interfaces stand in for them here
+(tests/kernel_references.py), and the GPU machine measures the real ones (docs/benchmarks.md, issue 14)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+
+import pytest
+import torch
+from conftest import QUICK, QUIET, run_script
+from kernel_references import logits_and_grads, reference_fa4_kernels, reference_quack_mlp_kernels
+from timm.layers import Mlp
+from timm.models.vision_transformer import Attention, Block
+
+from crossvit.errors import ConfigError
+from crossvit.models import create_model, kernels
+
+
+@pytest.fixture
+def hopper(monkeypatch) -> dict[str, list]:
+    """A Hopper GPU and both packages as far as use_kernels can tell, with the references for their kernels: the
+    calls each kernel got."""
+    calls = {"fa4": [], "quack": []}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    for name in ("quack", "quack.linear", "flash_attn", "flash_attn.cute", "flash_attn.cute.interface"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setattr(kernels, "fa4_kernels", lambda: reference_fa4_kernels(calls["fa4"]))
+    monkeypatch.setattr(kernels, "quack_kernels", lambda cublas_plain: reference_quack_mlp_kernels(calls["quack"]))
+    return calls
+
+
+def test_hopper_kernels_take_every_block_with_the_plain_models_logits_and_gradients(hopper):
+    """kernels=hopper on crossvit_tiny: each self-attention of the branches (not the fusion's CLS query) reaches
+    FlashAttention-4 in the qkv layout, each MLP quack's fused pair with the exact GELU, autotuned; logits and every
+    gradient are the plain model's, and so are the state_dict's keys."""
+    torch.manual_seed(0)
+    model = create_model("crossvit_tiny").eval()
+    keys = list(model.state_dict())
+    x = torch.randn(2, 3, model.input_size, model.input_size)
+    expected, expected_grads = logits_and_grads(model, x)
+
+    kernels.use_kernels(model, mlp="quack", attention="fa4", device=torch.device("cuda"))
+    out, grads = logits_and_grads(model, x)
+    # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
+    assert sorted(hopper["fa4"]) == [(2, 197, 3, 64)] * 12 + [(2, 401, 3, 32)] * 3
+    assert len(hopper["quack"]) == 30 and {(c[0], c[1], c[2]) for c in hopper["quack"]} == {
+        ("fc1", "gelu_erf", True),
+        ("fc2", "gelu_erf", True),
+    }
+    torch.testing.assert_close(out, expected)
+    scale = max(grad.abs().max().item() for grad in expected_grads.values())
+    for name, grad in expected_grads.items():  # atol: the k biases' gradients are 0 up to rounding
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+    assert list(model.state_dict()) == keys
+
+
+def test_default_kernels_leave_the_model_as_it_is(hopper):
+    model = create_model("crossvit_tiny")
+    kernels.use_kernels(model, mlp="torch", attention="sdpa", device=torch.device("cpu"))
+    assert not [m for m in model.modules() if "forward" in vars(m)]  # no instance forward: the classes' own
+
+
+def _assert_compiles_whole_as_eager(block: Block) -> None:
+    """`block` as it is now compiles as one graph (fullgraph=True), with the output and input gradient of the
+    plain eager block it was (its instance forwards removed)."""
+    x = torch.randn(2, 17, 64, requires_grad=True)
+    compiled = torch.compile(block, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    grad = torch.autograd.grad(out.square().sum(), x)[0]
+    for module in block.modules():
+        vars(module).pop("forward", None)
+    expected = block(x)
+    expected_grad = torch.autograd.grad(expected.square().sum(), x)[0]
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-4, atol=1e-5)
+
+
+def test_fa4_attention_compiles_whole_through_its_custom_ops(hopper):
+    """The custom ops' fake kernels and autograd rule let torch.compile take a block with attention=fa4 as one graph,
+    with the eager SDPA block's output and gradients."""
+    torch.manual_seed(0)
+    block = Block(64, num_heads=2).eval()
+    kernels.swap_forward(block, Attention, kernels.fa4_packed_forward)
+    _assert_compiles_whole_as_eager(block)
+    assert hopper["fa4"] == [(2, 17, 2, 32)]
+
+
+def test_quack_mlp_compiles_whole(hopper):
+    """The fused MLP's forward traces as one graph inside a timm Block, with the eager block's output and
+    gradients."""
+    torch.manual_seed(0)
+    block = Block(64, num_heads=2)
+    kernels.swap_forward(block, Mlp, kernels.quack_mlp_forward())
+    _assert_compiles_whole_as_eager(block)
+    assert [c[0] for c in hopper["quack"]] == ["fc1", "fc2"]
+
+
+def test_fa4_tiles_reach_the_kernels_for_their_head_dims_only(monkeypatch, tmp_path):
+    """kernels.fa4_tiles (a `fa4_attention.py --tune` run's JSON): the forward gets the tuned tile of its head dim
+    and the backward's Hopper config is the tuned one there; other head dims, and causal attention, keep
+    flash-attn-4's own, also after a second file. flash-attn-4's interface module is a stand-in here."""
+    interface = types.ModuleType("flash_attn.cute.interface")
+    interface.BwdConfig = lambda **cfg: ("tuned", cfg)
+    interface._tile_size_bwd_sm90 = lambda head_dim, *args, **kwargs: ("default", head_dim)
+    package = types.ModuleType("flash_attn.cute")
+    package.interface = interface
+    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", package)
+    monkeypatch.setitem(sys.modules, "flash_attn.cute.interface", interface)
+    monkeypatch.setattr(kernels, "FWD_TILES", {})
+    monkeypatch.setattr(kernels, "BWD_TILES", {})
+    seen = []
+    monkeypatch.setattr(kernels, "fa4_kernels", lambda: (lambda q, k, v, **kw: seen.append(kw) or (q, q), None))
+    tiles = {"64": {"fwd": [128, 208, True, True], "bwd": {"m_block_size": 112}}, "32": {"fwd": [128, 128, True, True]}}
+    path = tmp_path / "tiles.json"
+    path.write_text(json.dumps(tiles))
+    kernels.use_fa4_tiles(str(path))
+    kernels.use_fa4_tiles(str(path))  # twice: still one layer over flash-attn-4's own choice
+    q = torch.zeros(1, 4, 2, 64)
+    kernels.fa4_attend(q, q, q, 0.125)
+    kernels.fa4_attend(torch.zeros(1, 4, 2, 16), q, q, 0.25)
+    assert seen[0] == dict(
+        softmax_scale=0.125, return_lse=True, tile_mn=(128, 208), mma_pv_is_rs=True, intra_wg_overlap=True
+    )
+    assert seen[1] == dict(softmax_scale=0.25, return_lse=True)  # head dim 16: not tuned
+    bwd = interface._tile_size_bwd_sm90
+    assert bwd(64, 64, False, False) == ("tuned", {"m_block_size": 112})
+    assert bwd(32, 32, False, False) == ("default", 32)  # tuned forward only
+    assert bwd(64, 64, True, False) == ("default", 64)  # causal: flash-attn-4's own
+    assert bwd.default(64, 64, False, False) == ("default", 64)
+
+
+def test_kernels_that_cannot_run_say_so_in_one_line_naming_the_key_and_the_fix(hopper, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    model = create_model("crossvit_tiny")
+    gpu = torch.device("cuda")
+    with pytest.raises(ConfigError, match=r"kernels.mlp=cutlass: not one of torch, quack"):
+        kernels.use_kernels(model, mlp="cutlass", device=gpu)
+    with pytest.raises(ConfigError, match=r"kernels.fa4_tiles=t.json is for kernels.attention=fa4 \(now sdpa\)"):
+        kernels.use_kernels(model, fa4_tiles="t.json", device=gpu)
+    with pytest.raises(ConfigError, match=r"kernels.mlp=quack needs a CUDA GPU.*not cpu"):
+        kernels.use_kernels(model, mlp="quack", device=torch.device("cpu"))
+    dropout = create_model("crossvit_tiny")
+    next(m for m in dropout.modules() if type(m) is Attention).attn_drop.p = 0.1
+    with pytest.raises(
+        ConfigError, match=r"attention=fa4 takes attention with no dropout; or use kernels.attention=sdpa"
+    ):
+        kernels.use_kernels(dropout, attention="fa4", device=gpu)
+    next(m for m in dropout.modules() if type(m) is Mlp).drop2.p = 0.1
+    with pytest.raises(
+        ConfigError, match=r"mlp=quack takes MLPs with the exact GELU and no dropout; or use kernels.mlp"
+    ):
+        kernels.use_kernels(dropout, mlp="quack", device=gpu)
+    assert not [m for m in dropout.modules() if "forward" in vars(m)]  # nothing swapped by a refused call
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA A100")
+    with pytest.raises(
+        ConfigError, match=r"fa4 need a Hopper \(sm90\) GPU or newer, not the NVIDIA A100; or use kernels="
+    ):
+        kernels.use_kernels(model, mlp="quack", attention="fa4", device=gpu)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    with pytest.raises(ConfigError, match=r"kernels.fa4_tiles=none.json: no such file"):
+        kernels.use_kernels(model, attention="fa4", fa4_tiles="none.json", device=gpu)
+    monkeypatch.setitem(sys.modules, "quack.linear", None)  # as if not installed
+    with pytest.raises(ConfigError, match=r"kernels.mlp needs quack-kernels .*-r requirements-hopper.lock.*to torch"):
+        kernels.use_kernels(model, mlp="quack", device=gpu)
+    assert not [m for m in model.modules() if "forward" in vars(m)]  # nothing swapped by a refused call
+
+
+def test_train_and_eval_refuse_hopper_kernels_on_the_cpu_in_one_line(tmp_path):
+    """The config group reaches use_kernels from both entry scripts, before any data is read."""
+    for script, extra in (("train.py", (QUICK, *QUIET)), ("eval.py", ("ckpt_path=none.ckpt", *QUIET[:1]))):
+        overrides = ("kernels=hopper", "trainer=cpu", f"hydra.run.dir={tmp_path / script}")
+        proc = run_script(script, *extra, *overrides, check=False)  # eval.yaml has no callbacks group to quiet
+        assert proc.returncode != 0
+        assert "kernels.mlp=quack and kernels.attention=fa4 need a CUDA GPU" in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr
