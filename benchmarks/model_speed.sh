@@ -41,6 +41,10 @@
 #   bash benchmarks/model_speed.sh quack2  # each MLP product alone, quack against cuBLAS (--per-gemm); then
 #                                          # --quack-mlp epilogues (quack only where it fuses GELU) in the step
 #   bash benchmarks/model_speed.sh quack2_base  # quack2's baselines only (needs no quack): the first call's work
+#   bash benchmarks/model_speed.sh quack3  # --quack-mlp epilogues-tuned in the step, then with fa4-packed too
+#   bash benchmarks/model_speed.sh hopper_loop  # kernels=hopper through src/train.py beside kernels=default, then
+#                                          # the raw step with the same kernels beside timm (--quack-mlp and --sdpa
+#                                          # with timm: ours gets them, timm stays as it is)
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -433,6 +437,22 @@ quack3() {  # quack2's per-gemm table said the tuned fused products win and quac
     --sdpa fa4-packed --fa4-tiles docs/fa4_tiles_2026-11-28.json
   LANE=0 bench quacket_fa4t_c9 "${TRAIN[@]}" --models crossvit_9 --no-timm --quack-mlp epilogues-tuned \
     --sdpa fa4-packed --fa4-tiles docs/fa4_tiles_2026-11-28.json
+}
+
+hopper_loop() {  # kernels=hopper in the Lightning loop (src/train.py: its validation and test run the kernels eagerly)
+  # beside kernels=default, crossvit_18 then crossvit_9, one GPU; then the raw steps beside timm. Called again on the
+  # warm machine it runs the loops again (train_run keeps no record) and skips the finished raw steps
+  fa4_site || return 1
+  export QUACK_CACHE_DIR=$CACHE_ROOT/quack
+  local tiles=docs/fa4_tiles_2026-11-28.json
+  LANE=0 train_run loop_c18_hopper model=crossvit_18 kernels=hopper kernels.fa4_tiles=$tiles
+  LANE=0 train_run loop_c18_default model=crossvit_18
+  LANE=0 train_run loop_c9_hopper model=crossvit_9 kernels=hopper kernels.fa4_tiles=$tiles
+  LANE=0 train_run loop_c9_default model=crossvit_9
+  LANE=0 bench hopper_c18 "${TP[@]}" --models crossvit_18 --quack-mlp epilogues-tuned --sdpa fa4-packed \
+    --fa4-tiles $tiles
+  LANE=0 bench hopper_c9 "${TP[@]}" --models crossvit_9 --quack-mlp epilogues-tuned --sdpa fa4-packed \
+    --fa4-tiles $tiles
 }
 
 env_info
