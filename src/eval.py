@@ -32,7 +32,8 @@ def run(cfg: DictConfig) -> float:
     from crossvit.weights import read_checkpoint
 
     run_dir, loggers, trainer = start(cfg)
-    check_kernels(**cfg.kernels, device=trainer.strategy.root_device)  # before any data or checkpoint is read
+    device, precision = trainer.strategy.root_device, trainer.precision
+    check_kernels(**cfg.kernels, device=device, precision=precision)  # before any data or checkpoint is read
     checkpoint = read_checkpoint(cfg.ckpt_path)
     if "hyper_parameters" in checkpoint and "state_dict" in checkpoint:  # trained by src/train.py
         # It rebuilds its own architecture; the composed model=/fusion= apply to other weights only.
@@ -44,7 +45,7 @@ def run(cfg: DictConfig) -> float:
             fusion=OmegaConf.to_container(cfg.fusion, resolve=True),
             pretrained=cfg.ckpt_path,
         )
-    use_kernels(module.model, **cfg.kernels, device=trainer.strategy.root_device)
+    use_kernels(module.model, **cfg.kernels, device=device, precision=precision)
     datamodule = instantiate(cfg.data, img_size=module.model.img_size[0])  # the checkpoint's architecture decides
     metrics = {}
     for stage in (trainer.validate, trainer.test):

@@ -39,18 +39,19 @@ def run(cfg: DictConfig) -> float:
     if hydra_cfg.mode == RunMode.MULTIRUN:  # read by conf/hydra/default.yaml in the DDP ranks Lightning starts
         os.environ.setdefault("CROSSVIT_SWEEP_DIR", str(hydra_cfg.sweep.dir))  # ranks share the cwd
     run_dir, loggers, trainer = start(cfg)
-    check_kernels(**cfg.kernels, device=trainer.strategy.root_device)  # before any data or checkpoint is read
+    device, precision = trainer.strategy.root_device, trainer.precision
+    check_kernels(**cfg.kernels, device=device, precision=precision)  # before any data or checkpoint is read
     datamodule = instantiate(cfg.data)
     module = ClassificationModule(
         model=OmegaConf.to_container(cfg.model, resolve=True),
         fusion=OmegaConf.to_container(cfg.fusion, resolve=True),
         **OmegaConf.to_container(cfg.optim, resolve=True),
         **OmegaConf.to_container(cfg.recipe, resolve=True),
-        compile=compile_mode(cfg.compile, trainer.strategy.root_device.type),
+        compile=compile_mode(cfg.compile, device.type),
         pretrained=cfg.pretrained,
         new_head=cfg.new_head,
     )
-    use_kernels(module.model, **cfg.kernels, device=trainer.strategy.root_device)
+    use_kernels(module.model, **cfg.kernels, device=device, precision=precision)
     begin = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)

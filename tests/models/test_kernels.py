@@ -163,6 +163,11 @@ def test_kernels_that_cannot_run_say_so_in_one_line_naming_the_key_and_the_fix(h
     ):
         kernels.use_kernels(model, mlp="quack", attention="fa4", device=gpu)
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    with pytest.raises(
+        ConfigError, match=r"attention=fa4 needs 16-bit activations, not trainer.precision=32-true: use"
+    ):
+        kernels.use_kernels(model, attention="fa4", device=gpu, precision="32-true")
+    kernels.check_kernels(attention="fa4", device=gpu, precision="bf16-mixed")  # trainer=gpu's: no error
     with pytest.raises(ConfigError, match=r"kernels.fa4_tiles=none.json: no such file"):
         kernels.use_kernels(model, attention="fa4", fa4_tiles="none.json", device=gpu)
     monkeypatch.setitem(sys.modules, "quack.linear", None)  # as if not installed

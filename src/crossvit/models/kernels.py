@@ -255,10 +255,15 @@ def _require(package: str, module: str, key: str) -> None:
 
 
 def check_kernels(
-    mlp: str = "torch", attention: str = "sdpa", fa4_tiles: str | None = None, device: torch.device | None = None
+    mlp: str = "torch",
+    attention: str = "sdpa",
+    fa4_tiles: str | None = None,
+    device: torch.device | None = None,
+    precision: str | None = None,
 ) -> None:
-    """`kernels=`'s choices against the GPU the run will use (`device`) and the packages installed, before any data
-    or checkpoint is read: a ConfigError names the key and the fix."""
+    """`kernels=`'s choices against the GPU the run will use (`device`), its precision (Lightning's, e.g.
+    "bf16-mixed") and the packages installed, before any data or checkpoint is read: a ConfigError names the key
+    and the fix."""
     if mlp not in MLPS:
         raise ConfigError(f"kernels.mlp={mlp}: not one of {', '.join(MLPS)}")
     if attention not in ATTENTIONS:
@@ -279,6 +284,11 @@ def check_kernels(
     if torch.cuda.get_device_capability(device)[0] < 9:
         name = torch.cuda.get_device_name(device)
         raise ConfigError(f"{asked} {need} a Hopper (sm90) GPU or newer, not the {name}; or use kernels=default")
+    if precision is not None and not str(precision).startswith(("bf16", "16")):
+        raise ConfigError(
+            f"{asked} {need} 16-bit activations, not trainer.precision={precision}: use bf16-mixed (trainer=gpu's) "
+            "or kernels=default"
+        )
     if mlp == "quack":
         _require("quack-kernels", "quack.linear", "kernels.mlp")
     if attention == "fa4":
@@ -293,10 +303,11 @@ def use_kernels(
     attention: str = "sdpa",
     fa4_tiles: str | None = None,
     device: torch.device | None = None,
+    precision: str | None = None,
 ) -> None:
     """`kernels=`: after check_kernels, each timm Mlp and Attention of `model` runs the kernels asked, in place and
     from now on (before torch.compile traces it)."""
-    check_kernels(mlp, attention, fa4_tiles, device)
+    check_kernels(mlp, attention, fa4_tiles, device, precision)
     if mlp == "quack" and not all(plain_mlp(m) for m in model.modules() if type(m) is Mlp):
         raise ConfigError("kernels.mlp=quack takes MLPs with the exact GELU and no dropout; or use kernels.mlp=torch")
     if attention == "fa4" and not all(plain_attention(m) for m in model.modules() if type(m) is Attention):
