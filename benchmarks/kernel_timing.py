@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date
@@ -14,13 +13,13 @@ from datetime import date
 import torch
 import torch.nn as nn
 
+from crossvit.models.kernels import swap_forward
+
 
 @contextmanager
 def forward_swapped(model: nn.Module, module_type: type, forward: Callable) -> Iterator[nn.Module]:
     """Inside the block, each of `model`'s modules of exactly `module_type` runs `forward(module, ...)`."""
-    swapped = [m for m in model.modules() if type(m) is module_type]
-    for module in swapped:
-        module.forward = types.MethodType(forward, module)
+    swapped = swap_forward(model, module_type, forward)
     try:
         yield model
     finally:
