@@ -24,18 +24,25 @@ from crossvit.models import create_model, kernels
 def hopper(monkeypatch) -> dict[str, list]:
     """A Hopper GPU and both packages as far as use_kernels can tell, with the references for their kernels: the
     calls each kernel got."""
-    calls = {"fa4": [], "quack": []}
+    calls = {"fa4": [], "quack": [], "quack_cublas_plain": []}
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     for name in ("quack", "quack.linear", "flash_attn", "flash_attn.cute", "flash_attn.cute.interface"):
         monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setattr(kernels, "fa4_kernels", lambda: reference_fa4_kernels(calls["fa4"]))
-    monkeypatch.setattr(kernels, "quack_kernels", lambda cublas_plain: reference_quack_mlp_kernels(calls["quack"]))
+    monkeypatch.setattr(
+        kernels,
+        "quack_kernels",
+        lambda cublas_plain: (
+            calls["quack_cublas_plain"].append(cublas_plain) or reference_quack_mlp_kernels(calls["quack"])
+        ),
+    )
     return calls
 
 
 def test_hopper_kernels_take_every_block_with_the_plain_models_logits_and_gradients(hopper):
     """kernels=hopper on crossvit_tiny: each self-attention of the branches (not the fusion's CLS query) reaches
-    FlashAttention-4 in the qkv layout, each MLP quack's fused pair with the exact GELU, autotuned; logits and every
+    FlashAttention-4 in the qkv layout, each MLP quack's fused pair with the exact GELU, autotuned, its plain products
+    on cuBLAS; logits and every
     gradient are the plain model's, and so are the state_dict's keys."""
     torch.manual_seed(0)
     model = create_model("crossvit_tiny").eval()
@@ -44,6 +51,7 @@ def test_hopper_kernels_take_every_block_with_the_plain_models_logits_and_gradie
     expected, expected_grads = logits_and_grads(model, x)
 
     kernels.use_kernels(model, mlp="quack", attention="fa4", device=torch.device("cuda"))
+    assert hopper["quack_cublas_plain"] == [True]  # quack only where it fuses GELU: its plain GEMMs lose to cuBLAS
     out, grads = logits_and_grads(model, x)
     # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
     assert sorted(hopper["fa4"]) == [(2, 197, 3, 64)] * 12 + [(2, 401, 3, 32)] * 3
