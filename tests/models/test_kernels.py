@@ -42,8 +42,7 @@ def hopper(monkeypatch) -> dict[str, list]:
 def test_hopper_kernels_take_every_block_with_the_plain_models_logits_and_gradients(hopper):
     """kernels=hopper on crossvit_tiny: each self-attention of the branches (not the fusion's CLS query) reaches
     FlashAttention-4 in the qkv layout, each MLP quack's fused pair with the exact GELU, autotuned, its plain products
-    on cuBLAS; logits and every
-    gradient are the plain model's, and so are the state_dict's keys."""
+    on cuBLAS; logits and every gradient are the plain model's, and so are the state_dict's keys."""
     torch.manual_seed(0)
     model = create_model("crossvit_tiny").eval()
     keys = list(model.state_dict())
