@@ -43,8 +43,9 @@
 #   bash benchmarks/model_speed.sh quack2_base  # quack2's baselines only (needs no quack): the first call's work
 #   bash benchmarks/model_speed.sh quack3  # --quack-mlp epilogues-tuned in the step, then with fa4-packed too
 #   bash benchmarks/model_speed.sh hopper_loop  # kernels=hopper through src/train.py beside kernels=default, then
-#                                          # the raw step with the same kernels beside timm (--quack-mlp and --sdpa
-#                                          # with timm: ours gets them, timm stays as it is)
+#                                          # (RAW=1) the raw step with the same kernels beside timm (--quack-mlp and
+#                                          # --sdpa with timm: ours gets them, timm stays as it is). Three calls on
+#                                          # one warm machine: .device/fa4a, then .device/fa4b, then RAW=1
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -81,8 +82,10 @@ bench() {  # LANE=k bench NAME SCRIPT ARGS...: one benchmark process; its rows i
   return $rc
 }
 
-train_run() {  # LANE=k train_run NAME OVERRIDES...: a 2-epoch src/train.py run; its metrics.json becomes a row
+train_run() {  # LANE=k train_run NAME OVERRIDES...: a 2-epoch src/train.py run; its metrics.json becomes a row. As
+  # with bench, a run that finished in an earlier call of this warm machine is not run again
   local name=$1 start=$SECONDS; shift
+  if [ -s "$DONE/$name.json" ]; then cp "$DONE/$name.json" "$RES/" && echo "done earlier: $name"; return 0; fi
   in_lane "$name" python3 src/train.py trainer=gpu compile=reduce-overhead data=synthetic data.size=20480 \
     data.test_size=256 data.num_classes=100 data.batch_size=256 data.on_device=true trainer.max_epochs=2 \
     callbacks.throughput.warmup=5 logger=csv '~callbacks.progress_bar' trainer.enable_progress_bar=false \
@@ -93,6 +96,8 @@ train_run() {  # LANE=k train_run NAME OVERRIDES...: a 2-epoch src/train.py run;
     "$RES/$name.log" $rc $((SECONDS - start)) "$*" \
     | python3 -c 'import json, sys; print(json.dumps({"env": {}, "rows": [json.loads(sys.stdin.read())]}))' \
     > "$RES/$name.json"
+  (( rc == 0 )) && cp "$RES/$name.json" "$DONE/"
+  return $rc
 }
 
 env_info() {
@@ -440,15 +445,20 @@ quack3() {  # quack2's per-gemm table said the tuned fused products win and quac
 }
 
 hopper_loop() {  # kernels=hopper in the Lightning loop (src/train.py: its validation and test run the kernels eagerly)
-  # beside kernels=default, crossvit_18 then crossvit_9, one GPU; then the raw steps beside timm. Called again on the
-  # warm machine it runs the loops again (train_run keeps no record) and skips the finished raw steps
+  # beside kernels=default, crossvit_18 and crossvit_9, one GPU; then the raw steps with the same kernels beside
+  # timm. Three calls on one warm machine: the first carries .device/fa4a and runs what needs no kernels (fa4_site
+  # fails there: half an archive); the second .device/fa4b, the loops with the kernels; the third the raw steps.
+  # A finished run is not run again
+  local tiles=docs/fa4_tiles_2026-11-28.json
+  LANE=0 train_run loop_c18_default model=crossvit_18
+  LANE=0 train_run loop_c9_default model=crossvit_9
+  LANE=0 bench base_c18 "${TP[@]}" --models crossvit_18
   fa4_site || return 1
   export QUACK_CACHE_DIR=$CACHE_ROOT/quack
-  local tiles=docs/fa4_tiles_2026-11-28.json
   LANE=0 train_run loop_c18_hopper model=crossvit_18 kernels=hopper kernels.fa4_tiles=$tiles
-  LANE=0 train_run loop_c18_default model=crossvit_18
   LANE=0 train_run loop_c9_hopper model=crossvit_9 kernels=hopper kernels.fa4_tiles=$tiles
-  LANE=0 train_run loop_c9_default model=crossvit_9
+  LANE=0 bench base_c9 "${TP[@]}" --models crossvit_9
+  [ "${RAW:-0}" = 1 ] || return 0  # the third call
   LANE=0 bench hopper_c18 "${TP[@]}" --models crossvit_18 --quack-mlp epilogues-tuned --sdpa fa4-packed \
     --fa4-tiles $tiles
   LANE=0 bench hopper_c9 "${TP[@]}" --models crossvit_9 --quack-mlp epilogues-tuned --sdpa fa4-packed \
