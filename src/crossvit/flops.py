@@ -15,6 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from crossvit.models import CrossViT
+from crossvit.models.kernels import class_forwards
 
 
 @dataclass
@@ -38,7 +39,7 @@ def _matches(name: str, prefixes: tuple[str, ...]) -> bool:
 @torch.no_grad()
 def module_macs(module: nn.Module, *inputs: torch.Tensor) -> dict[str, float]:
     """Multiply-accumulates of one forward, by submodule path ("" is the whole module; parents include children)."""
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False, depth=None) as counter:
+    with class_forwards(module), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False, depth=None) as counter:
         module(*inputs)
     # Counter keys are "<ClassName>.<module path>", or "Global" for the total.
     macs = {k.partition(".")[2]: sum(v.values()) / 2 for k, v in counter.get_flop_counts().items() if "." in k}

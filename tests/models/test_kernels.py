@@ -6,6 +6,7 @@ quack-kernels run on Hopper GPUs only; PyTorch references of their interfaces st
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 
@@ -17,6 +18,7 @@ from timm.layers import Mlp
 from timm.models.vision_transformer import Attention, Block
 
 from crossvit.errors import ConfigError
+from crossvit.flops import count
 from crossvit.models import create_model, kernels
 
 
@@ -63,6 +65,35 @@ def test_hopper_kernels_take_every_block_with_the_plain_models_logits_and_gradie
     for name, grad in expected_grads.items():  # atol: the k biases' gradients are 0 up to rounding
         torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
     assert list(model.state_dict()) == keys
+
+
+def test_flops_count_the_architecture_not_the_kernels(hopper):
+    """crossvit.flops.count (the model summary at fit start, in fp32 outside autocast) runs the classes' forwards
+    under kernels=hopper: no kernel is called (flash-attn-4 takes 16-bit inputs only, and PyTorch's counter sees
+    neither kernel's custom op), the figure is the plain model's, and the kernels are back afterwards."""
+    model = create_model("crossvit_tiny")
+    expected = count(model)
+    kernels.use_kernels(model, mlp="quack", attention="fa4", device=torch.device("cuda"))
+    swapped = [m for m in model.modules() if "forward" in vars(m)]
+    assert count(model) == expected
+    assert hopper["fa4"] == [] and hopper["quack"] == []
+    assert [m for m in model.modules() if "forward" in vars(m)] == swapped
+    model(torch.randn(1, 3, model.input_size, model.input_size))
+    assert hopper["fa4"] and hopper["quack"]
+
+
+def test_fa4_keeps_its_compiled_kernels_on_disk_unless_told_not_to(hopper, monkeypatch):
+    """flash-attn-4 compiles each kernel again in every process unless its disk cache is on (quack's is on by
+    default); a user's own setting stands."""
+    gpu = torch.device("cuda")
+    monkeypatch.delenv("FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED", raising=False)
+    kernels.check_kernels(mlp="quack", device=gpu, precision="bf16-mixed")
+    assert "FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED" not in os.environ  # not without flash-attn-4
+    kernels.check_kernels(attention="fa4", device=gpu, precision="bf16-mixed")
+    assert os.environ["FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED"] == "1"
+    monkeypatch.setenv("FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED", "0")
+    kernels.check_kernels(attention="fa4", device=gpu, precision="bf16-mixed")
+    assert os.environ["FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED"] == "0"
 
 
 def test_default_kernels_leave_the_model_as_it_is(hopper):

@@ -16,15 +16,18 @@ torch.compile and CUDA graphs take each launch whole.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from timm.layers import Mlp
 from timm.models.vision_transformer import Attention
 from torch import Tensor
@@ -48,6 +51,18 @@ def swap_forward(model: nn.Module, module_type: type, forward: Callable) -> list
     for module in swapped:
         module.forward = types.MethodType(forward, module)
     return swapped
+
+
+@contextlib.contextmanager
+def class_forwards(model: nn.Module) -> Iterator[None]:
+    """Inside, every module of `model` runs its class's forward (the swapped ones restored after): what counts the
+    architecture (crossvit.flops) sees PyTorch's ops, in fp32 on any device, not the kernels' custom ops."""
+    swapped = {m: vars(m).pop("forward") for m in model.modules() if "forward" in vars(m)}
+    try:
+        yield
+    finally:
+        for module, forward in swapped.items():
+            module.forward = forward
 
 
 # --- quack-kernels: GELU in the GEMM epilogues ---
@@ -292,6 +307,8 @@ def check_kernels(
     if mlp == "quack":
         _require("quack-kernels", "quack.linear", "kernels.mlp")
     if attention == "fa4":
+        # Read once, at import: without it every process compiles each kernel again (quack's cache is on by default)
+        os.environ.setdefault("FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED", "1")
         _require("flash-attn-4", "flash_attn.cute.interface", "kernels.attention")
     if fa4_tiles and not Path(fa4_tiles).is_file():
         raise ConfigError(f"kernels.fa4_tiles={fa4_tiles}: no such file (a `fa4_attention.py --tune` JSON)")
@@ -318,3 +335,9 @@ def use_kernels(
         if fa4_tiles:
             use_fa4_tiles(fa4_tiles)
         swap_forward(model, Attention, fa4_packed_forward)
+    if mlp != "torch" or attention != "sdpa":
+        rank_zero_info(
+            f"kernels: mlp={mlp}, attention={attention}. The first steps at each new batch shape compile them and "
+            "autotune quack's GEMMs: minutes on a machine new to the shapes (crossvit_18 on an H200: over 4). Later "
+            "runs there read their disk caches (QUACK_CACHE_DIR, FLASH_ATTENTION_CUTE_DSL_CACHE_DIR)"
+        )
