@@ -21,6 +21,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from crossvit.errors import ConfigError
 from crossvit.flops import count
+from crossvit.models.kernels import class_forwards
 from crossvit.precision import MasterWeightsPrecision
 
 GB = 1e9
@@ -276,6 +277,7 @@ def step_memory(module: L.LightningModule, batch_size: int, probe: int = 2) -> t
         torch.random.fork_rng(devices=[module.device] if module.device.type == "cuda" else []),
         trainer.precision_plugin.forward_context(),
         torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t),
+        class_forwards(model),  # kernels= save less than PyTorch's modules, and would autotune at this shape
     ):
         model.forward_branches(x)
     return fixed, sum(storages.values()) / probe * batch_size

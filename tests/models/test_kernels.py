@@ -10,6 +10,7 @@ import os
 import sys
 import types
 
+import lightning as L
 import pytest
 import torch
 from conftest import QUICK, QUIET, run_script
@@ -17,9 +18,11 @@ from kernel_references import logits_and_grads, reference_fa4_kernels, reference
 from timm.layers import Mlp
 from timm.models.vision_transformer import Attention, Block
 
+from crossvit.callbacks import step_memory
 from crossvit.errors import ConfigError
 from crossvit.flops import count
-from crossvit.models import create_model, kernels
+from crossvit.models import create_model, kernels, load_config
+from crossvit.module import ClassificationModule
 
 
 @pytest.fixture
@@ -80,6 +83,18 @@ def test_flops_count_the_architecture_not_the_kernels(hopper):
     assert [m for m in model.modules() if "forward" in vars(m)] == swapped
     model(torch.randn(1, 3, model.input_size, model.input_size))
     assert hopper["fa4"] and hopper["quack"]
+
+
+def test_the_memory_preflight_probes_the_modules_not_the_kernels(hopper):
+    """MemoryPreflight's probe (a forward of two images before the first step) runs PyTorch's modules under
+    kernels=hopper: the kernels save less, so the estimate stays on the safe side, and no kernel autotunes at a
+    shape no step has."""
+    module = ClassificationModule(load_config("model", "crossvit_tiny"), {"name": "cross_attention"})
+    module.trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", logger=False, enable_checkpointing=False)
+    expected = step_memory(module, 8)
+    kernels.use_kernels(module.model, mlp="quack", attention="fa4", device=torch.device("cuda"))
+    assert step_memory(module, 8) == expected
+    assert hopper["fa4"] == [] and hopper["quack"] == []
 
 
 def test_fa4_keeps_its_compiled_kernels_on_disk_unless_told_not_to(hopper, monkeypatch):
