@@ -43,9 +43,9 @@
 #   bash benchmarks/model_speed.sh quack2_base  # quack2's baselines only (needs no quack): the first call's work
 #   bash benchmarks/model_speed.sh quack3  # --quack-mlp epilogues-tuned in the step, then with fa4-packed too
 #   bash benchmarks/model_speed.sh hopper_loop  # kernels=hopper through src/train.py beside kernels=default, then
-#                                          # (RAW=1) the raw step with the same kernels beside timm (--quack-mlp and
-#                                          # --sdpa with timm: ours gets them, timm stays as it is). Three calls on
-#                                          # one warm machine: .device/fa4a, then .device/fa4b, then RAW=1
+#                                          # the raw step with the same kernels beside timm (--quack-mlp and --sdpa
+#                                          # with timm: ours gets them, timm stays as it is). Calls on one warm
+#                                          # machine: .device/fa4a, then .device/fa4b, then on until all have run
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -68,6 +68,7 @@ in_lane() {  # LANE=k in_lane NAME CMD...: CMD on GPU k and cores 16k..16k+15 un
     timeout $((DEADLINE - SECONDS)) "$@" > "$RES/$name.log" 2>&1
   local rc=$?
   echo "lane $LANE: $name rc=$rc in $((SECONDS - start)) s"
+  gzip -c "$RES/$name.log" > "$OUT/$name.log.gz"  # back even if the call is cut before finish
   return $rc
 }
 
@@ -126,6 +127,13 @@ save_cache() {
     echo "$name: $(du -sh "$d" | cut -f1) on disk, ${mb} MB compressed" | tee -a $RES/env.txt
     (( mb < 15 )) && cp "/tmp/$name.tar.gz" "$OUT/"
   done
+}
+
+save_quack_tuning() {  # quack's autotuning results (a few KB of JSON a shape; its compiled kernels stay): carried
+  # back in .device/quack_tuning, a fresh machine compiles each shape's winner only, not its 44 candidates
+  [ -d "$CACHE_ROOT/quack" ] || return 0
+  (cd "$CACHE_ROOT/quack" && find . -name '*.autotune.json' | tar czf "$OUT/quack_tuning.tar.gz" -T -) \
+    && echo "quack tuning: $(tar tzf "$OUT/quack_tuning.tar.gz" | wc -l) shapes" | tee -a $RES/env.txt
 }
 
 finish() {  # merge the rows, keep the logs, print the table
@@ -339,6 +347,10 @@ fa4_site() {  # flash-attn-4, the CuTe DSL and their needs, unpacked once a mach
   # a .pth file puts the DSL's packages on the path in a site-packages folder; PYTHONPATH needs them named
   export PYTHONPATH=$site:$site/nvidia_cutlass_dsl/dsl_packages${PYTHONPATH:+:$PYTHONPATH}
   export FLASH_ATTENTION_CUTE_DSL_CACHE_ENABLED=1 FLASH_ATTENTION_CUTE_DSL_CACHE_DIR=/tmp/fa4cache
+  export QUACK_CACHE_DIR=$CACHE_ROOT/quack  # its compiled kernels and autotuning results, kept between calls
+  for part in .device/quack_tuning/*.tar.gz; do  # an earlier machine's autotuning: only the winners compile here
+    [ -e "$part" ] && mkdir -p "$QUACK_CACHE_DIR" && tar xzf "$part" -C "$QUACK_CACHE_DIR" && echo "restored $part"
+  done
   python3 -c 'import flash_attn.cute.interface; print("flash-attn-4 imports")' \
     || { echo "fa4: flash-attn-4 does not import; its runs are skipped"; return 1; }
 }
@@ -398,7 +410,6 @@ fa4_infer() {  # training and inference with the tiles fa4_tune found on the H20
 
 quack() {  # every run in one lane, the ones that decide first; quack-kernels travels in flash-attn-4's parts
   fa4_site || return 1
-  export QUACK_CACHE_DIR=$CACHE_ROOT/quack  # its compiled kernels and autotuning, kept between calls
   local tiles=docs/fa4_tiles_2026-11-28.json
   LANE=0 bench quack_kernels quack_mlp.py --variants inductor default  # `quack` at 53423d6, s6call3
   LANE=0 bench quack_c18 "${TP[@]}" --models crossvit_18 --no-timm --quack-mlp default
@@ -419,7 +430,6 @@ quack2_base() {  # quack2's baselines alone, for the call that carries the first
 quack2() {  # quack only where its epilogue fuses GELU (--quack-mlp epilogues); first each MLP product alone, quack
   # against cuBLAS, on the widest MLP and the narrowest (the weight gradients' few output tiles)
   fa4_site || return 1
-  export QUACK_CACHE_DIR=$CACHE_ROOT/quack
   local tiles=docs/fa4_tiles_2026-11-28.json
   LANE=0 bench quack_gemms quack_mlp.py --per-gemm --shapes crossvit_18/large crossvit_9/small
   LANE=0 bench quack_mlps quack_mlp.py --variants inductor epilogues
@@ -435,7 +445,6 @@ quack2() {  # quack only where its epilogue fuses GELU (--quack-mlp epilogues); 
 quack3() {  # quack2's per-gemm table said the tuned fused products win and quack's weight gradients lose: the step with
   # quack's autotuned kernels only where they fuse GELU, training and inference, beside quack2_base's baselines
   fa4_site || return 1
-  export QUACK_CACHE_DIR=$CACHE_ROOT/quack
   LANE=0 bench quacket_c18 "${TP[@]}" --models crossvit_18 --no-timm --quack-mlp epilogues-tuned
   LANE=0 bench quacket_c9 "${TP[@]}" --models crossvit_9 --no-timm --quack-mlp epilogues-tuned
   LANE=0 bench quacket_fa4t_c18 "${TRAIN[@]}" --models crossvit_18 --no-timm --quack-mlp epilogues-tuned \
@@ -445,20 +454,17 @@ quack3() {  # quack2's per-gemm table said the tuned fused products win and quac
 }
 
 hopper_loop() {  # kernels=hopper in the Lightning loop (src/train.py: its validation and test run the kernels eagerly)
-  # beside kernels=default, crossvit_18 and crossvit_9, one GPU; then the raw steps with the same kernels beside
-  # timm. Three calls on one warm machine: the first carries .device/fa4a and runs what needs no kernels (fa4_site
-  # fails there: half an archive); the second .device/fa4b, the loops with the kernels; the third the raw steps.
-  # A finished run is not run again
-  local tiles=docs/fa4_tiles_2026-11-28.json
-  LANE=0 train_run loop_c18_default model=crossvit_18
-  LANE=0 train_run loop_c9_default model=crossvit_9
-  LANE=0 bench base_c18 "${TP[@]}" --models crossvit_18
+  # beside kernels=default, crossvit_18 then crossvit_9, one GPU; then the raw steps with the same kernels beside
+  # timm. Calls on one warm machine: the first carries .device/fa4a and stops at fa4_site (half an archive), each
+  # later one goes on where the last stopped (a finished run is not run again). On a machine new to the shapes,
+  # quack's autotuning takes minutes (docs/speed_notes.md, eighth session); .device/quack_tuning spares most of it
   fa4_site || return 1
-  export QUACK_CACHE_DIR=$CACHE_ROOT/quack
-  LANE=0 train_run loop_c18_hopper model=crossvit_18 kernels=hopper kernels.fa4_tiles=$tiles
-  LANE=0 train_run loop_c9_hopper model=crossvit_9 kernels=hopper kernels.fa4_tiles=$tiles
-  LANE=0 bench base_c9 "${TP[@]}" --models crossvit_9
-  [ "${RAW:-0}" = 1 ] || return 0  # the third call
+  local tiles=docs/fa4_tiles_2026-11-28.json
+  # evaluation at the training batch: its forward's shapes are the training step's, autotuned once
+  LANE=0 train_run loop_c18_hopper model=crossvit_18 kernels=hopper kernels.fa4_tiles=$tiles data.eval_batch_size=256
+  LANE=0 train_run loop_c18_default model=crossvit_18 data.eval_batch_size=256
+  LANE=0 train_run loop_c9_hopper model=crossvit_9 kernels=hopper kernels.fa4_tiles=$tiles data.eval_batch_size=256
+  LANE=0 train_run loop_c9_default model=crossvit_9 data.eval_batch_size=256
   LANE=0 bench hopper_c18 "${TP[@]}" --models crossvit_18 --quack-mlp epilogues-tuned --sdpa fa4-packed \
     --fa4-tiles $tiles
   LANE=0 bench hopper_c9 "${TP[@]}" --models crossvit_9 --quack-mlp epilogues-tuned --sdpa fa4-packed \
@@ -469,4 +475,5 @@ env_info
 restore_cache
 "$1"
 [ "${SAVE_CACHE:-0}" = 1 ] && save_cache
+save_quack_tuning
 finish
