@@ -1,9 +1,17 @@
 """PyTorch references of the Hopper kernels' interfaces (crossvit.models.kernels), which stand in for flash-attn-4
 and quack-kernels on the CPU: a test swaps `kernels.fa4_kernels` or `kernels.quack_kernels` for them, and each call
-is recorded."""
+is recorded. Run as a script, it runs an entry script with kernels=hopper on the CPU on them:
+
+    python tests/kernel_references.py src/train.py kernels=hopper trainer.precision=bf16-mixed ...
+"""
 
 from __future__ import annotations
 
+import inspect
+import json
+import runpy
+import sys
+import types
 from functools import partial
 
 import torch
@@ -18,14 +26,17 @@ def logits_and_grads(model, x) -> tuple:
     return out.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
-def reference_fa4_kernels(calls: list) -> tuple:
+def reference_fa4_kernels(calls: list, sixteen_bit: bool = False) -> tuple:
     """flash-attn-4's forward and backward as crossvit.models.kernels calls them, computed by PyTorch in fp32: q, k,
-    v (B, N, H, D) in; out (B, N, H, D) and lse (B, H, N) out; the backward writes into dq, dk and dv."""
+    v (B, N, H, D) in; out (B, N, H, D) and lse (B, H, N) out; the backward writes into dq, dk and dv. With
+    `sixteen_bit`, inputs in other dtypes fail as flash-attn-4's do."""
 
     def scores(q, k, scale):
         return torch.einsum("bqhd,bkhd->bhqk", q.float(), k.float()) * scale
 
     def forward(q, k, v, softmax_scale, return_lse):
+        if sixteen_bit:
+            assert v.dtype in (torch.float16, torch.bfloat16), "inputs must be float16, bfloat16, ..."
         calls.append(tuple(q.shape))
         s = scores(q, k, softmax_scale)
         out = torch.einsum("bhqk,bkhd->bqhd", s.softmax(-1), v.float()).to(q.dtype).contiguous()
@@ -65,3 +76,38 @@ def reference_quack_mlp_kernels(calls: list) -> tuple:
         return F.linear(x + (act - act.detach()), weight, bias)
 
     return linear_act, act_linear
+
+
+def run_on_a_hopper_stand_in(script: str, *overrides: str) -> dict:
+    """`script` (src/train.py or src/eval.py) with `overrides`, in this process, as if on a Hopper GPU with both
+    packages: kernels= checks the trainer's precision and the rest as on that GPU, and these references (16-bit
+    inputs only) run for the kernels. Returns the calls each kernel got."""
+    from crossvit.models import kernels
+
+    calls = {"fa4": [], "quack": []}
+    torch.cuda.get_device_capability = lambda device=None: (9, 0)
+    for name in ("quack", "quack.linear", "flash_attn", "flash_attn.cute", "flash_attn.cute.interface"):
+        sys.modules[name] = types.ModuleType(name)
+    kernels.fa4_kernels = lambda: reference_fa4_kernels(calls["fa4"], sixteen_bit=True)
+    kernels.quack_kernels = lambda cublas_plain: reference_quack_mlp_kernels(calls["quack"])
+
+    def on_the_gpu(fn):
+        signature = inspect.signature(fn)
+
+        def wrapped(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.arguments["device"] = torch.device("cuda")  # the trainer's is the CPU
+            return fn(*bound.args, **bound.kwargs)
+
+        return wrapped
+
+    kernels.check_kernels = on_the_gpu(kernels.check_kernels)
+    kernels.use_kernels = on_the_gpu(kernels.use_kernels)
+    sys.argv = [script, *overrides]
+    runpy.run_path(script, run_name="__main__")
+    return calls
+
+
+if __name__ == "__main__":
+    counts = {name: len(got) for name, got in run_on_a_hopper_stand_in(*sys.argv[1:]).items()}
+    print(f"kernel calls: {json.dumps(counts)}")

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import types
 
 import lightning as L
 import pytest
 import torch
-from conftest import QUICK, QUIET, run_script
+from conftest import QUICK, QUIET, ROOT, run_script
 from kernel_references import logits_and_grads, reference_fa4_kernels, reference_quack_mlp_kernels
 from timm.layers import Mlp
 from timm.models.vision_transformer import Attention, Block
@@ -237,3 +238,33 @@ def test_train_and_eval_refuse_hopper_kernels_on_the_cpu_in_one_line(tmp_path):
         assert proc.returncode != 0
         assert "kernels.mlp=quack and kernels.attention=fa4 need a CUDA GPU" in proc.stderr, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
+
+
+def test_train_and_eval_run_whole_on_the_hopper_kernels_in_16_bit(tmp_path):
+    """kernels=hopper through src/train.py (fit, validation, the best checkpoint's test) and src/eval.py, on the CPU
+    with references that take 16-bit inputs only, as flash-attn-4 does: each step reaches the kernels under
+    autocast, and what runs the model outside it (the fit's FLOP count, the memory preflight) runs PyTorch's
+    modules. The first GPU run stopped there (docs/speed_notes.md, eighth session)."""
+
+    def run(script: str, *overrides: str) -> str:
+        proc = subprocess.run(
+            [sys.executable, "tests/kernel_references.py", script, *overrides, "kernels=hopper",
+             "trainer.precision=bf16-mixed", "data=synthetic", "data.in_chans=1", "data.size=32",
+             "data.test_size=8", "data.eval_batch_size=8"],
+            cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        calls = json.loads(proc.stdout.strip().splitlines()[-1].removeprefix("kernel calls: "))
+        assert calls["fa4"] > 0 and calls["quack"] > 0, calls
+        return proc.stdout + proc.stderr
+
+    train = tmp_path / "train"
+    log = run(
+        "src/train.py", "model=crossvit_micro_28", "data.batch_size=8", "trainer.max_epochs=1", "compile=false",
+        "logger=csv", f"hydra.run.dir={train}", *QUIET[:2],
+    )  # fmt: skip
+    assert "0.02 GFLOPs an image" in log  # the model summary's count ran
+    assert "memory preflight: a training step needs about" in log
+    assert "val/acc" in json.loads((train / "metrics.json").read_text())
+    run("src/eval.py", f"ckpt_path={train / 'checkpoints' / 'last.ckpt'}", f"hydra.run.dir={tmp_path / 'eval'}")
+    assert "test/acc" in json.loads((tmp_path / "eval" / "metrics.json").read_text())
