@@ -338,6 +338,6 @@ def use_kernels(
     if mlp != "torch" or attention != "sdpa":
         rank_zero_info(
             f"kernels: mlp={mlp}, attention={attention}. The first steps at each new batch shape compile them and "
-            "autotune quack's GEMMs: minutes on a machine new to the shapes (crossvit_18 on an H200: over 4). Later "
-            "runs there read their disk caches (QUACK_CACHE_DIR, FLASH_ATTENTION_CUTE_DSL_CACHE_DIR)"
+            "autotune quack's GEMMs: minutes on a machine new to the shapes (crossvit_18 on a fresh H200: more than "
+            "4). Later runs there read their disk caches (QUACK_CACHE_DIR, FLASH_ATTENTION_CUTE_DSL_CACHE_DIR)"
         )
