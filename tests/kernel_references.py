@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import operator
 import runpy
 import sys
 import types
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -78,18 +80,38 @@ def reference_quack_mlp_kernels(calls: list) -> tuple:
     return linear_act, act_linear
 
 
+PACKAGES = ("quack", "quack.linear", "flash_attn", "flash_attn.cute", "flash_attn.cute.interface")
+
+
+def stand_in_for_a_hopper_gpu(set_attr: Callable, set_item: Callable, sixteen_bit: bool = False) -> dict[str, list]:
+    """A Hopper GPU and both packages as far as crossvit.models.kernels can tell, with these references for the
+    kernels, each set through `set_attr(object, name, value)` and `set_item(mapping, key, value)` (pytest's
+    monkeypatch.setattr and .setitem, or the builtins'). Returns the calls each kernel gets, and quack_kernels'
+    `cublas_plain` argument each time."""
+    from crossvit.models import kernels
+
+    calls = {"fa4": [], "quack": [], "quack_cublas_plain": []}
+    set_attr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    for name in PACKAGES:
+        set_item(sys.modules, name, types.ModuleType(name))
+    set_attr(kernels, "fa4_kernels", lambda: reference_fa4_kernels(calls["fa4"], sixteen_bit))
+    set_attr(
+        kernels,
+        "quack_kernels",
+        lambda cublas_plain: (
+            calls["quack_cublas_plain"].append(cublas_plain) or reference_quack_mlp_kernels(calls["quack"])
+        ),
+    )
+    return calls
+
+
 def run_on_a_hopper_stand_in(script: str, *overrides: str) -> dict:
     """`script` (src/train.py or src/eval.py) with `overrides`, in this process, as if on a Hopper GPU with both
     packages: kernels= checks the trainer's precision and the rest as on that GPU, and these references (16-bit
     inputs only) run for the kernels. Returns the calls each kernel got."""
     from crossvit.models import kernels
 
-    calls = {"fa4": [], "quack": []}
-    torch.cuda.get_device_capability = lambda device=None: (9, 0)
-    for name in ("quack", "quack.linear", "flash_attn", "flash_attn.cute", "flash_attn.cute.interface"):
-        sys.modules[name] = types.ModuleType(name)
-    kernels.fa4_kernels = lambda: reference_fa4_kernels(calls["fa4"], sixteen_bit=True)
-    kernels.quack_kernels = lambda cublas_plain: reference_quack_mlp_kernels(calls["quack"])
+    calls = stand_in_for_a_hopper_gpu(setattr, operator.setitem, sixteen_bit=True)
 
     def on_the_gpu(fn):
         signature = inspect.signature(fn)

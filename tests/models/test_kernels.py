@@ -15,7 +15,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import QUICK, QUIET, ROOT, run_script
-from kernel_references import logits_and_grads, reference_fa4_kernels, reference_quack_mlp_kernels
+from kernel_references import logits_and_grads, stand_in_for_a_hopper_gpu
 from timm.layers import Mlp
 from timm.models.vision_transformer import Attention, Block
 
@@ -30,19 +30,7 @@ from crossvit.module import ClassificationModule
 def hopper(monkeypatch) -> dict[str, list]:
     """A Hopper GPU and both packages as far as use_kernels can tell, with the references for their kernels: the
     calls each kernel got."""
-    calls = {"fa4": [], "quack": [], "quack_cublas_plain": []}
-    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
-    for name in ("quack", "quack.linear", "flash_attn", "flash_attn.cute", "flash_attn.cute.interface"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    monkeypatch.setattr(kernels, "fa4_kernels", lambda: reference_fa4_kernels(calls["fa4"]))
-    monkeypatch.setattr(
-        kernels,
-        "quack_kernels",
-        lambda cublas_plain: (
-            calls["quack_cublas_plain"].append(cublas_plain) or reference_quack_mlp_kernels(calls["quack"])
-        ),
-    )
-    return calls
+    return stand_in_for_a_hopper_gpu(monkeypatch.setattr, monkeypatch.setitem)
 
 
 def test_hopper_kernels_take_every_block_with_the_plain_models_logits_and_gradients(hopper):
