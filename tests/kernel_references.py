@@ -28,6 +28,14 @@ def logits_and_grads(model, x) -> tuple:
     return out.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}
 
 
+def assert_same_logits_and_grads(out, grads: dict, expected, expected_grads: dict) -> None:
+    """logits_and_grads' two results equal, each gradient up to a rounding of the largest gradient's size."""
+    torch.testing.assert_close(out, expected)
+    scale = max(grad.abs().max().item() for grad in expected_grads.values())
+    for name, grad in expected_grads.items():  # atol: the k biases' gradients are 0 up to rounding
+        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
 def reference_fa4_kernels(calls: list, sixteen_bit: bool = False) -> tuple:
     """flash-attn-4's forward and backward as crossvit.models.kernels calls them, computed by PyTorch in fp32: q, k,
     v (B, N, H, D) in; out (B, N, H, D) and lse (B, H, N) out; the backward writes into dq, dk and dv. With

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import FORK_SERVER, ROOT
-from kernel_references import logits_and_grads, reference_fa4_kernels, reference_quack_mlp_kernels
+from kernel_references import assert_same_logits_and_grads, logits_and_grads, stand_in_for_a_hopper_gpu
 
 
 def run_benchmark(
@@ -150,10 +150,9 @@ def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradien
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from throughput import variant_run
 
-    from crossvit.models import create_model, kernels
+    from crossvit.models import create_model
 
-    calls = []
-    monkeypatch.setattr(kernels, "fa4_kernels", lambda: reference_fa4_kernels(calls))
+    calls = stand_in_for_a_hopper_gpu(monkeypatch.setattr, monkeypatch.setitem)["fa4"]
     torch.manual_seed(0)
     model = create_model("crossvit_tiny").eval()
     x = torch.randn(2, 3, model.input_size, model.input_size)
@@ -164,10 +163,7 @@ def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradien
         out, grads = logits_and_grads(model, x)
     # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
     assert sorted(calls) == [(2, 197, 3, 64)] * 12 + [(2, 401, 3, 32)] * 3
-    torch.testing.assert_close(out, expected)
-    scale = max(grad.abs().max().item() for grad in expected_grads.values())
-    for name, grad in expected_grads.items():  # atol: the k biases' gradients are 0 up to rounding
-        torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-5 * scale, msg=name)
+    assert_same_logits_and_grads(out, grads, expected, expected_grads)
     calls.clear()
     model(x)
     assert not calls  # ours as it was, after the run
@@ -187,12 +183,10 @@ def test_quack_mlp_sends_each_mlp_to_the_fused_kernels_with_the_modules_gradient
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from throughput import variant_run
 
-    from crossvit.models import create_model, kernels
+    from crossvit.models import create_model
 
-    calls, asked = [], []
-    monkeypatch.setattr(
-        kernels, "quack_kernels", lambda cublas_plain: asked.append(cublas_plain) or reference_quack_mlp_kernels(calls)
-    )
+    stand_in = stand_in_for_a_hopper_gpu(monkeypatch.setattr, monkeypatch.setitem)
+    calls, asked = stand_in["quack"], stand_in["quack_cublas_plain"]
     torch.manual_seed(0)
     model = create_model("crossvit_tiny").eval()
     x = torch.randn(2, 3, model.input_size, model.input_size)
