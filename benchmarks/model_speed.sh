@@ -64,11 +64,15 @@ in_lane() {  # LANE=k in_lane NAME CMD...: CMD on GPU k and cores 16k..16k+15 un
   local name=$1; shift
   if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call" | tee -a $RES/skipped.log; return 125; fi
   local start=$SECONDS cores="$((16 * LANE))-$((16 * LANE + 15))"
+  # each line stamped with the seconds since the call began: a run's first-step costs (compiles, autotuning) read
+  # off its log
   CUDA_VISIBLE_DEVICES=$LANE TORCHINDUCTOR_CACHE_DIR=$CACHE_ROOT/inductor_$LANE ${TASKSET:+taskset -c $cores} \
-    timeout $((DEADLINE - SECONDS)) "$@" > "$RES/$name.log" 2>&1
-  local rc=$?
+    timeout $((DEADLINE - SECONDS)) "$@" 2>&1 | while IFS= read -r line; do echo "[${SECONDS}s] $line"; done \
+    > "$RES/$name.log"
+  local rc=${PIPESTATUS[0]}
   echo "lane $LANE: $name rc=$rc in $((SECONDS - start)) s"
   gzip -c "$RES/$name.log" > "$OUT/$name.log.gz"  # back even if the call is cut before finish
+  save_quack_tuning  # likewise
   return $rc
 }
 
@@ -132,8 +136,7 @@ save_cache() {
 save_quack_tuning() {  # quack's autotuning results (a few KB of JSON a shape; its compiled kernels stay): carried
   # back in .device/quack_tuning, a fresh machine compiles each shape's winner only, not its 44 candidates
   [ -d "$CACHE_ROOT/quack" ] || return 0
-  (cd "$CACHE_ROOT/quack" && find . -name '*.autotune.json' | tar czf "$OUT/quack_tuning.tar.gz" -T -) \
-    && echo "quack tuning: $(tar tzf "$OUT/quack_tuning.tar.gz" | wc -l) shapes" | tee -a $RES/env.txt
+  (cd "$CACHE_ROOT/quack" && find . -name '*.autotune.json' | tar czf "$OUT/quack_tuning.tar.gz" -T -)
 }
 
 finish() {  # merge the rows, keep the logs, print the table
@@ -460,20 +463,24 @@ hopper_loop() {  # kernels=hopper in the Lightning loop (src/train.py: its valid
   # quack's autotuning takes minutes (docs/speed_notes.md, eighth session); .device/quack_tuning spares most of it
   fa4_site || return 1
   local tiles=docs/fa4_tiles_2026-11-28.json
-  # evaluation at the training batch: its forward's shapes are the training step's, autotuned once
+  export QUACK_PRINT_AUTOTUNING=1  # a line a candidate config: where the first steps' minutes go
+  # each kernels=hopper loop, then its raw step beside timm at the same shapes (autotuned by then); evaluation at
+  # the training batch: its forward's shapes are the training step's. The kernels=default loops, measured on two
+  # machines in the eighth session, come last
   LANE=0 train_run loop_c18_hopper model=crossvit_18 kernels=hopper kernels.fa4_tiles=$tiles data.eval_batch_size=256
-  LANE=0 train_run loop_c18_default model=crossvit_18 data.eval_batch_size=256
-  LANE=0 train_run loop_c9_hopper model=crossvit_9 kernels=hopper kernels.fa4_tiles=$tiles data.eval_batch_size=256
-  LANE=0 train_run loop_c9_default model=crossvit_9 data.eval_batch_size=256
   LANE=0 bench hopper_c18 "${TP[@]}" --models crossvit_18 --quack-mlp epilogues-tuned --sdpa fa4-packed \
     --fa4-tiles $tiles
+  LANE=0 train_run loop_c9_hopper model=crossvit_9 kernels=hopper kernels.fa4_tiles=$tiles data.eval_batch_size=256
   LANE=0 bench hopper_c9 "${TP[@]}" --models crossvit_9 --quack-mlp epilogues-tuned --sdpa fa4-packed \
     --fa4-tiles $tiles
+  LANE=0 train_run loop_c18_default model=crossvit_18 data.eval_batch_size=256
+  LANE=0 train_run loop_c9_default model=crossvit_9 data.eval_batch_size=256
 }
 
 env_info
 restore_cache
 "$1"
 [ "${SAVE_CACHE:-0}" = 1 ] && save_cache
-save_quack_tuning
+save_quack_tuning && [ -s "$OUT/quack_tuning.tar.gz" ] \
+  && echo "quack tuning: $(tar tzf "$OUT/quack_tuning.tar.gz" | wc -l) shapes" | tee -a $RES/env.txt
 finish
