@@ -42,6 +42,8 @@
 #                                          # --quack-mlp epilogues (quack only where it fuses GELU) in the step
 #   bash benchmarks/model_speed.sh quack2_base  # quack2's baselines only (needs no quack): the first call's work
 #   bash benchmarks/model_speed.sh quack3  # --quack-mlp epilogues-tuned in the step, then with fa4-packed too
+#   bash benchmarks/model_speed.sh seeded  # kernels=hopper loops on a fresh machine with kernels.quack_tuning: no
+#                                          # autotuning, each shape's winner compiled (carry .device/fa4a first)
 #   bash benchmarks/model_speed.sh hopper_loop  # kernels=hopper through src/train.py beside kernels=default, then
 #                                          # the raw step with the same kernels beside timm (--quack-mlp and --sdpa
 #                                          # with timm: ours gets them, timm stays as it is). Calls on one warm
@@ -475,6 +477,16 @@ hopper_loop() {  # kernels=hopper in the Lightning loop (src/train.py: its valid
     --fa4-tiles $tiles
   LANE=0 train_run loop_c18_default model=crossvit_18 data.eval_batch_size=256
   LANE=0 train_run loop_c9_default model=crossvit_9 data.eval_batch_size=256
+}
+
+seeded() {  # kernels.quack_tuning on a fresh machine (call after the one that carried .device/fa4a): quack should time
+  # no candidate, only compile each shape's winner from docs/quack_tuning_2026-11-29.json; crossvit_9 first (shorter)
+  fa4_site || return 1
+  rm -rf "$QUACK_CACHE_DIR"  # nothing of this machine's own, nor of .device/quack_tuning
+  export QUACK_PRINT_AUTOTUNING=1
+  local k=(kernels=hopper kernels.fa4_tiles=docs/fa4_tiles_2026-11-28.json kernels.quack_tuning=docs/quack_tuning_2026-11-29.json)
+  LANE=0 train_run seeded_c9 model=crossvit_9 "${k[@]}" data.eval_batch_size=256
+  LANE=0 train_run seeded_c18 model=crossvit_18 "${k[@]}" data.eval_batch_size=256
 }
 
 env_info

@@ -190,9 +190,9 @@ def apply_variant(args: argparse.Namespace) -> dict:
         old = getattr(current, leaf)  # an unknown key fails here, before any run
         setattr(current, leaf, type(old)(int(value)) if isinstance(old, (bool, int)) else value)
     if args.fa4_tiles:  # process-wide, as flash-attn-4's own tile choice is
-        import fa4_attention
+        from crossvit.models.kernels import use_fa4_tiles
 
-        fa4_attention.use_tiles(args.fa4_tiles)
+        use_fa4_tiles(args.fa4_tiles)
     return dict(
         sdpa=args.sdpa,
         inductor=list(args.inductor),

@@ -10,14 +10,17 @@ from __future__ import annotations
 import inspect
 import json
 import operator
+import os
 import runpy
 import sys
 import types
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import triton.runtime.cache
 
 
 def logits_and_grads(model, x) -> tuple:
@@ -88,7 +91,23 @@ def reference_quack_mlp_kernels(calls: list) -> tuple:
     return linear_act, act_linear
 
 
-PACKAGES = ("quack", "quack.linear", "flash_attn", "flash_attn.cute", "flash_attn.cute.interface")
+class QuackFileCacheManager(triton.runtime.cache.FileCacheManager):
+    """quack-kernels 0.6.5's autotuning cache (quack/autotuner.py's FileCacheManager, its lines): a folder a key
+    under QUACK_CACHE_DIR, or ~/.quack/cache."""
+
+    def __init__(self, key):
+        super().__init__(key)
+        self.cache_dir = os.getenv("QUACK_CACHE_DIR", "").strip() or os.path.join(
+            os.getenv("QUACK_HOME", Path.home()), ".quack", "cache"
+        )
+        self.cache_dir = os.path.join(self.cache_dir, self.key)
+        self.lock_path = os.path.join(self.cache_dir, "lock")
+        os.makedirs(self.cache_dir, exist_ok=True)
+
+
+PACKAGES = ("quack", "quack.linear", "quack.autotuner", "flash_attn", "flash_attn.cute", "flash_attn.cute.interface")
+GPU = "NVIDIA H200"
+QUACK = "0.6.5"  # requirements-hopper.lock's
 
 
 def stand_in_for_a_hopper_gpu(set_attr: Callable, set_item: Callable, sixteen_bit: bool = False) -> dict[str, list]:
@@ -100,8 +119,11 @@ def stand_in_for_a_hopper_gpu(set_attr: Callable, set_item: Callable, sixteen_bi
 
     calls = {"fa4": [], "quack": [], "quack_cublas_plain": []}
     set_attr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    set_attr(torch.cuda, "get_device_name", lambda device=None: GPU)
     for name in PACKAGES:
         set_item(sys.modules, name, types.ModuleType(name))
+    sys.modules["quack"].__version__ = QUACK
+    sys.modules["quack.autotuner"].FileCacheManager = QuackFileCacheManager
     set_attr(kernels, "fa4_kernels", lambda: reference_fa4_kernels(calls["fa4"], sixteen_bit))
     set_attr(
         kernels,

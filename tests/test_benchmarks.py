@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import pytest
 import torch
@@ -167,6 +168,26 @@ def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradien
     calls.clear()
     model(x)
     assert not calls  # ours as it was, after the run
+
+
+def test_fa4_tiles_reach_the_framework_tiles_process_wide(monkeypatch, tmp_path):
+    """throughput.py's `--fa4-tiles FILE` sets crossvit.models.kernels' tiles, as `kernels.fa4_tiles` does in the
+    framework (the hopper_loop call of 2026-11-29 found it calling a function that had moved)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from throughput import apply_variant
+
+    from crossvit.models import kernels
+
+    interface = types.ModuleType("flash_attn.cute.interface")
+    interface._tile_size_bwd_sm90 = lambda *args: "default"
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", types.SimpleNamespace(interface=interface))
+    monkeypatch.setitem(sys.modules, "flash_attn.cute.interface", interface)
+    monkeypatch.setattr(kernels, "FWD_TILES", {})
+    monkeypatch.setattr(kernels, "BWD_TILES", {})
+    path = tmp_path / "tiles.json"
+    path.write_text(json.dumps({"64": {"fwd": [128, 208, True, True]}}))
+    apply_variant(_variant("--sdpa", "fa4-packed", "--fa4-tiles", str(path)))
+    assert kernels.FWD_TILES == {64: (128, 208, True, True)}
 
 
 @pytest.mark.parametrize(

@@ -173,6 +173,52 @@ def test_fa4_tiles_reach_the_kernels_for_their_head_dims_only(monkeypatch, tmp_p
     assert bwd.default(64, 64, False, False) == ("default", 64)
 
 
+def quack_result(key: str, timings: dict[str, float]) -> dict:
+    """One shape's `*.autotune.json` as quack-kernels 0.6.5 writes it: each config's median, 20th and 80th
+    percentile times."""
+    return {"key": key, "configs_timings": [(config, [t, t * 0.99, t * 1.01]) for config, t in timings.items()]}
+
+
+def test_quack_tuning_puts_each_shapes_winner_where_quack_reads_its_cache(hopper, monkeypatch, tmp_path):
+    """benchmarks/quack_tuning.py keeps each shape's fastest config from a quack cache; kernels.quack_tuning puts
+    them into quack's cache on the GPU and quack they were measured with, never over that machine's own results."""
+    measured = tmp_path / "measured"
+    results = {
+        "KEYA/mod_linear_act_epi_1.autotune.json": quack_result("(fc1, 50432, 448)", {"tile 128x224": 0.21, "tile 256x128": 0.15, "tile 128x128": 0.30}),
+        "KEYB/mod_dact_epi_2.autotune.json": quack_result("(fc2, 50432, 1344)", {"tile 128x224": 0.19, "tile 256x128": 0.23}),
+        "KEYC/mod_linear_act_epi_1.autotune.json": quack_result("(fc1, 1576, 448)", {"tile 128x160": 0.01, "tile 256x128": 0.02}),
+    }
+    for name, result in results.items():
+        (measured / name).parent.mkdir(parents=True)
+        (measured / name).write_text(json.dumps(result))
+    bundle = tmp_path / "tuning.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/quack_tuning.py"), str(measured), "--gpu", "NVIDIA H200",
+         "--quack", "0.6.5", "--out", str(bundle)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("QUACK_CACHE_DIR", str(cache))
+    own = quack_result("(fc2, 50432, 1344)", {"tile 128x224": 0.18, "tile 256x128": 0.24})
+    (cache / "KEYB").mkdir(parents=True)
+    (cache / "KEYB/mod_dact_epi_2.autotune.json").write_text(json.dumps(own))  # this machine's autotuning
+
+    kernels.use_kernels(create_model("crossvit_tiny"), mlp="quack", quack_tuning=str(bundle), device=torch.device("cuda"))
+    put = {str(f.relative_to(cache)): json.loads(f.read_text()) for f in cache.glob("*/*.autotune.json")}
+    assert put == {
+        "KEYA/mod_linear_act_epi_1.autotune.json": {"key": "(fc1, 50432, 448)", "configs_timings": [["tile 256x128", [0.15, 0.15 * 0.99, 0.15 * 1.01]]]},
+        "KEYB/mod_dact_epi_2.autotune.json": json.loads(json.dumps(own)),
+        "KEYC/mod_linear_act_epi_1.autotune.json": {"key": "(fc1, 1576, 448)", "configs_timings": [["tile 128x160", [0.01, 0.01 * 0.99, 0.01 * 1.01]]]},
+    }  # fmt: skip
+
+    for gpu, version in (("NVIDIA H100 80GB HBM3", "0.6.5"), ("NVIDIA H200", "0.6.6")):  # measured elsewhere
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None, gpu=gpu: gpu)
+        monkeypatch.setattr(sys.modules["quack"], "__version__", version)
+        monkeypatch.setenv("QUACK_CACHE_DIR", str(tmp_path / gpu / version))
+        assert kernels.seed_quack_tuning(str(bundle), torch.device("cuda")) == 0
+        assert not list((tmp_path / gpu / version).glob("*/*.json"))
+
+
 def test_kernels_that_cannot_run_say_so_in_one_line_naming_the_key_and_the_fix(hopper, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     model = create_model("crossvit_tiny")
@@ -209,6 +255,10 @@ def test_kernels_that_cannot_run_say_so_in_one_line_naming_the_key_and_the_fix(h
     kernels.check_kernels(attention="fa4", device=gpu, precision="bf16-mixed")  # trainer=gpu's: no error
     with pytest.raises(ConfigError, match=r"kernels.fa4_tiles=none.json: no such file"):
         kernels.use_kernels(model, attention="fa4", fa4_tiles="none.json", device=gpu)
+    with pytest.raises(ConfigError, match=r"kernels.quack_tuning=q.json is for kernels.mlp=quack \(now torch\)"):
+        kernels.use_kernels(model, attention="fa4", quack_tuning="q.json", device=gpu)
+    with pytest.raises(ConfigError, match=r"kernels.quack_tuning=none.json: no such file \(a `benchmarks/quack_t"):
+        kernels.use_kernels(model, mlp="quack", quack_tuning="none.json", device=gpu)
     monkeypatch.setitem(sys.modules, "quack.linear", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"kernels.mlp needs quack-kernels .*-r requirements-hopper.lock.*to torch"):
         kernels.use_kernels(model, mlp="quack", device=gpu)

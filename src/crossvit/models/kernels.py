@@ -176,6 +176,35 @@ def use_fa4_tiles(path: str) -> None:
     interface._tile_size_bwd_sm90 = tuned_bwd
 
 
+def seed_quack_tuning(path: str, device: torch.device) -> int:
+    """Each shape's winner from `path` (a `benchmarks/quack_tuning.py` JSON) put into quack's autotuning cache where
+    it holds none of its own, if this GPU and quack are the ones it was measured with: the first steps then compile
+    one config a shape instead of timing all of them. Returns how many it put."""
+    import quack
+    from quack.autotuner import FileCacheManager  # quack's cache, where QUACK_CACHE_DIR or its default puts it
+
+    with open(path) as f:
+        tuning = json.load(f)
+    gpu = torch.cuda.get_device_name(device)
+    if (tuning["gpu"], tuning["quack"]) != (gpu, quack.__version__):
+        rank_zero_info(
+            f"kernels.quack_tuning={path}: measured on the {tuning['gpu']} with quack {tuning['quack']}, not this "
+            f"{gpu} with quack {quack.__version__}; quack autotunes each shape"
+        )
+        return 0
+    put = 0
+    for shape in tuning["shapes"]:
+        cache = FileCacheManager(shape["cache_key"])
+        if cache.get_file(shape["file"]) is None:  # this machine's own autotuning stands
+            cache.put(json.dumps({"key": shape["key"], "configs_timings": [shape["winner"]]}), shape["file"], binary=False)
+            put += 1
+    rank_zero_info(
+        f"kernels.quack_tuning: {put} of {len(tuning['shapes'])} shapes' winners put into quack's autotuning cache "
+        "(the rest were there)"
+    )
+    return put
+
+
 def _fwd_tile_kwargs(head_dim: int) -> dict:
     tile = FWD_TILES.get(head_dim)
     if tile is None:
@@ -273,6 +302,7 @@ def check_kernels(
     mlp: str = "torch",
     attention: str = "sdpa",
     fa4_tiles: str | None = None,
+    quack_tuning: str | None = None,
     device: torch.device | None = None,
     precision: str | None = None,
 ) -> None:
@@ -285,6 +315,8 @@ def check_kernels(
         raise ConfigError(f"kernels.attention={attention}: not one of {', '.join(ATTENTIONS)}")
     if fa4_tiles and attention != "fa4":
         raise ConfigError(f"kernels.fa4_tiles={fa4_tiles} is for kernels.attention=fa4 (now {attention})")
+    if quack_tuning and mlp != "quack":
+        raise ConfigError(f"kernels.quack_tuning={quack_tuning} is for kernels.mlp=quack (now {mlp})")
     asked = [
         f"kernels.{key}={value}"
         for key, value, default in (("mlp", mlp, "torch"), ("attention", attention, "sdpa"))
@@ -312,6 +344,8 @@ def check_kernels(
         _require("flash-attn-4", "flash_attn.cute.interface", "kernels.attention")
     if fa4_tiles and not Path(fa4_tiles).is_file():
         raise ConfigError(f"kernels.fa4_tiles={fa4_tiles}: no such file (a `fa4_attention.py --tune` JSON)")
+    if quack_tuning and not Path(quack_tuning).is_file():
+        raise ConfigError(f"kernels.quack_tuning={quack_tuning}: no such file (a `benchmarks/quack_tuning.py` JSON)")
 
 
 def use_kernels(
@@ -319,17 +353,20 @@ def use_kernels(
     mlp: str = "torch",
     attention: str = "sdpa",
     fa4_tiles: str | None = None,
+    quack_tuning: str | None = None,
     device: torch.device | None = None,
     precision: str | None = None,
 ) -> None:
     """`kernels=`: after check_kernels, each timm Mlp and Attention of `model` runs the kernels asked, in place and
     from now on (before torch.compile traces it)."""
-    check_kernels(mlp, attention, fa4_tiles, device, precision)
+    check_kernels(mlp, attention, fa4_tiles, quack_tuning, device, precision)
     if mlp == "quack" and not all(plain_mlp(m) for m in model.modules() if type(m) is Mlp):
         raise ConfigError("kernels.mlp=quack takes MLPs with the exact GELU and no dropout; or use kernels.mlp=torch")
     if attention == "fa4" and not all(plain_attention(m) for m in model.modules() if type(m) is Attention):
         raise ConfigError("kernels.attention=fa4 takes attention with no dropout; or use kernels.attention=sdpa")
     if mlp == "quack":
+        if quack_tuning:
+            seed_quack_tuning(quack_tuning, device)
         swap_forward(model, Mlp, quack_mlp_forward())
     if attention == "fa4":
         if fa4_tiles:
@@ -338,6 +375,7 @@ def use_kernels(
     if mlp != "torch" or attention != "sdpa":
         rank_zero_info(
             f"kernels: mlp={mlp}, attention={attention}. The first steps at each new batch shape compile them and "
-            "autotune quack's GEMMs: minutes on a machine new to the shapes (crossvit_18 on a fresh H200: more than "
-            "4). Later runs there read their disk caches (QUACK_CACHE_DIR, FLASH_ATTENTION_CUTE_DSL_CACHE_DIR)"
+            "autotune quack's GEMMs, except for shapes in kernels.quack_tuning: minutes on a machine new to the "
+            "shapes (crossvit_18 on a fresh H200: 5 to its second step, without it). Later runs there read their disk "
+            "caches (QUACK_CACHE_DIR, FLASH_ATTENTION_CUTE_DSL_CACHE_DIR)"
         )
