@@ -22,7 +22,7 @@ from throughput import variant_name  # noqa: E402
 
 def speed_rows(node: object) -> list[dict]:
     if isinstance(node, dict):
-        if "train_img_s" in node:
+        if "train_img_s" in node and "model" in node:  # throughput.py's (inloop_row.py's have no model)
             return [node]
         return [row for value in node.values() for row in speed_rows(value)]
     if isinstance(node, list):

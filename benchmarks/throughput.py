@@ -543,7 +543,8 @@ def below_ratio(rows: list[dict], ratio: float) -> list[str]:
 
 
 def variant_name(row: dict) -> str:
-    parts = [f"sdpa={row['sdpa']}"] if row.get("sdpa", "default") != "default" else []
+    sdpa = row.get("sdpa", "default")  # FlashAttention-4's variants are ours' only (variant_run)
+    parts = [f"sdpa={sdpa}"] if sdpa != "default" and not (sdpa.startswith("fa4") and row.get("impl") != "ours") else []
     parts += row.get("inductor", []) + (["bf16 weights"] if row.get("bf16_weights") else [])
     parts += ["Triton LayerNorm"] if row.get("triton_norm") and row.get("impl") == "ours" else []
     parts += [f"free {'+'.join(row['free'])}"] if row.get("free") and row.get("impl") == "ours" else []

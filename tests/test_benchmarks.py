@@ -190,6 +190,18 @@ def test_fa4_tiles_reach_the_framework_tiles_process_wide(monkeypatch, tmp_path)
     assert kernels.FWD_TILES == {64: (128, 208, True, True)}
 
 
+def test_variant_names_label_timm_with_only_what_ran_in_it():
+    """The tables' and plots' labels: FlashAttention-4, the tiles and quack's MLPs go to ours only (variant_run);
+    an SDPA backend goes to both."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from throughput import variant_name
+
+    run = dict(sdpa="fa4-packed", fa4_tiles="docs/t.json", quack_mlp="epilogues-tuned")
+    assert variant_name(dict(run, impl="ours")) == "sdpa=fa4-packed tiles t.json quack MLP epilogues-tuned"
+    assert variant_name(dict(run, impl="timm")) == "-"
+    assert variant_name(dict(impl="timm", sdpa="flash")) == "sdpa=flash"
+
+
 @pytest.mark.parametrize(
     "mode, tuned, cublas_plain",
     [("default", False, False), ("tuned", True, False), ("epilogues", False, True), ("epilogues-tuned", True, True)],

@@ -196,7 +196,9 @@ def seed_quack_tuning(path: str, device: torch.device) -> int:
     for shape in tuning["shapes"]:
         cache = FileCacheManager(shape["cache_key"])
         if cache.get_file(shape["file"]) is None:  # this machine's own autotuning stands
-            cache.put(json.dumps({"key": shape["key"], "configs_timings": [shape["winner"]]}), shape["file"], binary=False)
+            cache.put(
+                json.dumps({"key": shape["key"], "configs_timings": [shape["winner"]]}), shape["file"], binary=False
+            )
             put += 1
     rank_zero_info(
         f"kernels.quack_tuning: {put} of {len(tuning['shapes'])} shapes' winners put into quack's autotuning cache "
