@@ -3,8 +3,9 @@
 
 - `mlp: quack`: quack-kernels' GEMMs for the two products of each timm Mlp whose epilogue takes an elementwise pass
   away: fc1 with its bias and the exact GELU, and fc2's input gradient with GELU's derivative, each autotuned at its
-  shape on the first call (or its winner read from `kernels.quack_tuning`). The plain products (fc2's forward, fc1's input gradient, both weight gradients) stay on
-  cuBLAS, which beats quack's there (docs/benchmarks.md, "Issue 14, seventh session").
+  shape on the first call (or its winner read from `kernels.quack_tuning`). The plain products (fc2's forward,
+  fc1's input gradient, both weight gradients) stay on cuBLAS, which beats quack's there (docs/benchmarks.md,
+  "Issue 14, seventh session").
 - `attention: fa4`: FlashAttention-4 for the blocks' self-attention, reading q, k and v in the qkv projection's
   layout (B, N, 3, H, D) and writing their gradients into one buffer of it: no permute, no stack.
 
