@@ -480,13 +480,14 @@ hopper_loop() {  # kernels=hopper in the Lightning loop (src/train.py: its valid
 }
 
 seeded() {  # kernels.quack_tuning on a fresh machine (call after the one that carried .device/fa4a): quack should time
-  # no candidate, only compile each shape's winner from docs/quack_tuning_2026-11-29.json; crossvit_9 first (shorter)
+  # no candidate, only compile each shape's winner from docs/quack_tuning_2026-11-29.json. crossvit_9 ran in the
+  # ninth session (s9call6); crossvit_18, whose autotuning was 209 s there, comes first now
   fa4_site || return 1
   rm -rf "$QUACK_CACHE_DIR"  # nothing of this machine's own, nor of .device/quack_tuning
   export QUACK_PRINT_AUTOTUNING=1
   local k=(kernels=hopper kernels.fa4_tiles=docs/fa4_tiles_2026-11-28.json kernels.quack_tuning=docs/quack_tuning_2026-11-29.json)
-  LANE=0 train_run seeded_c9 model=crossvit_9 "${k[@]}" data.eval_batch_size=256
   LANE=0 train_run seeded_c18 model=crossvit_18 "${k[@]}" data.eval_batch_size=256
+  LANE=0 train_run seeded_c9 model=crossvit_9 "${k[@]}" data.eval_batch_size=256
 }
 
 env_info
