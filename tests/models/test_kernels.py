@@ -270,6 +270,9 @@ def test_kernels_that_cannot_run_say_so_in_one_line_naming_the_key_and_the_fix(h
         kernels.use_kernels(model, attention="fa4", quack_tuning="q.json", device=gpu)
     with pytest.raises(ConfigError, match=r"kernels.quack_tuning=none.json: no such file \(a `benchmarks/quack_t"):
         kernels.use_kernels(model, mlp="quack", quack_tuning="none.json", device=gpu)
+    (tmp_path / "tiles.json").write_text('{"64": {"fwd": [128, 208, true, true]}}')  # fa4_tiles' kind of file
+    with pytest.raises(ConfigError, match=r"quack_tuning=tiles.json: not a `benchmarks/quack_tuning.py` JSON \(gpu, "):
+        kernels.use_kernels(model, mlp="quack", quack_tuning="tiles.json", device=gpu)
     monkeypatch.setitem(sys.modules, "quack.linear", None)  # as if not installed
     with pytest.raises(ConfigError, match=r"kernels.mlp needs quack-kernels .*-r requirements-hopper.lock.*to torch"):
         kernels.use_kernels(model, mlp="quack", device=gpu)

@@ -347,8 +347,16 @@ def check_kernels(
         _require("flash-attn-4", "flash_attn.cute.interface", "kernels.attention")
     if fa4_tiles and not Path(fa4_tiles).is_file():
         raise ConfigError(f"kernels.fa4_tiles={fa4_tiles}: no such file (a `fa4_attention.py --tune` JSON)")
-    if quack_tuning and not Path(quack_tuning).is_file():
-        raise ConfigError(f"kernels.quack_tuning={quack_tuning}: no such file (a `benchmarks/quack_tuning.py` JSON)")
+    if quack_tuning:
+        made_by = "a `benchmarks/quack_tuning.py` JSON"
+        if not Path(quack_tuning).is_file():
+            raise ConfigError(f"kernels.quack_tuning={quack_tuning}: no such file ({made_by})")
+        try:
+            tuning = json.loads(Path(quack_tuning).read_text())
+        except ValueError:
+            tuning = None
+        if not isinstance(tuning, dict) or not {"gpu", "quack", "shapes"} <= tuning.keys():
+            raise ConfigError(f"kernels.quack_tuning={quack_tuning}: not {made_by} (gpu, quack and shapes)")
 
 
 def use_kernels(
@@ -379,6 +387,6 @@ def use_kernels(
         rank_zero_info(
             f"kernels: mlp={mlp}, attention={attention}. The first steps at each new batch shape compile them and "
             "autotune quack's GEMMs, except for shapes in kernels.quack_tuning: minutes on a machine new to the "
-            "shapes (crossvit_18 on a fresh H200: 5 to its second step, without it). Later runs there read their disk "
-            "caches (QUACK_CACHE_DIR, FLASH_ATTENTION_CUTE_DSL_CACHE_DIR)"
+            "shapes (crossvit_18 on a fresh H200 without it: 5 minutes to its second step). Later runs there read "
+            "their disk caches (QUACK_CACHE_DIR, FLASH_ATTENTION_CUTE_DSL_CACHE_DIR)"
         )
