@@ -20,7 +20,7 @@ def results(source: Path) -> dict[str, dict]:
         return {str(f.relative_to(source)): json.loads(f.read_text()) for f in source.glob("*/*.autotune.json")}
     with tarfile.open(source) as tar:
         return {
-            str(Path(m.name)): json.load(tar.extractfile(m))
+            m.name: json.load(tar.extractfile(m))
             for m in tar.getmembers()
             if m.isfile() and m.name.endswith(".autotune.json")
         }

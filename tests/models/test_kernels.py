@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import types
 
 import lightning as L
@@ -197,12 +198,18 @@ def test_quack_tuning_puts_each_shapes_winner_where_quack_reads_its_cache(hopper
     for name, result in results.items():
         (measured / name).parent.mkdir(parents=True)
         (measured / name).write_text(json.dumps(result))
-    bundle = tmp_path / "tuning.json"
-    subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks/quack_tuning.py"), str(measured), "--gpu", "NVIDIA H200",
-         "--quack", "0.6.5", "--out", str(bundle)],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    # model_speed.sh returns them as `find . -name '*.autotune.json' | tar czf ... -T -` run in the cache
+    with tarfile.open(tmp_path / "quack_tuning.tar.gz", "w:gz") as tar:
+        for name in results:
+            tar.add(measured / name, arcname=f"./{name}")
+    bundle, from_tar = tmp_path / "tuning.json", tmp_path / "from_tar.json"
+    for source, out in ((measured, bundle), (tmp_path / "quack_tuning.tar.gz", from_tar)):
+        subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks/quack_tuning.py"), str(source), "--gpu", "NVIDIA H200",
+             "--quack", "0.6.5", "--out", str(out)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    assert json.loads(from_tar.read_text()) == json.loads(bundle.read_text())
     cache = tmp_path / "cache"
     monkeypatch.setenv("QUACK_CACHE_DIR", str(cache))
     own = quack_result("(fc2, 50432, 1344)", {"tile 128x224": 0.18, "tile 256x128": 0.24})
