@@ -177,7 +177,7 @@ def test_fa4_tiles_reach_the_kernels_for_their_head_dims_only(monkeypatch, tmp_p
 def quack_result(key: str, timings: dict[str, float]) -> dict:
     """One shape's `*.autotune.json` as quack-kernels 0.6.5 writes it: each config's median, 20th and 80th
     percentile times."""
-    return {"key": key, "configs_timings": [(config, [t, t * 0.99, t * 1.01]) for config, t in timings.items()]}
+    return {"key": key, "configs_timings": [[config, [t, t * 0.99, t * 1.01]] for config, t in timings.items()]}
 
 
 def test_quack_tuning_puts_each_shapes_winner_where_quack_reads_its_cache(hopper, monkeypatch, tmp_path):
@@ -222,11 +222,9 @@ def test_quack_tuning_puts_each_shapes_winner_where_quack_reads_its_cache(hopper
     put = {str(f.relative_to(cache)): json.loads(f.read_text()) for f in cache.glob("*/*.autotune.json")}
     winner = quack_result("(fc1, 50432, 448)", {"tile 256x128": 0.15})  # each shape's fastest, alone
     assert put == {
-        "KEYA/mod_linear_act_epi_1.autotune.json": json.loads(json.dumps(winner)),
-        "KEYB/mod_dact_epi_2.autotune.json": json.loads(json.dumps(own)),  # not replaced
-        "KEYC/mod_linear_act_epi_1.autotune.json": json.loads(
-            json.dumps(quack_result("(fc1, 1576, 448)", {"tile 128x160": 0.01}))
-        ),
+        "KEYA/mod_linear_act_epi_1.autotune.json": winner,
+        "KEYB/mod_dact_epi_2.autotune.json": own,  # not replaced
+        "KEYC/mod_linear_act_epi_1.autotune.json": quack_result("(fc1, 1576, 448)", {"tile 128x160": 0.01}),
     }
 
     for gpu, version in (("NVIDIA H100 80GB HBM3", "0.6.5"), ("NVIDIA H200", "0.6.6")):  # measured elsewhere

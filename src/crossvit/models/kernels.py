@@ -177,6 +177,20 @@ def use_fa4_tiles(path: str) -> None:
     interface._tile_size_bwd_sm90 = tuned_bwd
 
 
+def read_quack_tuning(path: str) -> dict:
+    """`kernels.quack_tuning`'s file, or a ConfigError naming the key and what the file must be."""
+    made_by = "a `benchmarks/quack_tuning.py` JSON"
+    if not Path(path).is_file():
+        raise ConfigError(f"kernels.quack_tuning={path}: no such file ({made_by})")
+    try:
+        tuning = json.loads(Path(path).read_text())
+    except ValueError:
+        tuning = None
+    if not isinstance(tuning, dict) or not {"gpu", "quack", "shapes"} <= tuning.keys():
+        raise ConfigError(f"kernels.quack_tuning={path}: not {made_by} (gpu, quack and shapes)")
+    return tuning
+
+
 def seed_quack_tuning(path: str, device: torch.device) -> int:
     """Each shape's winner from `path` (a `benchmarks/quack_tuning.py` JSON) put into quack's autotuning cache where
     it holds none of its own, if this GPU and quack are the ones it was measured with: the first steps then compile
@@ -184,8 +198,7 @@ def seed_quack_tuning(path: str, device: torch.device) -> int:
     import quack
     from quack.autotuner import FileCacheManager  # quack's cache, where QUACK_CACHE_DIR or its default puts it
 
-    with open(path) as f:
-        tuning = json.load(f)
+    tuning = read_quack_tuning(path)
     gpu = torch.cuda.get_device_name(device)
     if (tuning["gpu"], tuning["quack"]) != (gpu, quack.__version__):
         rank_zero_info(
@@ -348,15 +361,7 @@ def check_kernels(
     if fa4_tiles and not Path(fa4_tiles).is_file():
         raise ConfigError(f"kernels.fa4_tiles={fa4_tiles}: no such file (a `fa4_attention.py --tune` JSON)")
     if quack_tuning:
-        made_by = "a `benchmarks/quack_tuning.py` JSON"
-        if not Path(quack_tuning).is_file():
-            raise ConfigError(f"kernels.quack_tuning={quack_tuning}: no such file ({made_by})")
-        try:
-            tuning = json.loads(Path(quack_tuning).read_text())
-        except ValueError:
-            tuning = None
-        if not isinstance(tuning, dict) or not {"gpu", "quack", "shapes"} <= tuning.keys():
-            raise ConfigError(f"kernels.quack_tuning={quack_tuning}: not {made_by} (gpu, quack and shapes)")
+        read_quack_tuning(quack_tuning)
 
 
 def use_kernels(
