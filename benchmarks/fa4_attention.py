@@ -38,6 +38,7 @@ from crossvit.models.kernels import (
     fa4_attend,
     fa4_attend_backward,
     fa4_fake_attend,
+    fa4_packed_attention,
     fa4_packed_forward,
     fa4_packed_fwd,
     fa4_setup_context,
@@ -84,10 +85,17 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor:
     return out.transpose(1, 2)
 
 
-def packed_attention(model: nn.Module) -> AbstractContextManager[nn.Module]:
+def packed_attention(model: nn.Module, inference_too: bool = False) -> AbstractContextManager[nn.Module]:
     """`--sdpa fa4-packed`: each of `model`'s timm Attention modules runs the framework's `kernels.attention=fa4`
-    forward (crossvit.models.kernels) inside the block."""
-    return forward_swapped(model, Attention, fa4_packed_forward)
+    forward (crossvit.models.kernels) inside the block, FA4 in training and SDPA in inference;
+    `fa4-packed-all` (`inference_too`): FA4 in inference as well, as that forward did before the tenth session."""
+    forward = fa4_packed_forward
+    if inference_too:
+
+        def forward(self: Attention, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+            return fa4_packed_attention(self, x)
+
+    return forward_swapped(model, Attention, forward)
 
 
 # (model, branch): (heads, tokens, head dim), batch 256 as in throughput.py

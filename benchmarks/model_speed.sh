@@ -44,6 +44,9 @@
 #   bash benchmarks/model_speed.sh quack3  # --quack-mlp epilogues-tuned in the step, then with fa4-packed too
 #   bash benchmarks/model_speed.sh seeded  # kernels=hopper loops on a fresh machine with kernels.quack_tuning: no
 #                                          # autotuning, each shape's winner compiled (carry .device/fa4a first)
+#   bash benchmarks/model_speed.sh tenth   # seeded crossvit_18 on a fresh machine, then the raw steps with FA4 in
+#                                          # training only, inference with it, inference profiles, the final norm
+#                                          # on the CLS tokens against every token (carry .device/fa4a first)
 #   bash benchmarks/model_speed.sh hopper_loop  # kernels=hopper through src/train.py beside kernels=default, then
 #                                          # the raw step with the same kernels beside timm (--quack-mlp and --sdpa
 #                                          # with timm: ours gets them, timm stays as it is). Calls on one warm
@@ -488,6 +491,28 @@ seeded() {  # kernels.quack_tuning on a fresh machine (call after the one that c
   local k=(kernels=hopper kernels.fa4_tiles=docs/fa4_tiles_2026-11-28.json kernels.quack_tuning=docs/quack_tuning_2026-11-29.json)
   LANE=0 train_run seeded_c18 model=crossvit_18 "${k[@]}" data.eval_batch_size=256
   LANE=0 train_run seeded_c9 model=crossvit_9 "${k[@]}" data.eval_batch_size=256
+}
+
+tenth() {  # on a fresh machine, after the call that carried .device/fa4a; called again on the warm machine, it goes
+  # on where the last call stopped. First crossvit_18's kernels=hopper loop with kernels.quack_tuning (quack should
+  # time no candidate; its file seeds every shape the raw steps below use too); then the raw steps with the
+  # framework's kernels, FA4 in training only since this session, beside timm; the same inference with FA4 as
+  # before (fa4-packed-all); inference profiles; the CLS-only final norm against timm's way (--norm-all-tokens)
+  fa4_site || return 1
+  [ -e "$DONE/seeded_c18.json" ] || rm -rf "$QUACK_CACHE_DIR"  # a fresh machine: nothing of its own
+  export QUACK_PRINT_AUTOTUNING=1
+  local tiles=docs/fa4_tiles_2026-11-28.json
+  local k=(kernels=hopper kernels.fa4_tiles=$tiles kernels.quack_tuning=docs/quack_tuning_2026-11-29.json)
+  local hopper=(--quack-mlp epilogues-tuned --sdpa fa4-packed --fa4-tiles $tiles)
+  local infer_all=(--infer-only --no-timm --quack-mlp epilogues-tuned --sdpa fa4-packed-all --fa4-tiles $tiles)
+  LANE=0 train_run seeded_c18 model=crossvit_18 "${k[@]}" data.eval_batch_size=256
+  LANE=0 bench hopper_c18 "${TP[@]}" --models crossvit_18 "${hopper[@]}"
+  LANE=0 bench hopper_c9 "${TP[@]}" --models crossvit_9 "${hopper[@]}"
+  LANE=0 bench infer_fa4all_c9 "${TP[@]}" --models crossvit_9 "${infer_all[@]}"
+  LANE=0 bench infer_fa4all_c18 "${TP[@]}" --models crossvit_18 "${infer_all[@]}"
+  LANE=0 bench profile_infer_c18 profile_step.py --infer --models crossvit_18 "${hopper[@]}"
+  LANE=0 bench base_c9 "${TP[@]}" --models crossvit_9 --no-timm
+  LANE=0 bench normall_c9 "${TP[@]}" --models crossvit_9 --no-timm --norm-all-tokens
 }
 
 env_info

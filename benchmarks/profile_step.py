@@ -1,4 +1,5 @@
-"""Where a training step's device time goes, by kernel class, beside the step's floors (issue 14).
+"""Where a training step's (or, with `--infer`, inference's) device time goes, by kernel class, beside the step's
+floors (issue 14).
 
     python benchmarks/profile_step.py --models crossvit_18 crossvit_9 --impls ours timm --out profile.json
     python benchmarks/profile_step.py --smoke      # tiny, on the CPU: checks that the script runs
@@ -17,6 +18,7 @@ import argparse
 import json
 import re
 import time
+from contextlib import nullcontext
 from datetime import date
 from functools import partial
 
@@ -77,13 +79,28 @@ def length(spans: list[tuple[float, float]]) -> float:
 
 
 def profile_step(
-    model: torch.nn.Module, mode: str, batch: int, device: torch.device, steps: int, bf16_weights: bool = False
+    model: torch.nn.Module,
+    mode: str,
+    batch: int,
+    device: torch.device,
+    steps: int,
+    bf16_weights: bool = False,
+    infer: bool = False,
 ) -> dict:
-    """Per step, in ms: wall, device busy and idle, and device time by kernel class; the top kernels."""
-    step, _, _ = training_step(model.to(device).train(), mode, batch, device, bf16_weights)
+    """Per step, in ms: wall, device busy and idle, and device time by kernel class; the top kernels. `infer`: the
+    step is throughput.py's inference instead (the forward in eval mode, inference_mode, autocast)."""
+    cuda = device.type == "cuda"
+    step, logits, x = training_step(model.to(device).train(), mode, batch, device, bf16_weights)
+    if infer:
+        model.eval()
+        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and not bf16_weights else nullcontext()
+
+        def step() -> None:
+            with torch.inference_mode(), amp:
+                logits(x)
+
     for _ in range(10):  # compile, CUDA graph capture
         step()
-    cuda = device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
     activities = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
@@ -126,6 +143,7 @@ def main() -> None:
     parser.add_argument("--mode", default="reduce-overhead", help="eager, compile, reduce-overhead, max-autotune")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--infer", action="store_true", help="profile inference (the forward alone) instead")
     parser.add_argument("--smoke", action="store_true", help="tiny and on the CPU, eager")
     add_variant_args(parser)
     parser.add_argument("--out", help="write the rows as JSON here")
@@ -142,6 +160,7 @@ def main() -> None:
         timm=timm.__version__,
         batch_size=args.batch_size,
         mode=args.mode,
+        step="inference" if args.infer else "training",
         **variant,
         bf16_matmul_tflops=round(flops_rate / 1e12, 1),
         copy_gb_s=round(bytes_rate / 1e9, 1),
@@ -151,9 +170,9 @@ def main() -> None:
     for name in args.models:
         ours = create_model(name)
         macs, params = count(ours).gflops * 1e9, sum(p.numel() for p in ours.parameters())
-        floors = dict(
-            flops_floor_ms=round(1e3 * 3 * 2 * macs * args.batch_size / flops_rate, 3),
-            optimizer_bytes_floor_ms=round(1e3 * 28 * params / bytes_rate, 3),
+        floors = dict(  # a training step: forward and backward (twice the forward's products), read-write AdamW
+            flops_floor_ms=round(1e3 * (1 if args.infer else 3) * 2 * macs * args.batch_size / flops_rate, 3),
+            optimizer_bytes_floor_ms=0.0 if args.infer else round(1e3 * 28 * params / bytes_rate, 3),
         )
         makers = {
             "ours": partial(create_model, name),
@@ -168,7 +187,9 @@ def main() -> None:
             torch._dynamo.reset()
             torch.manual_seed(0)
             with variant_run(args, makers[impl](), impl) as model:
-                measured = profile_step(model, args.mode, args.batch_size, device, args.steps, args.bf16_weights)
+                measured = profile_step(
+                    model, args.mode, args.batch_size, device, args.steps, args.bf16_weights, args.infer
+                )
             r = dict(model=name, impl=impl, **floors, **measured)
             r["img_s_profiled"] = round(1e3 * args.batch_size / r["wall_ms"], 1)
             rows.append(r)

@@ -131,7 +131,8 @@ def write_shape_result(out: str | None, env: dict, rows: list[dict], totals: dic
 
 
 SDPA_BACKENDS = ("default", "cudnn", "flash", "efficient", "math")
-SDPA_STAND_INS = ("flex", "fa4", "fa4-packed")  # kernels of their own, inside each run (variant_run)
+SDPA_STAND_INS = ("flex", "fa4", "fa4-packed", "fa4-packed-all")  # kernels of their own, inside each run
+# (variant_run)
 
 
 def add_variant_args(parser: argparse.ArgumentParser) -> None:
@@ -141,7 +142,8 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
         default="default",
         choices=SDPA_BACKENDS + SDPA_STAND_INS,
         help="the only SDPA backend allowed; flex: self-attention through FlexAttention (Triton) instead of SDPA; "
-        "fa4, fa4-packed (ours only): through FlashAttention-4 (benchmarks/fa4_attention.py)",
+        "fa4, fa4-packed (ours only): through FlashAttention-4 (benchmarks/fa4_attention.py), fa4-packed in "
+        "training only as kernels.attention=fa4 does, fa4-packed-all in inference too",
     )
     parser.add_argument("--fa4-tiles", default="", help="--sdpa fa4*: the tiles of a `fa4_attention.py --tune` run")
     parser.add_argument(
@@ -164,6 +166,12 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
         choices=("off", *QUACK_MLP_MODES),
         help="ours only: each MLP through quack-kernels' fused GEMM epilogues (benchmarks/quack_mlp.py): every "
         "GEMM on quack's kernels or (epilogues*) only the two that fuse GELU, with quack's tiles or its autotuning",
+    )
+    parser.add_argument(
+        "--norm-all-tokens",
+        action="store_true",
+        help="ours only: the heads' final LayerNorm over every token, then the CLS tokens taken (timm's way, and "
+        "ours before 2026-11-29), instead of over the CLS tokens alone",
     )
     parser.add_argument(
         "--free",
@@ -199,6 +207,7 @@ def apply_variant(args: argparse.Namespace) -> dict:
         bf16_weights=args.bf16_weights,
         triton_norm=args.triton_norm,
         free=list(args.free),
+        norm_all_tokens=args.norm_all_tokens,
         fa4_tiles=args.fa4_tiles,
         quack_mlp=args.quack_mlp,
     )
@@ -269,6 +278,12 @@ def variant_run(args: argparse.Namespace, model: nn.Module, impl: str) -> Iterat
     `--triton-norm`'s LayerNorms, `--free`'s stand-ins, `--sdpa fa4`'s or `fa4-packed`'s attention and
     `--quack-mlp`'s MLPs; `--sdpa flex`'s SDPA inside the `with` block (apply_variant sets the process-wide rest)."""
     ours = impl == "ours"
+    if args.norm_all_tokens and ours:
+
+        def cls_features(x: torch.Tensor) -> list[torch.Tensor]:
+            return [t[:, :1] for t in model.forward_features(x)]
+
+        model._cls_features = cls_features
     if args.triton_norm and ours:
         import triton_layer_norm
 
@@ -280,7 +295,7 @@ def variant_run(args: argparse.Namespace, model: nn.Module, impl: str) -> Iterat
         if args.sdpa == "fa4":
             stand_in = self_attention_through(fa4_attention.attention)
         else:
-            packed = fa4_attention.packed_attention(model)
+            packed = fa4_attention.packed_attention(model, inference_too=args.sdpa == "fa4-packed-all")
     mlp = nullcontext()
     if args.quack_mlp != "off" and ours:
         mlp = fused_mlp(model, args.quack_mlp)
@@ -368,29 +383,29 @@ def measure(
     warmup: int,
     bf16_weights: bool = False,
     infer_too: bool = True,
+    train_too: bool = True,
 ) -> dict:
-    """Train-step img/s, inference img/s (NaN unless `infer_too`) and peak training memory of one model in one
-    compile mode."""
+    """Train-step img/s (NaN unless `train_too`), inference img/s (NaN unless `infer_too`) and peak training memory
+    of one model in one compile mode; `first_step_s` is the first training step's, or the first inference's."""
     model = model.to(device)
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     train_step, logits, x = training_step(model, mode, batch, device, bf16_weights)
-
-    model.train()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    train_step()
-    _sync(device)
-    first_step_s = time.perf_counter() - start
-    t_train = timed(train_step, device, steps, warmup)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-
-    model.eval()
 
     def infer():
         with torch.inference_mode(), amp:
             logits(x)
 
+    model.train() if train_too else model.eval()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    train_step() if train_too else infer()
+    _sync(device)
+    first_step_s = time.perf_counter() - start
+    t_train = timed(train_step, device, steps, warmup) if train_too else float("nan")
+    peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" and train_too else float("nan")
+
+    model.eval()
     t_infer = timed(infer, device, steps, warmup) if infer_too else float("nan")
     model.train()
     return {
@@ -433,6 +448,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--train-only", action="store_true", help="skip inference (and its compile)")
+    parser.add_argument("--infer-only", action="store_true", help="skip training (and its compile)")
     parser.add_argument(
         "--require-ratio",
         type=float,
@@ -480,6 +496,7 @@ def main() -> None:
                             args.warmup,
                             args.bf16_weights,
                             infer_too=not args.train_only,
+                            train_too=not args.infer_only,
                         )
                     r.update(
                         model=name,
@@ -547,6 +564,7 @@ def variant_name(row: dict) -> str:
     parts = [f"sdpa={sdpa}"] if sdpa != "default" and not (sdpa.startswith("fa4") and row.get("impl") != "ours") else []
     parts += row.get("inductor", []) + (["bf16 weights"] if row.get("bf16_weights") else [])
     parts += ["Triton LayerNorm"] if row.get("triton_norm") and row.get("impl") == "ours" else []
+    parts += ["final norm on every token"] if row.get("norm_all_tokens") and row.get("impl") == "ours" else []
     parts += [f"free {'+'.join(row['free'])}"] if row.get("free") and row.get("impl") == "ours" else []
     parts += (
         [f"tiles {os.path.basename(row['fa4_tiles'])}"] if row.get("fa4_tiles") and row.get("impl") == "ours" else []

@@ -142,12 +142,13 @@ def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(
     torch.testing.assert_close(out, expected)
 
 
-@pytest.mark.parametrize("variant", ["fa4", "fa4-packed"])
+@pytest.mark.parametrize("variant", ["fa4", "fa4-packed", "fa4-packed-all"])
 def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradients(monkeypatch, variant):
-    """throughput.py's `--sdpa fa4` and `fa4-packed` (issue 14): every block's self-attention goes to
-    FlashAttention-4's kernels and the fusion's CLS query stays on SDPA; the logits and every gradient are SDPA's, so
-    q, k and v reach the kernels, and dq, dk and dv the qkv projection, each in its place. The kernels run on the GPU
-    machine; here a PyTorch reference of their interface stands in for them."""
+    """throughput.py's `--sdpa fa4`, `fa4-packed` and `fa4-packed-all` (issue 14): every block's self-attention goes
+    to FlashAttention-4's kernels and the fusion's CLS query stays on SDPA; the logits and every gradient are SDPA's,
+    so q, k and v reach the kernels, and dq, dk and dv the qkv projection, each in its place. In inference
+    `fa4-packed` (kernels.attention=fa4's forward) leaves attention to SDPA, the others do not. The kernels run on
+    the GPU machine; here a PyTorch reference of their interface stands in for them."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from throughput import variant_run
 
@@ -162,12 +163,59 @@ def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradien
     run = _variant("--sdpa", variant)
     with variant_run(run, model, "ours"):
         out, grads = logits_and_grads(model, x)
+        training_calls = list(calls)
+        calls.clear()
+        with torch.inference_mode():
+            inferred = model(x)
     # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
-    assert sorted(calls) == [(2, 197, 3, 64)] * 12 + [(2, 401, 3, 32)] * 3
+    assert sorted(training_calls) == [(2, 197, 3, 64)] * 12 + [(2, 401, 3, 32)] * 3
     assert_same_logits_and_grads(out, grads, expected, expected_grads)
+    assert len(calls) == (0 if variant == "fa4-packed" else 15)
+    torch.testing.assert_close(inferred, expected)
     calls.clear()
     model(x)
     assert not calls  # ours as it was, after the run
+
+
+def test_norm_all_tokens_puts_timms_final_norm_back_with_the_same_logits():
+    """throughput.py's `--norm-all-tokens` (the before of issue 14's CLS-only final norm): ours' heads' LayerNorm
+    works on every token again, as timm's does, and the logits stay."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from throughput import variant_name, variant_run
+
+    from crossvit.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("crossvit_tiny").eval()
+    x = torch.randn(2, 3, model.input_size, model.input_size)
+    seen = []
+    for norm in model.norm:
+        norm.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    with torch.no_grad():
+        expected = model(x)
+        with variant_run(_variant("--norm-all-tokens"), model, "ours"):
+            out = model(x)
+    assert seen == [1, 1, 401, 197]
+    torch.testing.assert_close(out, expected)
+    assert variant_name({"impl": "ours", "norm_all_tokens": True}) == "final norm on every token"
+
+
+def test_infer_only_times_inference_without_a_training_step():
+    """throughput.py's `--infer-only`: no training step runs (the weights stay as they were: a step would move them),
+    and the inference figure is there."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from throughput import measure
+
+    from crossvit.models import create_model
+
+    model = create_model("crossvit_tiny", drop_path_rate=0.1)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    r = measure(model, "eager", 2, torch.device("cpu"), steps=1, warmup=0, train_too=False)
+    assert r["infer_img_s"] > 0 and r["train_img_s"] != r["train_img_s"]  # NaN: not measured
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+    assert model.training  # left as measure leaves a model it trained
+    measure(model, "eager", 2, torch.device("cpu"), steps=1, warmup=0, infer_too=False)
+    assert not all(torch.equal(p, before[name]) for name, p in model.named_parameters())  # a step does move them
 
 
 def test_fa4_tiles_reach_the_framework_tiles_process_wide(monkeypatch, tmp_path):
@@ -454,3 +502,20 @@ def test_profile_step_sorts_a_real_steps_kernels_into_their_classes():
         "void cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16, __nv_bfloat16, float, false, true, ": "other",
     }
     assert {name: kernel_class(name) for name in names} == names
+
+
+def test_profile_step_infer_profiles_the_forward_alone():
+    """profile_step.py's `--infer`: the profiled step is inference, with no backward in it, where the training step
+    has one (on the CPU, its top-level ops stand in for kernels, the autograd engine's among them)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from profile_step import profile_step
+
+    from crossvit.models import create_model
+
+    cpu = torch.device("cpu")
+    runs = {}
+    for infer in (False, True):
+        torch.manual_seed(0)
+        r = profile_step(create_model("crossvit_tiny"), "eager", 2, cpu, steps=1, infer=infer)
+        runs[infer] = " ".join(name for name, _ in r["top_kernels_ms"]) + " " + " ".join(r["by_class_ms"])
+    assert "Backward" in runs[False] and "Backward" not in runs[True]

@@ -58,6 +58,26 @@ def test_every_fusion_keeps_shapes_and_averages_heads(fusion_name):
     assert logits.shape == (3, 10)
 
 
+def test_the_heads_final_norm_works_on_the_cls_tokens_alone():
+    """The heads read only the CLS tokens, and LayerNorm works token by token: forward and forward_branches
+    normalise the CLS tokens alone (timm normalises every token, then drops the patches), with the logits of the
+    heads on forward_features' CLS tokens."""
+    model = build_model("crossvit_micro_28", **MICRO).eval()
+    x = torch.randn(3, 1, 28, 28)
+    seen = []
+    for norm in model.norm:
+        norm.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape)))
+    with torch.no_grad():
+        logits, branches = model(x), model.forward_branches(x)
+        assert seen == [(3, 1, 64), (3, 1, 128)] * 2
+        features = model.forward_features(x)
+    assert [t.shape for t in features] == [(3, 50, 64), (3, 17, 128)]  # its API: every token, normalised
+    expected = [head(t[:, 0]) for head, t in zip(model.head, features)]
+    for branch, want in zip(branches, expected):
+        torch.testing.assert_close(branch, want)
+    torch.testing.assert_close(logits, torch.stack(expected).mean(0))
+
+
 # REACHES[fusion][part of branch 1] = the parts of branch 0's output it reaches (paper section 3.3).
 REACHES = {
     "none": {"cls": set(), "patches": set()},

@@ -57,6 +57,24 @@ def test_hopper_kernels_take_every_block_with_the_plain_models_logits_and_gradie
     assert list(model.state_dict()) == keys
 
 
+def test_hopper_inference_keeps_sdpa_for_attention_and_quacks_fused_fc1(hopper):
+    """Without a backward (inference, validation) kernels=hopper sends no attention to FlashAttention-4, whose gain is
+    the packed qkv gradient and whose forward alone is slower than cuDNN's; each MLP's fc1 still takes quack's GELU
+    epilogue, storing no pre-activation. The logits are the plain model's."""
+    torch.manual_seed(0)
+    model = create_model("crossvit_tiny").eval()
+    x = torch.randn(2, 3, model.input_size, model.input_size)
+    with torch.no_grad():
+        expected = model(x)
+        kernels.use_kernels(model, mlp="quack", attention="fa4", device=torch.device("cuda"))
+        out = model(x)
+    assert hopper["fa4"] == []
+    assert len(hopper["quack"]) == 15 and {c[0] for c in hopper["quack"]} == {"fc1"}
+    torch.testing.assert_close(out, expected)
+    model(x).sum().backward()  # with a backward, the kernels again
+    assert len(hopper["fa4"]) == 15
+
+
 def test_flops_count_the_architecture_not_the_kernels(hopper):
     """crossvit.flops.count (the model summary at fit start, in fp32 outside autocast) runs the classes' forwards
     under kernels=hopper: no kernel is called (flash-attn-4 takes 16-bit inputs only, and PyTorch's counter sees

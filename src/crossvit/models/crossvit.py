@@ -182,8 +182,8 @@ class CrossViT(nn.Module):
             xs.append(self.pos_drop(torch.cat((cls, tokens), dim=1) + getattr(self, f"pos_embed_{i}")))
         return xs
 
-    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Per-branch normalised tokens [B, 1 + N_i, D_i] after the last multi-scale encoder."""
+    def _encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-branch tokens [B, 1 + N_i, D_i] after the last multi-scale encoder, before the final norm."""
         if x.shape[-2:] != (self.input_size, self.input_size):
             raise ConfigError(
                 f"input is {tuple(x.shape[-2:])} but the model expects {self.input_size}x{self.input_size} "
@@ -192,11 +192,20 @@ class CrossViT(nn.Module):
         xs = self._embed(x)
         for block in self.blocks:
             xs = block(xs)
-        return [norm(x) for norm, x in zip(self.norm, xs)]
+        return xs
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-branch normalised tokens [B, 1 + N_i, D_i] after the last multi-scale encoder."""
+        return [norm(t) for norm, t in zip(self.norm, self._encode(x))]
+
+    def _cls_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """forward_features' CLS tokens [B, 1, D_i], the only ones the heads read: the final LayerNorm works token by
+        token, so normalising the patch tokens too (as timm does) would be work thrown away, forward and backward."""
+        return [norm(t[:, :1]) for norm, t in zip(self.norm, self._encode(x))]
 
     def forward_branches(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Each branch head's logits: the paper's single-branch predictions."""
-        return [head(self.head_drop(t[:, 0])) for head, t in zip(self.head, self.forward_features(x))]
+        return [head(self.head_drop(t[:, 0])) for head, t in zip(self.head, self._cls_features(x))]
 
     def forward_head(self, xs: list[torch.Tensor], pre_logits: bool = False) -> torch.Tensor:
         cls = [self.head_drop(t[:, 0]) for t in xs]
@@ -205,4 +214,4 @@ class CrossViT(nn.Module):
         return torch.stack([head(c) for head, c in zip(self.head, cls)]).mean(0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+        return self.forward_head(self._cls_features(x))

@@ -6,8 +6,9 @@
   shape on the first call (or its winner read from `kernels.quack_tuning`). The plain products (fc2's forward,
   fc1's input gradient, both weight gradients) stay on cuBLAS, which beats quack's there (docs/benchmarks.md,
   "Issue 14, seventh session").
-- `attention: fa4`: FlashAttention-4 for the blocks' self-attention, reading q, k and v in the qkv projection's
-  layout (B, N, 3, H, D) and writing their gradients into one buffer of it: no permute, no stack.
+- `attention: fa4`: FlashAttention-4 for the blocks' self-attention in training, reading q, k and v in the qkv
+  projection's layout (B, N, 3, H, D) and writing their gradients into one buffer of it: no permute, no stack.
+  Without a backward (inference, validation) PyTorch's SDPA stays: its cuDNN forward is the faster one.
 
 On one H200 (batch 256, CUDA graphs) the pair trained crossvit_18 6.5% and crossvit_9 8.0% faster; `mlp: quack`
 alone ran inference 11% faster. Either is a swap of the modules' forward: weights, state_dict keys and checkpoints
@@ -290,9 +291,19 @@ def plain_attention(attn: Attention) -> bool:
 
 
 def fa4_packed_forward(self: Attention, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-    """timm's Attention.forward with the kernels reading q, k and v in the qkv projection's layout."""
+    """timm's Attention.forward with the kernels reading q, k and v in the qkv projection's layout where a backward
+    follows; without one (inference, validation), timm's own (PyTorch's SDPA, cuDNN on Hopper)."""
     if attn_mask is not None or is_causal or not plain_attention(self):
         raise ValueError("attention=fa4 takes plain self-attention: no mask, causality, gate, q/k norm or dropout")
+    if not torch.is_grad_enabled():
+        # FA4's gain is its backward writing the packed qkv gradient; its forward alone is slower than cuDNN's at
+        # 197 tokens (docs/speed_notes.md, fifth session: crossvit_18's inference 3% slower with it)
+        return Attention.forward(self, x)
+    return fa4_packed_attention(self, x)
+
+
+def fa4_packed_attention(self: Attention, x: Tensor) -> Tensor:
+    """FlashAttention-4 on the qkv projection's layout, forward and backward (fa4_packed_forward's training path)."""
     batch, tokens, _ = x.shape
     qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim)
     out, _ = fa4_packed_fwd(qkv, self.scale)
