@@ -85,14 +85,17 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float | None) -> Tensor:
     return out.transpose(1, 2)
 
 
-def packed_attention(model: nn.Module, inference_too: bool = False) -> AbstractContextManager[nn.Module]:
+def packed_attention(model: nn.Module, inference: str = "framework") -> AbstractContextManager[nn.Module]:
     """`--sdpa fa4-packed`: each of `model`'s timm Attention modules runs the framework's `kernels.attention=fa4`
-    forward (crossvit.models.kernels) inside the block, FA4 in training and SDPA in inference;
-    `fa4-packed-all` (`inference_too`): FA4 in inference as well, as that forward did before the tenth session."""
+    forward (crossvit.models.kernels) inside the block: FA4 in training, and in inference where the head dim is at
+    most FA4_INFERENCE_MAX_HEAD_DIM. `inference="all"` (`fa4-packed-all`): FA4 in every inference, as before the tenth
+    session; `"none"` (`fa4-packed-train`): SDPA in every inference."""
     forward = fa4_packed_forward
-    if inference_too:
+    if inference != "framework":
 
         def forward(self: Attention, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+            if inference == "none" and not torch.is_grad_enabled():
+                return Attention.forward(self, x)
             return fa4_packed_attention(self, x)
 
     return forward_swapped(model, Attention, forward)

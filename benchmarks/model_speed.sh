@@ -515,6 +515,18 @@ tenth() {  # on a fresh machine, after the call that carried .device/fa4a; calle
   LANE=0 bench normall_c9 "${TP[@]}" --models crossvit_9 --no-timm --norm-all-tokens
 }
 
+tenth_b() {  # a second fresh machine (carry .device/fa4a first, then .device/quack_tuning with fa4b): inference with
+  # FA4 at head dim 32 only (the framework's rule since tenth's calls) against FA4 everywhere and nowhere
+  fa4_site || return 1
+  local tiles=docs/fa4_tiles_2026-11-28.json sdpa m
+  for m in 9 18; do
+    for sdpa in fa4-packed fa4-packed-all fa4-packed-train; do
+      LANE=0 bench "infer_${sdpa}_c$m" "${TP[@]}" --models crossvit_$m --infer-only --no-timm \
+        --quack-mlp epilogues-tuned --sdpa $sdpa --fa4-tiles $tiles
+    done
+  done
+}
+
 env_info
 restore_cache
 "$1"

@@ -131,8 +131,8 @@ def write_shape_result(out: str | None, env: dict, rows: list[dict], totals: dic
 
 
 SDPA_BACKENDS = ("default", "cudnn", "flash", "efficient", "math")
-SDPA_STAND_INS = ("flex", "fa4", "fa4-packed", "fa4-packed-all")  # kernels of their own, inside each run
-# (variant_run)
+# kernels of their own, inside each run (variant_run)
+SDPA_STAND_INS = ("flex", "fa4", "fa4-packed", "fa4-packed-all", "fa4-packed-train")
 
 
 def add_variant_args(parser: argparse.ArgumentParser) -> None:
@@ -143,7 +143,8 @@ def add_variant_args(parser: argparse.ArgumentParser) -> None:
         choices=SDPA_BACKENDS + SDPA_STAND_INS,
         help="the only SDPA backend allowed; flex: self-attention through FlexAttention (Triton) instead of SDPA; "
         "fa4, fa4-packed (ours only): through FlashAttention-4 (benchmarks/fa4_attention.py), fa4-packed in "
-        "training only as kernels.attention=fa4 does, fa4-packed-all in inference too",
+        "training and at head dims up to 32 in inference as kernels.attention=fa4 does, fa4-packed-all in every "
+        "inference, fa4-packed-train in none",
     )
     parser.add_argument("--fa4-tiles", default="", help="--sdpa fa4*: the tiles of a `fa4_attention.py --tune` run")
     parser.add_argument(
@@ -295,7 +296,8 @@ def variant_run(args: argparse.Namespace, model: nn.Module, impl: str) -> Iterat
         if args.sdpa == "fa4":
             stand_in = self_attention_through(fa4_attention.attention)
         else:
-            packed = fa4_attention.packed_attention(model, inference_too=args.sdpa == "fa4-packed-all")
+            inference = {"fa4-packed-all": "all", "fa4-packed-train": "none"}.get(args.sdpa, "framework")
+            packed = fa4_attention.packed_attention(model, inference)
     mlp = nullcontext()
     if args.quack_mlp != "off" and ours:
         mlp = fused_mlp(model, args.quack_mlp)

@@ -142,13 +142,18 @@ def test_flex_variant_takes_the_self_attention_and_leaves_the_cls_query_to_sdpa(
     torch.testing.assert_close(out, expected)
 
 
-@pytest.mark.parametrize("variant", ["fa4", "fa4-packed", "fa4-packed-all"])
-def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradients(monkeypatch, variant):
+@pytest.mark.parametrize(
+    "variant, inferred_by_fa4", [("fa4", 15), ("fa4-packed", 3), ("fa4-packed-all", 15), ("fa4-packed-train", 0)]
+)
+def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradients(
+    monkeypatch, variant, inferred_by_fa4
+):
     """throughput.py's `--sdpa fa4`, `fa4-packed` and `fa4-packed-all` (issue 14): every block's self-attention goes
     to FlashAttention-4's kernels and the fusion's CLS query stays on SDPA; the logits and every gradient are SDPA's,
     so q, k and v reach the kernels, and dq, dk and dv the qkv projection, each in its place. In inference
-    `fa4-packed` (kernels.attention=fa4's forward) leaves attention to SDPA, the others do not. The kernels run on
-    the GPU machine; here a PyTorch reference of their interface stands in for them."""
+    `fa4-packed` (kernels.attention=fa4's forward) leaves heads wider than 32 to SDPA, `fa4-packed-all` none and
+    `fa4-packed-train` all. The kernels run on the GPU machine; here a PyTorch reference of their interface stands in
+    for them."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from throughput import variant_run
 
@@ -170,7 +175,7 @@ def test_fa4_variants_send_each_self_attention_to_the_kernels_with_sdpas_gradien
     # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
     assert sorted(training_calls) == [(2, 197, 3, 64)] * 12 + [(2, 401, 3, 32)] * 3
     assert_same_logits_and_grads(out, grads, expected, expected_grads)
-    assert len(calls) == (0 if variant == "fa4-packed" else 15)
+    assert len(calls) == inferred_by_fa4
     torch.testing.assert_close(inferred, expected)
     calls.clear()
     model(x)

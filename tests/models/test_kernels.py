@@ -57,10 +57,10 @@ def test_hopper_kernels_take_every_block_with_the_plain_models_logits_and_gradie
     assert list(model.state_dict()) == keys
 
 
-def test_hopper_inference_keeps_sdpa_for_attention_and_quacks_fused_fc1(hopper):
-    """Without a backward (inference, validation) kernels=hopper sends no attention to FlashAttention-4, whose gain is
-    the packed qkv gradient and whose forward alone is slower than cuDNN's; each MLP's fc1 still takes quack's GELU
-    epilogue, storing no pre-activation. The logits are the plain model's."""
+def test_hopper_inference_keeps_sdpa_for_wide_heads_and_quacks_fused_fc1(hopper):
+    """Without a backward (inference, validation) kernels=hopper sends only the attention of heads of 32 to
+    FlashAttention-4: its gain is the packed qkv gradient, and its forward alone is slower than cuDNN's at heads of 64.
+    Each MLP's fc1 still takes quack's GELU epilogue, storing no pre-activation. The logits are the plain model's."""
     torch.manual_seed(0)
     model = create_model("crossvit_tiny").eval()
     x = torch.randn(2, 3, model.input_size, model.input_size)
@@ -68,10 +68,12 @@ def test_hopper_inference_keeps_sdpa_for_attention_and_quacks_fused_fc1(hopper):
         expected = model(x)
         kernels.use_kernels(model, mlp="quack", attention="fa4", device=torch.device("cuda"))
         out = model(x)
-    assert hopper["fa4"] == []
+    # crossvit_tiny: 3 stages of 1 small-branch block (401 tokens, 3 heads of 32) and 4 large-branch ones (197, 64)
+    assert hopper["fa4"] == [(2, 401, 3, 32)] * 3
     assert len(hopper["quack"]) == 15 and {c[0] for c in hopper["quack"]} == {"fc1"}
     torch.testing.assert_close(out, expected)
-    model(x).sum().backward()  # with a backward, the kernels again
+    hopper["fa4"].clear()
+    model(x).sum().backward()  # with a backward, every block's
     assert len(hopper["fa4"]) == 15
 
 

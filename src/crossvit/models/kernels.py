@@ -8,7 +8,8 @@
   "Issue 14, seventh session").
 - `attention: fa4`: FlashAttention-4 for the blocks' self-attention in training, reading q, k and v in the qkv
   projection's layout (B, N, 3, H, D) and writing their gradients into one buffer of it: no permute, no stack.
-  Without a backward (inference, validation) PyTorch's SDPA stays: its cuDNN forward is the faster one.
+  Without a backward (inference, validation), PyTorch's SDPA stays at head dims over 32, where cuDNN's forward is
+  the faster one.
 
 On one H200 (batch 256, CUDA graphs) the pair trained crossvit_18 6.5% and crossvit_9 8.0% faster; `mlp: quack`
 alone ran inference 11% faster. Either is a swap of the modules' forward: weights, state_dict keys and checkpoints
@@ -290,14 +291,19 @@ def plain_attention(attn: Attention) -> bool:
     )
 
 
+# Without a backward, FA4's gain (the packed qkv gradient) is gone and its forward alone, graphed, is slower than
+# cuDNN's at head dim 64 (197 tokens: 0.135 against 0.106 ms on crossvit_18) and faster at 32 (401 tokens: 0.286
+# against 0.335); docs/speed_notes.md, fifth and tenth sessions
+FA4_INFERENCE_MAX_HEAD_DIM = 32
+
+
 def fa4_packed_forward(self: Attention, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
     """timm's Attention.forward with the kernels reading q, k and v in the qkv projection's layout where a backward
-    follows; without one (inference, validation), timm's own (PyTorch's SDPA, cuDNN on Hopper)."""
+    follows, or the head dim is at most FA4_INFERENCE_MAX_HEAD_DIM; otherwise (inference, validation at wider heads)
+    timm's own (PyTorch's SDPA, cuDNN on Hopper)."""
     if attn_mask is not None or is_causal or not plain_attention(self):
         raise ValueError("attention=fa4 takes plain self-attention: no mask, causality, gate, q/k norm or dropout")
-    if not torch.is_grad_enabled():
-        # FA4's gain is its backward writing the packed qkv gradient; its forward alone is slower than cuDNN's at
-        # 197 tokens (docs/speed_notes.md, fifth session: crossvit_18's inference 3% slower with it)
+    if not torch.is_grad_enabled() and self.head_dim > FA4_INFERENCE_MAX_HEAD_DIM:
         return Attention.forward(self, x)
     return fa4_packed_attention(self, x)
 
