@@ -47,6 +47,9 @@
 #   bash benchmarks/model_speed.sh tenth   # seeded crossvit_18 on a fresh machine, then the raw steps with FA4 in
 #                                          # training only, inference with it, inference profiles, the final norm
 #                                          # on the CLS tokens against every token (carry .device/fa4a first)
+#   bash benchmarks/model_speed.sh tenth_b # inference by where FA4 takes the attention, on a second machine
+#   bash benchmarks/model_speed.sh eleventh  # bf16 weights for ours and timm alike, then autocast, 50 batches
+#                                          # each; inference by attention kernel over 100 batches, twice
 #   bash benchmarks/model_speed.sh hopper_loop  # kernels=hopper through src/train.py beside kernels=default, then
 #                                          # the raw step with the same kernels beside timm (--quack-mlp and --sdpa
 #                                          # with timm: ours gets them, timm stays as it is). Calls on one warm
@@ -523,6 +526,27 @@ tenth_b() {  # a second fresh machine (carry .device/fa4a first, then .device/qu
     for sdpa in fa4-packed fa4-packed-all fa4-packed-train; do
       LANE=0 bench "infer_${sdpa}_c$m" "${TP[@]}" --models crossvit_$m --infer-only --no-timm \
         --quack-mlp epilogues-tuned --sdpa $sdpa --fa4-tiles $tiles
+    done
+  done
+}
+
+eleventh() {  # carry .device/fa4a first, then .device/whl, .device/fa4b and .device/quack_tuning (quack's winners: no
+  # autotuning). Both models at the same precision in bf16 weights (ours and timm alike), then under autocast again,
+  # each timed over 50 batches; then inference alone by where FA4 takes the attention, 100 batches, twice each
+  fa4_site || return 1
+  local tiles=docs/fa4_tiles_2026-11-28.json m sdpa rep
+  local hopper=(--quack-mlp epilogues-tuned --sdpa fa4-packed --fa4-tiles $tiles)
+  local long=(throughput.py --modes reduce-overhead --steps 50 --warmup 10)
+  for m in 9 18; do
+    LANE=0 bench "bf16_c$m" "${long[@]}" --models crossvit_$m --bf16-weights "${hopper[@]}"
+    LANE=0 bench "amp_c$m" "${long[@]}" --models crossvit_$m "${hopper[@]}"
+  done
+  for rep in 1 2; do
+    for m in 9 18; do
+      for sdpa in fa4-packed fa4-packed-train fa4-packed-all; do
+        LANE=0 bench "infer_${sdpa}_c${m}_$rep" throughput.py --modes reduce-overhead --steps 100 --warmup 20 \
+          --models crossvit_$m --infer-only --no-timm --quack-mlp epilogues-tuned --sdpa $sdpa --fa4-tiles $tiles
+      done
     done
   done
 }
