@@ -27,6 +27,10 @@ from pathlib import Path
 PRELOAD = "torch, torchvision, torchmetrics, lightning, timm, hydra, omegaconf, crossvit.module, crossvit.run"
 # Variables these libraries (or the C runtime) read when they load: a child can't change them, a new interpreter can.
 READ_AT_IMPORT = ("TORCH", "PYTORCH", "TRITON", "CUDA", "NCCL", "OMP_", "MKL_", "KMP_", "LD_", "PYTHON")
+# Set in the tests' own process by the libraries themselves, and read by them only when they run: lightning.fabric sets
+# the first on import, inductor the second when it first looks for its cache. Left in READ_AT_IMPORT's way, either
+# sent every script after the first test that imports Lightning to a new interpreter (10 s of imports each).
+READ_AT_RUN = ("PYTORCH_NVML_BASED_CUDA_CHECK", "TORCHINDUCTOR_CACHE_DIR")
 
 
 def serve() -> None:
@@ -80,7 +84,10 @@ class ForkServer:
         """Whether a child can run under `env`: on, and nothing read at import differs from the server's."""
         if os.environ.get("CROSSVIT_TESTS_FORK", "1") != "1":
             return False
-        changed = {k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k)} - {"PYTHONPATH"}
+        changed = {k for k in env.keys() | self.env.keys() if env.get(k) != self.env.get(k)} - {
+            "PYTHONPATH",
+            *READ_AT_RUN,
+        }
         return not any(k.startswith(READ_AT_IMPORT) for k in changed)
 
     def _start(self) -> subprocess.Popen:

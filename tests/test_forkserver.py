@@ -1,6 +1,7 @@
 """The tests' fork server runs a script as `python script.py` would: argv, cwd, environment, sys.path, streams,
 exit code, and a timeout that ends the script's own children too."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -67,3 +68,16 @@ def test_a_variable_the_libraries_read_as_they_load_asks_for_a_new_interpreter()
     assert FORK_SERVER.can_run({**FORK_SERVER.env, "WANDB_MODE": "offline", "PYTHONPATH": "elsewhere"})
     assert not FORK_SERVER.can_run({**FORK_SERVER.env, "TRITON_INTERPRET": "1"})  # triton reads it on import
     assert not FORK_SERVER.can_run({**FORK_SERVER.env, "CUDA_VISIBLE_DEVICES": "1"})
+
+
+def test_what_the_tests_own_libraries_put_in_its_environment_keeps_scripts_forked(tmp_path):
+    """Importing Lightning and compiling in the tests' own process set variables there (the suite's first in-process
+    Trainer does both): a script run after that still forks from the server, its parent."""
+    import lightning  # noqa: F401  (sets PYTORCH_NVML_BASED_CUDA_CHECK)
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    cache_dir()  # sets TORCHINDUCTOR_CACHE_DIR, as torch.compile's first call does
+    script = tmp_path / "parent.py"
+    script.write_text("import os\nprint(os.getppid())\n")
+    proc = FORK_SERVER.run([sys.executable, str(script)], cwd=tmp_path, env=dict(os.environ), timeout=60)
+    assert proc.returncode == 0 and int(proc.stdout) == FORK_SERVER.proc.pid
