@@ -9,6 +9,7 @@ A run whose environment changes what the libraries read as they load (READ_AT_IM
 
 Protocol (one JSON line each way, on the server's stdin and stdout): the request names argv, cwd, env and the two
 files for the child's stdout and stderr; the answer is the child's pid, then its return code once it has exited.
+`popen` leaves a run going (a test signals it, or watches its files) and reads its return code later.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -79,6 +81,7 @@ class ForkServer:
     def __init__(self) -> None:
         self.proc: subprocess.Popen | None = None
         self.env = dict(os.environ)  # what the server imports under
+        self.started: Started | None = None  # popen's run, while the server waits for it
 
     def can_run(self, env: dict) -> bool:
         """Whether a child can run under `env`: on, and nothing read at import differs from the server's."""
@@ -109,8 +112,32 @@ class ForkServer:
             return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
         return self.forked(cmd, cwd, env, timeout)
 
+    def popen(self, cmd: list[str], cwd: Path, env: dict) -> Started | subprocess.Popen:
+        """`cmd` started and left running, as subprocess.Popen(stdout=DEVNULL, stderr=PIPE, text=True) would: a
+        child of the server where it can be (the server takes its next request once this one has ended), else a new
+        interpreter. For a test that signals a run or watches it while it runs."""
+        if not self.can_run(env):
+            return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.finish_started()
+        proc = self._start()
+        err = Path(tempfile.mkdtemp(), "stderr")
+        err.touch()  # to read from now on: the child opens it only after the server has answered
+        request = {"argv": cmd, "cwd": str(cwd), "env": env, "stdout": os.devnull, "stderr": str(err)}
+        proc.stdin.write(json.dumps(request).encode() + b"\n")
+        self.started = Started(self, self._answer(proc, timeout=120)["pid"], err)
+        return self.started
+
+    def finish_started(self) -> None:
+        """Wait for popen's run, whose end the server answers before it takes another request."""
+        if self.started is not None:
+            self.started.wait(timeout=600)
+            self.started.stderr.close()
+            shutil.rmtree(self.started.err_path.parent, ignore_errors=True)
+        self.started = None
+
     def forked(self, cmd: list[str], cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
         """`cmd` run by a child of the server, as subprocess.run would run it (output captured, text)."""
+        self.finish_started()
         proc = self._start()
         with tempfile.TemporaryDirectory() as tmp:
             out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
@@ -140,9 +167,47 @@ class ForkServer:
         return json.loads(line)
 
     def close(self) -> None:
+        if self.started is not None and self.started.poll() is None:
+            self.started.kill()
+        self.finish_started()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.stdin.close()  # the server's loop ends at the end of its input
             self.proc.wait(30)
+
+
+class Started:
+    """A run ForkServer.popen left running in a child of the server: subprocess.Popen's pid, poll, wait, send_signal,
+    kill, communicate and stderr (a file the child writes), returncode once it has ended."""
+
+    def __init__(self, server: ForkServer, pid: int, err: Path) -> None:
+        self.server, self.pid, self.err_path = server, pid, err
+        self.stderr = err.open()
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and select.select([self.server.proc.stdout], [], [], 0)[0]:
+            self.returncode = self.server._answer(self.server.proc, 0)["returncode"]
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            try:
+                self.returncode = self.server._answer(self.server.proc, timeout)["returncode"]
+            except subprocess.TimeoutExpired:
+                raise subprocess.TimeoutExpired(self.pid, timeout) from None
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[None, str]:
+        self.wait(timeout)
+        return None, self.err_path.read_text()
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
 
 
 def _pythonpath() -> list[str]:

@@ -2,10 +2,13 @@
 exit code, and a timeout that ends the script's own children too."""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
+import psutil
 import pytest
 from conftest import FORK_SERVER
 
@@ -81,3 +84,29 @@ def test_what_the_tests_own_libraries_put_in_its_environment_keeps_scripts_forke
     script.write_text("import os\nprint(os.getppid())\n")
     proc = FORK_SERVER.run([sys.executable, str(script)], cwd=tmp_path, env=dict(os.environ), timeout=60)
     assert proc.returncode == 0 and int(proc.stdout) == FORK_SERVER.proc.pid
+
+
+def test_popen_leaves_a_run_going_to_be_signalled_and_waited_for(tmp_path):
+    """ForkServer.popen, as subprocess.Popen would: the run is a child of the server, running until a signal ends it
+    (its handler's exit code and stderr come back); the server then takes the next request."""
+    script = tmp_path / "until_term.py"
+    script.write_text(
+        textwrap.dedent("""
+        import os, signal, sys, time
+        signal.signal(signal.SIGTERM, lambda *_: (print("terminated", file=sys.stderr), sys.exit(143)))
+        print(os.getppid(), file=sys.stderr, flush=True)
+        time.sleep(60)
+        """)
+    )
+    proc = FORK_SERVER.popen([sys.executable, str(script)], cwd=tmp_path, env=dict(os.environ))
+    deadline = time.time() + 30
+    while not proc.stderr.readline().strip().isdigit():  # it has started and installed its handler
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    assert proc.poll() is None and psutil.Process(proc.pid).ppid() == FORK_SERVER.proc.pid
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and "terminated" in err
+    (tmp_path / "next.py").write_text("print('next')\n")
+    after = FORK_SERVER.run([sys.executable, str(tmp_path / "next.py")], cwd=tmp_path, env=dict(os.environ), timeout=60)
+    assert after.stdout.strip() == "next"

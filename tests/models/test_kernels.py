@@ -15,7 +15,7 @@ import types
 import lightning as L
 import pytest
 import torch
-from conftest import QUICK, QUIET, ROOT, run_script
+from conftest import FORK_SERVER, QUICK, QUIET, ROOT, run_script
 from kernel_references import assert_same_logits_and_grads, logits_and_grads, stand_in_for_a_hopper_gpu
 from timm.layers import Mlp
 from timm.models.vision_transformer import Attention, Block
@@ -321,11 +321,11 @@ def test_train_and_eval_run_whole_on_the_hopper_kernels_in_16_bit(tmp_path):
     modules. The first GPU run stopped there (docs/speed_notes.md, eighth session)."""
 
     def run(script: str, *overrides: str) -> str:
-        proc = subprocess.run(
+        proc = FORK_SERVER.run(
             [sys.executable, "tests/kernel_references.py", script, *overrides, "kernels=hopper",
              "trainer.precision=bf16-mixed", "data=synthetic", "data.in_chans=1", "data.size=32",
              "data.test_size=8", "data.eval_batch_size=8"],
-            cwd=ROOT, capture_output=True, text=True, timeout=300,
+            cwd=ROOT, env=dict(os.environ), timeout=300,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr[-3000:]
         calls = json.loads(proc.stdout.strip().splitlines()[-1].removeprefix("kernel calls: "))

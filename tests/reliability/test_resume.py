@@ -1,10 +1,10 @@
 """Nothing lost: a killed run resumes to the same result, SIGTERM saves a checkpoint, a torn write is harmless."""
 
 import contextlib
+import os
 import random
 import re
 import signal
-import subprocess
 import sys
 import time
 
@@ -12,7 +12,7 @@ import fsspec.implementations.local
 import psutil
 import pytest
 import torch
-from conftest import QUICK, QUIET, ROOT, read_metrics, run_script, step_losses
+from conftest import FORK_SERVER, QUICK, QUIET, ROOT, read_metrics, run_script, step_losses
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 # Slow enough to be caught mid-epoch; no augmentation or dropout, so every step is a function of the seed.
@@ -32,7 +32,7 @@ RUN = [
 
 def _start(run_dir, *extra):
     cmd = [sys.executable, str(ROOT / "src" / "train.py"), *RUN, f"hydra.run.dir={run_dir}", *QUIET, *extra]
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return FORK_SERVER.popen(cmd, cwd=ROOT, env=dict(os.environ))
 
 
 def _wait_for(path, proc, timeout=180):
