@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import torch
 from omegaconf import OmegaConf
 
 from crossvit import CONF_DIR
@@ -30,7 +31,8 @@ def ablation_overrides(row: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def measure(
     model: str, fusion: str = "cross_attention", fusion_args: Mapping | None = None, **overrides: Any
 ) -> dict[str, Any]:
-    cost = count(create_model(model, fusion, fusion_args=fusion_args, **overrides))
+    with torch.device("meta"):  # shapes are all a count needs: no weights initialised, no arithmetic done
+        cost = count(create_model(model, fusion, fusion_args=fusion_args, **overrides))
     return {
         "model": model,
         "fusion": fusion,

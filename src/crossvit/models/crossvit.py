@@ -130,7 +130,8 @@ class CrossViT(nn.Module):
         # rate and the fusion takes the last one (as the official code does).
         fusion_layers = max(int(fusion_args.get("layers", 0)), 0)
         enc_depths = [max(enc) + fusion_layers for enc in depth]
-        dpr = torch.linspace(0, drop_path_rate, sum(enc_depths)).tolist()
+        # (on the CPU even where the model is built on another device: the rates are Python floats)
+        dpr = torch.linspace(0, drop_path_rate, sum(enc_depths), device="cpu").tolist()
         self.blocks = nn.ModuleList()
         for k, enc in enumerate(depth):
             start = sum(enc_depths[:k])
