@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from functools import partial
@@ -34,12 +35,12 @@ from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from crossvit.models.kernels import (
+    FA4_INFERENCE_MAX_HEAD_DIM,
     FWD_TILES,
     fa4_attend,
     fa4_attend_backward,
     fa4_fake_attend,
-    fa4_packed_attention,
-    fa4_packed_forward,
+    fa4_packed_forward_upto,
     fa4_packed_fwd,
     fa4_setup_context,
     use_fa4_tiles,
@@ -90,15 +91,8 @@ def packed_attention(model: nn.Module, inference: str = "framework") -> Abstract
     forward (crossvit.models.kernels) inside the block: FA4 in training, and in inference where the head dim is at
     most FA4_INFERENCE_MAX_HEAD_DIM. `inference="all"` (`fa4-packed-all`): FA4 in every inference, as before the tenth
     session; `"none"` (`fa4-packed-train`): SDPA in every inference."""
-    forward = fa4_packed_forward
-    if inference != "framework":
-
-        def forward(self: Attention, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
-            if inference == "none" and not torch.is_grad_enabled():
-                return Attention.forward(self, x)
-            return fa4_packed_attention(self, x)
-
-    return forward_swapped(model, Attention, forward)
+    max_head_dim = {"framework": FA4_INFERENCE_MAX_HEAD_DIM, "all": sys.maxsize, "none": 0}[inference]
+    return forward_swapped(model, Attention, fa4_packed_forward_upto(max_head_dim))
 
 
 # (model, branch): (heads, tokens, head dim), batch 256 as in throughput.py

@@ -18,13 +18,20 @@ import argparse
 import json
 import re
 import time
-from contextlib import nullcontext
 from datetime import date
 from functools import partial
 
 import timm
 import torch
-from throughput import add_variant_args, apply_variant, copy_rate, matmul_rate, training_step, variant_run
+from throughput import (
+    add_variant_args,
+    apply_variant,
+    copy_rate,
+    inference_step,
+    matmul_rate,
+    training_step,
+    variant_run,
+)
 from torch.profiler import ProfilerActivity, profile
 
 from crossvit.flops import count
@@ -88,17 +95,12 @@ def profile_step(
     infer: bool = False,
 ) -> dict:
     """Per step, in ms: wall, device busy and idle, and device time by kernel class; the top kernels. `infer`: the
-    step is throughput.py's inference instead (the forward in eval mode, inference_mode, autocast)."""
+    step is throughput.py's inference instead (inference_step)."""
     cuda = device.type == "cuda"
     step, logits, x = training_step(model.to(device).train(), mode, batch, device, bf16_weights)
     if infer:
         model.eval()
-        amp = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and not bf16_weights else nullcontext()
-
-        def step() -> None:
-            with torch.inference_mode(), amp:
-                logits(x)
-
+        step = inference_step(logits, x, device)
     for _ in range(10):  # compile, CUDA graph capture
         step()
     if cuda:

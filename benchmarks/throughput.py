@@ -376,6 +376,20 @@ def training_step(
     return step, logits, x
 
 
+def inference_step(
+    logits: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, device: torch.device
+) -> Callable[[], None]:
+    """The inference a row times (and `profile_step.py --infer` profiles): training_step's `logits` on its batch `x`,
+    in inference mode, under bf16 autocast on a GPU. The model is to be in eval mode."""
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+    def infer() -> None:
+        with torch.inference_mode(), amp:
+            logits(x)
+
+    return infer
+
+
 def measure(
     model: torch.nn.Module,
     mode: str,
@@ -390,13 +404,8 @@ def measure(
     """Train-step img/s (NaN unless `train_too`), inference img/s (NaN unless `infer_too`) and peak training memory
     of one model in one compile mode; `first_step_s` is the first training step's, or the first inference's."""
     model = model.to(device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     train_step, logits, x = training_step(model, mode, batch, device, bf16_weights)
-
-    def infer():
-        with torch.inference_mode(), amp:
-            logits(x)
-
+    infer = inference_step(logits, x, device)
     model.train() if train_too else model.eval()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -297,23 +297,30 @@ def plain_attention(attn: Attention) -> bool:
 FA4_INFERENCE_MAX_HEAD_DIM = 32
 
 
-def fa4_packed_forward(self: Attention, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+def fa4_packed_forward_upto(max_inference_head_dim: int) -> Callable[..., Tensor]:
     """timm's Attention.forward with the kernels reading q, k and v in the qkv projection's layout where a backward
-    follows, or the head dim is at most FA4_INFERENCE_MAX_HEAD_DIM; otherwise (inference, validation at wider heads)
-    timm's own (PyTorch's SDPA, cuDNN on Hopper)."""
-    if attn_mask is not None or is_causal or not plain_attention(self):
-        raise ValueError("attention=fa4 takes plain self-attention: no mask, causality, gate, q/k norm or dropout")
-    if not torch.is_grad_enabled() and self.head_dim > FA4_INFERENCE_MAX_HEAD_DIM:
-        return Attention.forward(self, x)
-    return fa4_packed_attention(self, x)
+    follows, or the head dim is at most `max_inference_head_dim`; otherwise (inference, validation at wider heads)
+    timm's own (PyTorch's SDPA, cuDNN on Hopper). A closure, not a partial: dynamo traces functions."""
+
+    def forward(self: Attention, x: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False) -> Tensor:
+        if attn_mask is not None or is_causal or not plain_attention(self):
+            raise ValueError("attention=fa4 takes plain self-attention: no mask, causality, gate, q/k norm or dropout")
+        if not torch.is_grad_enabled() and self.head_dim > max_inference_head_dim:
+            return Attention.forward(self, x)
+        return fa4_packed_attention(self, x)
+
+    return forward
 
 
 def fa4_packed_attention(self: Attention, x: Tensor) -> Tensor:
-    """FlashAttention-4 on the qkv projection's layout, forward and backward (fa4_packed_forward's training path)."""
+    """FlashAttention-4 on the qkv projection's layout, forward and backward."""
     batch, tokens, _ = x.shape
     qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, self.head_dim)
     out, _ = fa4_packed_fwd(qkv, self.scale)
     return self.proj_drop(self.proj(self.norm(out.flatten(2))))
+
+
+fa4_packed_forward = fa4_packed_forward_upto(FA4_INFERENCE_MAX_HEAD_DIM)  # kernels.attention=fa4's
 
 
 # --- the framework's switch ---
