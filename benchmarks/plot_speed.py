@@ -60,13 +60,18 @@ def main() -> None:
     width = 0.8 / len(series)
     for ax, metric, title in zip(axes, ("train_img_s", "infer_img_s"), ("training step", "inference")):
         for k, name in enumerate(series):
-            values = [next((r[metric] for r in rows if r["model"] == m and label(r) == name), 0.0) for m in models]
+            # a run cut short has no figure for a model or a metric: no bar, where a 0 would read as measured
+            values = [
+                next((v for r in rows if r["model"] == m and label(r) == name and (v := r.get(metric))), float("nan"))
+                for m in models
+            ]
             bars = ax.bar([i + k * width for i in range(len(models))], values, width, label=name)
-            ax.bar_label(bars, fmt="%.0f", fontsize=7)
+            ax.bar_label(bars, labels=[f"{v:.0f}" if v == v else "" for v in values], fontsize=7)
         ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(models))], models)
         ax.set_ylabel("img/s")
         ax.set_title(title)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=8)
+    ncols = 1 if max(map(len, series)) > 60 else 2  # long variant names overflow two columns
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=ncols, fontsize=8)
     env = first_env(data)
     fig.suptitle(
         f"{env['device']}, batch {env['batch_size']}, torch {env['torch']}, {env['date']}" if env else "", fontsize=10
