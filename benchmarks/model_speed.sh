@@ -50,6 +50,8 @@
 #   bash benchmarks/model_speed.sh tenth_b # inference by where FA4 takes the attention, on a second machine
 #   bash benchmarks/model_speed.sh eleventh  # bf16 weights for ours and timm alike, then autocast, 50 batches
 #                                          # each; inference by attention kernel over 100 batches, twice
+#   bash benchmarks/model_speed.sh twelfth   # crossvit_9's training under autocast and in bf16 weights, ours and
+#                                          # timm, on one machine; then both steps profiled (ours)
 #   bash benchmarks/model_speed.sh hopper_loop  # kernels=hopper through src/train.py beside kernels=default, then
 #                                          # the raw step with the same kernels beside timm (--quack-mlp and --sdpa
 #                                          # with timm: ours gets them, timm stays as it is). Calls on one warm
@@ -549,6 +551,19 @@ eleventh() {  # carry .device/fa4a first, then .device/whl, .device/fa4b and .de
       done
     done
   done
+}
+
+twelfth() {  # carry .device/fa4a first, then .device/whl, .device/fa4b and .device/quack_tuning (its 24 winners,
+  # autocast's and bf16-true's GEMM keys). crossvit_9's training under autocast and in bf16 weights on one machine,
+  # ours and timm in each run (the eleventh session's bf16 figure fell under the tenth's autocast one, on another
+  # machine); then both precisions' training step profiled, ours alone. Two runs a call at most (300-420 s each)
+  fa4_site || return 1
+  local hopper=(--quack-mlp epilogues-tuned --sdpa fa4-packed --fa4-tiles docs/fa4_tiles_2026-11-28.json)
+  LANE=0 bench amp_c9 throughput.py --modes reduce-overhead --steps 50 --warmup 10 --models crossvit_9 "${hopper[@]}"
+  LANE=0 bench bf16_c9 throughput.py --modes reduce-overhead --steps 50 --warmup 10 --models crossvit_9 \
+    --bf16-weights "${hopper[@]}"
+  LANE=0 bench profile_amp_c9 profile_step.py --models crossvit_9 --impls ours "${hopper[@]}"
+  LANE=0 bench profile_bf16_c9 profile_step.py --models crossvit_9 --impls ours --bf16-weights "${hopper[@]}"
 }
 
 env_info
