@@ -44,11 +44,15 @@ slurm:
 		echo "No apt (or not root): tests/test_slurm.py will be skipped; install slurm-wlm and munge to run it."; \
 	fi
 
+# The test files on TEST_WORKERS pytest-xdist workers (whole files each: module fixtures such as the SLURM
+# cluster start once). Most tests wait on the scripts they run: two workers took 460 s on 2 cores where one took
+# 763 s (2026-11-29).
+TEST_WORKERS ?= 2
 test:
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast:
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
 
 train:
 	$(PY) src/train.py experiment=fashion_mnist

@@ -19,7 +19,9 @@ install() {
 write_conf() {
   local host cpus
   host=$(hostname -s)
-  cpus=$(nproc)
+  # the machine's CPUs: nproc alone reports OMP_NUM_THREADS where it is set (make test sets it), and a node of 1 CPU
+  # leaves every 2-task job pending (PartitionConfig) forever
+  cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
   mkdir -p "$DIR/spool" "$DIR/state" "$DIR/munge"
   cat > "$CONF" <<CONF
 ClusterName=crossvit-local

@@ -5,14 +5,28 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
-from forkserver import ForkServer
+# make test runs the files on pytest-xdist workers, one a core. Each worker's tests and the scripts they start get
+# their share of the cores: a worker with torch's default of one thread a core would spin OpenMP threads against the
+# other worker's, and both ran slower than the files one after another. Set before torch is imported, which reads it.
+if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from forkserver import ForkServer  # noqa: E402
 
 # Tests never reach a hub or W&B's servers.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files holding a `slow` test first: xdist hands out whole files in this order (make test's `--dist loadfile`),
+    and the longest started last would leave the other workers idle at the end."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: each file's own order stays
+
 
 FUSION_NAMES = ["none", "all_attention", "class_token", "pairwise", "cross_attention"]
 

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from conftest import QUIET, needs_fmnist, read_metrics, run_script
 from omegaconf import OmegaConf
 
@@ -14,6 +15,7 @@ def within(row, params=0.01, gflops=0.03):
     )
 
 
+@pytest.mark.slow
 def test_tables_match_the_paper(tmp_path):
     out, md = tmp_path / "rows.json", tmp_path / "tables.md"
     run_script("tables.py", f"output={out}", f"markdown={md}", f"hydra.run.dir={tmp_path}")

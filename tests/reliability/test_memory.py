@@ -5,6 +5,7 @@ import resource
 import subprocess
 import sys
 
+import pytest
 from conftest import QUICK, QUIET, ROOT, needs_fmnist, run_script
 
 GB = 1e9
@@ -41,6 +42,7 @@ def test_a_step_too_large_for_the_host_stops_before_training(tmp_path):
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.json").exists()
 
 
+@pytest.mark.slow
 def test_the_estimate_is_near_the_measured_peak(tmp_path):
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     proc = run_script(
