@@ -56,6 +56,7 @@
 #                                          # the raw step with the same kernels beside timm (--quack-mlp and --sdpa
 #                                          # with timm: ours gets them, timm stays as it is). Calls on one warm
 #                                          # machine: .device/fa4a, then .device/fa4b, then on until all have run
+# SKIP="NAME ..." leaves those runs out of a call (e.g. SKIP="amp_c9" bash benchmarks/model_speed.sh eleventh).
 # Rows (JSON, one file a run) are merged into $OUT/rows.json; logs into $OUT/logs.tar.gz; a table is printed last.
 # Compiled kernels and autotuning results live in $CACHE_ROOT/inductor_<lane> (CACHE_ROOT=/tmp unless set; a folder
 # the repository ignores, such as .device/cache, stays on a warm machine between calls). SAVE_CACHE=1 returns each
@@ -72,6 +73,9 @@ CACHE_ROOT=$(realpath -m "${CACHE_ROOT:-/tmp}"); DONE=$CACHE_ROOT/done; mkdir -p
 in_lane() {  # LANE=k in_lane NAME CMD...: CMD on GPU k and cores 16k..16k+15 until DEADLINE, its output in
   # $RES/NAME.log; skipped (rc 125) once STOP_AFTER has passed; prints the lane, rc and seconds
   local name=$1; shift
+  # SKIP="name ...": runs not to start in this call (the phase goes on to the next), when a session's device time
+  # is short and a later run matters more
+  if [[ " ${SKIP:-} " == *" $name "* ]]; then echo "skipped $name: in SKIP" | tee -a $RES/skipped.log; return 125; fi
   if (( SECONDS > STOP_AFTER )); then echo "skipped $name: ${SECONDS}s into the call" | tee -a $RES/skipped.log; return 125; fi
   local start=$SECONDS cores="$((16 * LANE))-$((16 * LANE + 15))"
   # each line stamped with the seconds since the call began: a run's first-step costs (compiles, autotuning) read
