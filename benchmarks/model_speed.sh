@@ -51,7 +51,8 @@
 #   bash benchmarks/model_speed.sh eleventh  # bf16 weights for ours and timm alike, then autocast, 50 batches
 #                                          # each; inference by attention kernel over 100 batches, twice
 #   bash benchmarks/model_speed.sh twelfth   # crossvit_9's training under autocast and in bf16 weights, ours and
-#                                          # timm, on one machine; then both steps profiled (ours)
+#                                          # timm, on one machine; then both steps profiled (ours); inference with
+#                                          # and without inductor's freezing, ours and timm
 #   bash benchmarks/model_speed.sh hopper_loop  # kernels=hopper through src/train.py beside kernels=default, then
 #                                          # the raw step with the same kernels beside timm (--quack-mlp and --sdpa
 #                                          # with timm: ours gets them, timm stays as it is). Calls on one warm
@@ -568,6 +569,15 @@ twelfth() {  # carry .device/fa4a first, then .device/whl, .device/fa4b and .dev
     --bf16-weights "${hopper[@]}"
   LANE=0 bench profile_amp_c9 profile_step.py --models crossvit_9 --impls ours "${hopper[@]}"
   LANE=0 bench profile_bf16_c9 profile_step.py --models crossvit_9 --impls ours --bf16-weights "${hopper[@]}"
+  # inference under autocast with inductor's freezing (the weights folded in as constants, so their casts to bf16
+  # happen once at compile time), beside the same without it; ours and timm alike
+  local m
+  for m in 18 9; do
+    LANE=0 bench "infer_c$m" throughput.py --modes reduce-overhead --steps 100 --warmup 20 --models crossvit_$m \
+      --infer-only "${hopper[@]}"
+    LANE=0 bench "infer_frozen_c$m" throughput.py --modes reduce-overhead --steps 100 --warmup 20 \
+      --models crossvit_$m --infer-only --inductor freezing=1 "${hopper[@]}"
+  done
 }
 
 env_info
