@@ -48,11 +48,12 @@ slurm:
 # cluster start once). Most tests wait on the scripts they run: two workers took 460 s on 2 cores where one took
 # 763 s (2026-11-29).
 TEST_WORKERS ?= 2
+PYTEST  := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test:
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(PYTEST)
 
 test-fast:
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow"
+	$(PYTEST) -m "not slow"
 
 train:
 	$(PY) src/train.py experiment=fashion_mnist

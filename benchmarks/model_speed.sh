@@ -69,6 +69,8 @@ OUT=${OUT:-/tmp/out}; RES=/tmp/speed; rm -rf $RES; mkdir -p "$OUT" $RES  # a war
 STOP_AFTER=${STOP_AFTER:-480}  # seconds into the call after which no new run starts (a call may last 600)
 DEADLINE=${DEADLINE:-570}      # every run ends by then, leaving time to merge and return
 TASKSET=$(command -v taskset)
+# kernels=hopper's kernels as throughput.py and profile_step.py take them (ours only: timm stays as it is)
+HOPPER=(--quack-mlp epilogues-tuned --sdpa fa4-packed --fa4-tiles docs/fa4_tiles_2026-11-28.json)
 CACHE_ROOT=$(realpath -m "${CACHE_ROOT:-/tmp}"); DONE=$CACHE_ROOT/done; mkdir -p "$CACHE_ROOT" "$DONE"
 
 in_lane() {  # LANE=k in_lane NAME CMD...: CMD on GPU k and cores 16k..16k+15 until DEADLINE, its output in
@@ -513,14 +515,13 @@ tenth() {  # on a fresh machine, after the call that carried .device/fa4a; calle
   export QUACK_PRINT_AUTOTUNING=1
   local tiles=docs/fa4_tiles_2026-11-28.json
   local k=(kernels=hopper kernels.fa4_tiles=$tiles kernels.quack_tuning=docs/quack_tuning_2026-11-29.json)
-  local hopper=(--quack-mlp epilogues-tuned --sdpa fa4-packed --fa4-tiles $tiles)
   local infer_all=(--infer-only --no-timm --quack-mlp epilogues-tuned --sdpa fa4-packed-all --fa4-tiles $tiles)
   LANE=0 train_run seeded_c18 model=crossvit_18 "${k[@]}" data.eval_batch_size=256
-  LANE=0 bench hopper_c18 "${TP[@]}" --models crossvit_18 "${hopper[@]}"
-  LANE=0 bench hopper_c9 "${TP[@]}" --models crossvit_9 "${hopper[@]}"
+  LANE=0 bench hopper_c18 "${TP[@]}" --models crossvit_18 "${HOPPER[@]}"
+  LANE=0 bench hopper_c9 "${TP[@]}" --models crossvit_9 "${HOPPER[@]}"
   LANE=0 bench infer_fa4all_c9 "${TP[@]}" --models crossvit_9 "${infer_all[@]}"
   LANE=0 bench infer_fa4all_c18 "${TP[@]}" --models crossvit_18 "${infer_all[@]}"
-  LANE=0 bench profile_infer_c18 profile_step.py --infer --models crossvit_18 "${hopper[@]}"
+  LANE=0 bench profile_infer_c18 profile_step.py --infer --models crossvit_18 "${HOPPER[@]}"
   LANE=0 bench base_c9 "${TP[@]}" --models crossvit_9 --no-timm
   LANE=0 bench normall_c9 "${TP[@]}" --models crossvit_9 --no-timm --norm-all-tokens
 }
@@ -542,11 +543,10 @@ eleventh() {  # carry .device/fa4a first, then .device/whl, .device/fa4b and .de
   # each timed over 50 batches; then inference alone by where FA4 takes the attention, 100 batches, twice each
   fa4_site || return 1
   local tiles=docs/fa4_tiles_2026-11-28.json m sdpa rep
-  local hopper=(--quack-mlp epilogues-tuned --sdpa fa4-packed --fa4-tiles $tiles)
   local long=(throughput.py --modes reduce-overhead --steps 50 --warmup 10)
   for m in 9 18; do
-    LANE=0 bench "bf16_c$m" "${long[@]}" --models crossvit_$m --bf16-weights "${hopper[@]}"
-    LANE=0 bench "amp_c$m" "${long[@]}" --models crossvit_$m "${hopper[@]}"
+    LANE=0 bench "bf16_c$m" "${long[@]}" --models crossvit_$m --bf16-weights "${HOPPER[@]}"
+    LANE=0 bench "amp_c$m" "${long[@]}" --models crossvit_$m "${HOPPER[@]}"
   done
   for rep in 1 2; do
     for m in 9 18; do
@@ -563,20 +563,18 @@ twelfth() {  # carry .device/fa4a first, then .device/whl, .device/fa4b and .dev
   # ours and timm in each run (the eleventh session's bf16 figure fell under the tenth's autocast one, on another
   # machine); then both precisions' training step profiled, ours alone. Two runs a call at most (300-420 s each)
   fa4_site || return 1
-  local hopper=(--quack-mlp epilogues-tuned --sdpa fa4-packed --fa4-tiles docs/fa4_tiles_2026-11-28.json)
-  LANE=0 bench amp_c9 throughput.py --modes reduce-overhead --steps 50 --warmup 10 --models crossvit_9 "${hopper[@]}"
-  LANE=0 bench bf16_c9 throughput.py --modes reduce-overhead --steps 50 --warmup 10 --models crossvit_9 \
-    --bf16-weights "${hopper[@]}"
-  LANE=0 bench profile_amp_c9 profile_step.py --models crossvit_9 --impls ours "${hopper[@]}"
-  LANE=0 bench profile_bf16_c9 profile_step.py --models crossvit_9 --impls ours --bf16-weights "${hopper[@]}"
+  local long=(throughput.py --modes reduce-overhead --steps 50 --warmup 10)
+  local infer=(throughput.py --modes reduce-overhead --steps 100 --warmup 20 --infer-only)
+  LANE=0 bench amp_c9 "${long[@]}" --models crossvit_9 "${HOPPER[@]}"
+  LANE=0 bench bf16_c9 "${long[@]}" --models crossvit_9 --bf16-weights "${HOPPER[@]}"
+  LANE=0 bench profile_amp_c9 profile_step.py --models crossvit_9 --impls ours "${HOPPER[@]}"
+  LANE=0 bench profile_bf16_c9 profile_step.py --models crossvit_9 --impls ours --bf16-weights "${HOPPER[@]}"
   # inference under autocast with inductor's freezing (the weights folded in as constants, so their casts to bf16
   # happen once at compile time), beside the same without it; ours and timm alike
   local m
   for m in 18 9; do
-    LANE=0 bench "infer_c$m" throughput.py --modes reduce-overhead --steps 100 --warmup 20 --models crossvit_$m \
-      --infer-only "${hopper[@]}"
-    LANE=0 bench "infer_frozen_c$m" throughput.py --modes reduce-overhead --steps 100 --warmup 20 \
-      --models crossvit_$m --infer-only --inductor freezing=1 "${hopper[@]}"
+    LANE=0 bench "infer_c$m" "${infer[@]}" --models crossvit_$m "${HOPPER[@]}"
+    LANE=0 bench "infer_frozen_c$m" "${infer[@]}" --models crossvit_$m --inductor freezing=1 "${HOPPER[@]}"
   done
 }
 
